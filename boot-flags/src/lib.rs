@@ -1,0 +1,2 @@
+//! boot-flags: the GPT, A/B slot flags and boot selection.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! image-format: the slotctl signed image container.
+#![forbid(unsafe_code)]

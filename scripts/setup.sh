@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything the tests, the benchmarks and the demo need on a new
+# Debian machine: the validators (cgpt, sgdisk, sfdisk, openssl), QEMU and
+# what builds the test machine. Idempotent; run as root.
+set -euo pipefail
+
+PACKAGES=(
+  qemu-system-x86   # the end-to-end test machine
+  busybox-static    # its initramfs and slot root filesystems
+  vboot-utils       # cgpt: ChromeOS flags validator
+  gdisk             # sgdisk -v: GPT validator
+  fdisk             # sfdisk --json / -V
+  openssl           # key and signature interop, hashing baseline
+  zstd              # compression baseline
+  cpio              # initramfs packing
+  e2fsprogs         # mkfs.ext4 -d for slot root filesystems
+  time              # /usr/bin/time -v for peak RSS in benchmarks
+  util-linux        # losetup
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+for tool in cgpt sgdisk sfdisk openssl zstd qemu-system-x86_64 cpio mkfs.ext4; do
+  command -v "$tool" >/dev/null || { echo "setup: $tool still missing" >&2; exit 1; }
+done
+echo "setup: all tools present"

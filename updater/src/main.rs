@@ -1,0 +1,43 @@
+//! `slotctl`: the A/B partition updater's one binary.
+//!
+//! The command tree is split by concern: each module owns its subcommands
+//! (a clap `Subcommand` enum flattened into [`Command`]) and their `run`.
+//! Errors are `anyhow` here and nowhere else; [`exit`] maps them to the exit
+//! codes documented in the README.
+
+mod cli;
+mod exit;
+mod image_cmd;
+mod slots;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::cli::Globals;
+
+#[derive(Parser, Debug)]
+#[command(name = "slotctl", version, about = "A/B partition updater", long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    globals: Globals,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    #[command(flatten)]
+    Slots(slots::SlotCommand),
+    #[command(flatten)]
+    Image(image_cmd::ImageCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Slots(cmd) => slots::run(cmd, &cli.globals),
+        Command::Image(cmd) => image_cmd::run(cmd, &cli.globals),
+    };
+    exit::report(result)
+}
