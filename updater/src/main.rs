@@ -6,6 +6,7 @@
 //! codes documented in the README.
 
 mod cli;
+mod config;
 mod exit;
 mod image_cmd;
 mod slots;

@@ -1,0 +1,187 @@
+//! The device config file, `/etc/slotctl/slotctl.toml` (or `--config`).
+//!
+//! Every key is optional; unknown keys are an error naming the key
+//! (`deny_unknown_fields`), so a typo never silently falls back to a default.
+//! `packaging/slotctl.toml.example` documents each key.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::cli::Globals;
+
+/// Where the config lives when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/slotctl/slotctl.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The disk holding the slots; default: the disk of the booted root.
+    pub disk: Option<PathBuf>,
+    /// The device's `compatible` string; images must carry exactly this.
+    pub compatible: Option<String>,
+    /// Directory of trusted SPKI PEM public keys.
+    pub keyring: PathBuf,
+    /// How many distinct trusted signatures an image needs.
+    pub signature_threshold: usize,
+    /// Tries a newly activated slot gets (1..=15).
+    pub tries: u8,
+    /// Role whose partition carries a slot's flags; default: the slot's first
+    /// partition in table order.
+    pub flags_role: Option<String>,
+    /// Where the lock file lives (one updater at a time).
+    pub lock_file: PathBuf,
+    /// Directory for the agent's small persistent state.
+    pub state_dir: PathBuf,
+    pub boot_check: BootCheck,
+    pub tls: Tls,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            disk: None,
+            compatible: None,
+            keyring: PathBuf::from("/etc/slotctl/keys"),
+            signature_threshold: 1,
+            tries: 3,
+            flags_role: None,
+            lock_file: PathBuf::from("/run/slotctl.lock"),
+            state_dir: PathBuf::from("/var/lib/slotctl"),
+            boot_check: BootCheck::default(),
+            tls: Tls::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootCheck {
+    /// Reboot after marking a failed boot bad.
+    pub reboot_on_failure: bool,
+    /// Health checks, run in order; all must pass.
+    pub checks: Vec<HealthCheck>,
+}
+
+impl Default for BootCheck {
+    fn default() -> Self {
+        BootCheck {
+            reboot_on_failure: true,
+            checks: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// A name for logs.
+    pub name: String,
+    /// argv: program and its arguments (no shell unless you name one).
+    pub command: Vec<String>,
+    /// Seconds before the check counts as failed.
+    #[serde(default = "default_check_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_check_timeout() -> u64 {
+    60
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// Extra CA certificate (PEM) trusted for https:// sources, besides the
+    /// built-in web PKI roots.
+    pub ca_file: Option<PathBuf>,
+    /// Seconds to wait for a connection.
+    pub connect_timeout_secs: Option<u64>,
+    /// Seconds a response body may stall before the transfer is retried.
+    pub stall_timeout_secs: Option<u64>,
+}
+
+impl Config {
+    /// Load the config named by `--config`, else the default path if it
+    /// exists, else the built-in defaults. A named file that is missing is an
+    /// error; so is any unknown key.
+    pub fn load(globals: &Globals) -> anyhow::Result<Config> {
+        let (path, must_exist) = match &globals.config {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from(DEFAULT_PATH), false),
+        };
+        if !must_exist && !path.exists() {
+            return Ok(Config::default());
+        }
+        Self::from_file(&path)
+    }
+
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let cfg: Config = toml::from_str(&text).map_err(|e| {
+            // toml's message spans several lines; keep the first and the key.
+            let msg = e.message().replace('\n', " ");
+            anyhow::anyhow!("config {}: {msg}", path.display())
+        })?;
+        if !(1..=15).contains(&cfg.tries) {
+            anyhow::bail!(
+                "config {}: tries = {} is out of range 1..=15",
+                path.display(),
+                cfg.tries
+            );
+        }
+        if cfg.signature_threshold == 0 {
+            anyhow::bail!(
+                "config {}: signature_threshold must be at least 1",
+                path.display()
+            );
+        }
+        Ok(cfg)
+    }
+
+    /// The disk to operate on: `--disk`, else the config's, else None (the
+    /// caller then finds the booted root's disk).
+    pub fn disk_path(&self, globals: &Globals) -> Option<PathBuf> {
+        globals.disk.clone().or_else(|| self.disk.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "tries = 3\ntriez = 4\n").unwrap();
+        let err = Config::from_file(&p).unwrap_err().to_string();
+        assert!(err.contains("triez"), "{err}");
+    }
+
+    #[test]
+    fn defaults_and_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "compatible = \"acme-gw\"\ntries = 5\n[boot_check]\nreboot_on_failure = false\n[[boot_check.checks]]\nname = \"ok\"\ncommand = [\"true\"]\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&p).unwrap();
+        assert_eq!(c.tries, 5);
+        assert_eq!(c.compatible.as_deref(), Some("acme-gw"));
+        assert!(!c.boot_check.reboot_on_failure);
+        assert_eq!(c.boot_check.checks[0].timeout_secs, 60);
+        assert_eq!(c.signature_threshold, 1);
+    }
+
+    #[test]
+    fn tries_out_of_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "tries = 16\n").unwrap();
+        assert!(Config::from_file(&p).is_err());
+    }
+}
