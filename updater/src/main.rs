@@ -9,7 +9,12 @@ mod cli;
 mod config;
 mod exit;
 mod image_cmd;
+mod install;
+mod lock;
+mod progress;
+mod record;
 mod slots;
+mod source;
 
 use std::process::ExitCode;
 
