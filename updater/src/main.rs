@@ -1,26 +1,13 @@
 //! `slotctl`: the A/B partition updater's one binary.
 //!
-//! The command tree is split by concern: each module owns its subcommands
-//! (a clap `Subcommand` enum flattened into [`Command`]) and their `run`.
-//! Errors are `anyhow` here and nowhere else; [`exit`] maps them to the exit
-//! codes documented in the README.
-
-mod cli;
-mod config;
-mod exit;
-mod image_cmd;
-mod install;
-mod lock;
-mod progress;
-mod record;
-mod slots;
-mod source;
+//! The modules live in the library half of this crate (`src/lib.rs`).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::cli::Globals;
+use slotctl::cli::Globals;
+use slotctl::{exit, image_cmd, slots};
 
 #[derive(Parser, Debug)]
 #[command(name = "slotctl", version, about = "A/B partition updater", long_about = None)]
