@@ -2,32 +2,9 @@ use super::*;
 use crate::device::MemDevice;
 use crate::flags::Flags;
 
-/// A disk with partitions BOOT-A, ROOT-A, BOOT-B, ROOT-B, DATA, its data
-/// area filled with a pattern so untouched bytes are recognisable.
-pub(crate) fn sample_disk(ss: u32) -> MemDevice {
-    let ss64 = u64::from(ss);
-    let mut dev = MemDevice::new(8 << 20);
-    for (i, b) in dev.data.iter_mut().enumerate() {
-        *b = (i % 251) as u8;
-    }
-    let mib = (1 << 20) / ss64;
-    let names = ["BOOT-A", "ROOT-A", "BOOT-B", "ROOT-B", "DATA"];
-    let parts: Vec<NewPartition> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| NewPartition {
-            name: n.to_string(),
-            type_guid: Guid::LINUX_DATA,
-            unique_guid: Guid::from_random_bytes([i as u8 + 1; 16]),
-            first_lba: mib * (i as u64 + 1),
-            last_lba: mib * (i as u64 + 2) - 1,
-            // Bits outside the flags that must survive.
-            attributes: 1 | (1 << 2) | (1 << 57) | (1 << 60) | (1 << 63),
-        })
-        .collect();
-    Gpt::create(&mut dev, ss, Guid::from_random_bytes([0x42; 16]), &parts).unwrap();
-    dev
-}
+#[path = "../../tests/common/mod.rs"]
+mod common;
+use common::sample_disk;
 
 fn ranges_equal_outside(a: &[u8], b: &[u8], allowed: &[(u64, u64)]) {
     assert_eq!(a.len(), b.len());
