@@ -25,7 +25,11 @@ fn assert_refused_untouched(disk: &Path, needle: &str) {
         let line = assert_one_line_error(&out, needle);
         assert_eq!(out.status.code(), Some(1), "{cmd:?}: {line}");
         assert!(out.stdout.is_empty(), "{cmd:?} printed to stdout");
-        assert!(std::fs::read(disk).ok() == before, "{cmd:?} changed {}", disk.display());
+        assert!(
+            std::fs::read(disk).ok() == before,
+            "{cmd:?} changed {}",
+            disk.display()
+        );
     }
 }
 
@@ -107,7 +111,10 @@ fn mbr_only_disk() {
 #[test]
 fn truncated_image() {
     let img = Image::new(512);
-    let f = std::fs::OpenOptions::new().write(true).open(&img.path).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img.path)
+        .unwrap();
     let len = f.metadata().unwrap().len();
     f.set_len(len / 2).unwrap();
     drop(f);
@@ -144,7 +151,11 @@ fn slot_that_does_not_exist() {
     ];
     for args in cases {
         let out = img.run(args);
-        let needle = if args.contains(&"16") { "out of range" } else { "no slot \"C\"" };
+        let needle = if args.contains(&"16") {
+            "out of range"
+        } else {
+            "no slot \"C\""
+        };
         if args[0] == "--booted" {
             // clap checks --booted itself (usage error, exit 2).
             assert_eq!(out.status.code(), Some(2), "{args:?}");
