@@ -122,6 +122,16 @@ fn boot_select_output_and_dry_run() {
     );
     assert_eq!(text(&out.stdout), expected);
     assert_eq!(b[1]["size"], 3 << 20);
+    let human = text(&img.ok(&["status"]).stdout);
+    assert!(human.contains("next boot: B\n"), "{human}");
+    assert!(
+        human.contains("gpt:       primary ok, backup ok\n"),
+        "{human}"
+    );
+    assert!(
+        human.contains("\nB     2         2      no          yes       BOOT-B=3* ROOT-B=4\n"),
+        "{human}"
+    );
 
     // Two real boots use both tries; the third falls back to A.
     for left in [1, 0] {
