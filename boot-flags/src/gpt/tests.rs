@@ -217,3 +217,21 @@ fn create_rejects_bad_layouts() {
     assert!(Gpt::create(&mut dev, 1024, Guid::ZERO, &[]).is_err());
     assert_eq!(dev.data, vec![0u8; 4 << 20], "nothing written on refusal");
 }
+
+#[test]
+fn no_room_for_a_rebuilt_backup_writes_nothing() {
+    let mut dev = sample_disk(512);
+    let mut sector = dev.data[512..1024].to_vec();
+    let mut h = Header::parse(&sector).unwrap();
+    // The backup "lives" right after the usable area: its entry array
+    // would have to go over partition data.
+    h.alternate_lba = h.last_usable_lba + 1;
+    h.write_into(&mut sector);
+    dev.data[512..1024].copy_from_slice(&sector);
+    let before = dev.data.clone();
+    let mut gpt = Gpt::read(&mut dev).unwrap();
+    assert!(!gpt.health(Copy::Backup).is_ok());
+    let err = gpt.repair(&mut dev).unwrap_err();
+    assert!(err.to_string().contains("no room for the backup"), "{err}");
+    assert!(dev.data == before);
+}
