@@ -57,9 +57,12 @@ struct Seed {
     payloads: Vec<Vec<u8>>,
 }
 
+/// (role, compression, raw bytes)
+type Part = (&'static str, Compression, Vec<u8>);
+
 fn seed_images(key: &SigningKey, other: &SigningKey) -> Vec<Seed> {
     let mut seeds = Vec::new();
-    let shapes: Vec<(Vec<(&str, Compression, Vec<u8>)>, Vec<&SigningKey>)> = vec![
+    let shapes: Vec<(Vec<Part>, Vec<&SigningKey>)> = vec![
         (
             vec![("ROOT", Compression::None, b"root bytes".repeat(20))],
             vec![key],
