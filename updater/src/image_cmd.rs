@@ -6,6 +6,7 @@
 mod inspect;
 mod keys;
 mod pack;
+mod readahead;
 
 use std::path::{Path, PathBuf};
 

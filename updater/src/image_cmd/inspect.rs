@@ -28,12 +28,14 @@ pub struct VerifyArgs {
     pub image: PathBuf,
 }
 
+/// The image as a stream, read ahead on a thread so that reading overlaps
+/// hashing.
 fn open_image(path: &Path) -> anyhow::Result<Box<dyn Read>> {
     if path.as_os_str() == "-" {
-        return Ok(Box::new(std::io::stdin().lock()));
+        return Ok(Box::new(super::readahead::ReadAhead::new(std::io::stdin())));
     }
     let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    Ok(Box::new(f))
+    Ok(Box::new(super::readahead::ReadAhead::new(f)))
 }
 
 fn require_trust(trust: &TrustArgs) -> anyhow::Result<image_format::Keyring> {
