@@ -6,7 +6,6 @@
 mod inspect;
 mod keys;
 mod pack;
-mod readahead;
 
 use std::path::{Path, PathBuf};
 

@@ -189,9 +189,8 @@ pub fn sign(args: &SignArgs) -> anyhow::Result<()> {
     let check = || -> image_format::Result<()> {
         let mut img =
             ImageReader::new(BufReader::with_capacity(IO_BUFFER, file))?.into_untrusted()?;
-        let mut sink = std::io::sink();
-        while let Some(mut p) = img.next_payload()? {
-            std::io::copy(&mut p, &mut sink).map_err(Error::from_io)?;
+        while let Some(mut p) = img.next_payload_unhashed()? {
+            super::inspect::drain(&mut p, &mut std::io::sink())?;
         }
         img.finish()
     };
