@@ -7,6 +7,7 @@
 
 mod cli;
 mod config;
+mod device;
 mod exit;
 mod image_cmd;
 mod install;
