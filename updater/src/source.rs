@@ -56,7 +56,6 @@ impl HttpOptions {
 /// An opened source: a byte stream and, when known, its length.
 pub struct Source {
     pub reader: Box<dyn Read + Send>,
-    pub len: Option<u64>,
     /// What to call it in messages.
     pub name: String,
 }
@@ -73,16 +72,13 @@ pub fn open(spec: &str, opts: &HttpOptions, warn: Warn) -> anyhow::Result<Source
     if spec == "-" {
         return Ok(Source {
             reader: Box::new(io::stdin()),
-            len: None,
             name: "standard input".into(),
         });
     }
     if is_url(spec) {
         let r = HttpReader::open(spec, opts.clone(), warn)?;
-        let len = r.total;
         return Ok(Source {
             reader: Box::new(r),
-            len,
             name: spec.to_string(),
         });
     }
@@ -92,10 +88,8 @@ pub fn open(spec: &str, opts: &HttpOptions, warn: Warn) -> anyhow::Result<Source
         );
     }
     let f = File::open(spec).with_context(|| format!("cannot open image {spec}"))?;
-    let len = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
     Ok(Source {
         reader: Box::new(f),
-        len,
         name: spec.to_string(),
     })
 }
