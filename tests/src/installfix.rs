@@ -310,6 +310,28 @@ pub fn assert_status_unchanged_but_target(before: &Value, after: &Value, target:
     );
 }
 
+/// The one `slotctl: error:` line of a failed run (warnings, e.g. about
+/// retries, may precede it); panics unless there is exactly one, last.
+pub fn error_line(out: &Output) -> String {
+    let err = stderr(out);
+    let errors: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("slotctl: error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "expected one error line: {err}");
+    assert_eq!(
+        err.lines().last(),
+        Some(errors[0]),
+        "error line must be last: {err}"
+    );
+    assert!(
+        err.lines()
+            .all(|l| l.starts_with("slotctl: error: ") || l.starts_with("slotctl: warning: ")),
+        "unexpected stderr: {err}"
+    );
+    errors[0].to_string()
+}
+
 /// Assert a refusal: exit code `code`, one line on stderr naming `what`.
 pub fn assert_refused(out: &Output, code: i32, what: &str) {
     let err = stderr(out);

@@ -265,11 +265,8 @@ impl HttpReader {
         }
         self.retries_used += 1;
         (self.warn)(&format!(
-            "{why}; retrying from byte {} in {:.1}s ({}/{})",
-            self.pos,
-            self.backoff.as_secs_f64(),
-            self.retries_used,
-            self.opts.retries
+            "{why}; retrying from byte {} in {:?} ({}/{})",
+            self.pos, self.backoff, self.retries_used, self.opts.retries
         ));
         std::thread::sleep(self.backoff);
         self.backoff = (self.backoff * 2).min(self.opts.backoff_max);
@@ -331,6 +328,14 @@ impl Read for HttpReader {
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if e.kind() == io::ErrorKind::TimedOut || e.to_string().contains("timeout") =>
+                {
+                    format!(
+                        "{}: stalled (no data for {:?})",
+                        self.url, self.opts.stall_timeout
+                    )
+                }
                 Err(e) => format!("{}: {e}", self.url),
             };
             self.body = None;
