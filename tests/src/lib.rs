@@ -60,5 +60,6 @@ pub fn require_tool(name: &str) {
     );
 }
 
+pub mod disk;
 pub mod http;
 pub mod installfix;
