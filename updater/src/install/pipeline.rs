@@ -32,6 +32,10 @@ use crate::progress::Progress;
 pub const CHUNK: usize = 1 << 20;
 /// Buffers in flight per channel.
 const DEPTH: usize = 4;
+/// Room of a return channel: more than can ever be in flight, so a spent
+/// buffer is always kept for reuse (no allocation churn, no page faults)
+/// while the number of buffers stays bounded by the channels' depth.
+const POOL: usize = 2 * DEPTH + 4;
 pub use image_format::Compression;
 
 /// One payload to write.
@@ -400,9 +404,9 @@ pub fn write_payloads(
     progress: &Progress,
 ) -> Result<(), PipelineError> {
     let (in_tx, in_rx) = sync_channel::<In>(DEPTH);
-    let (in_back_tx, in_back_rx) = sync_channel::<Vec<u8>>(DEPTH + 2);
+    let (in_back_tx, in_back_rx) = sync_channel::<Vec<u8>>(POOL);
     let (out_tx, out_rx) = sync_channel::<Out>(DEPTH);
-    let (out_back_tx, out_back_rx) = sync_channel::<Vec<u8>>(DEPTH + 2);
+    let (out_back_tx, out_back_rx) = sync_channel::<Vec<u8>>(POOL);
 
     std::thread::scope(|s| {
         let reader = s.spawn(move || reader_stage(src, jobs, in_tx, in_back_rx));
@@ -496,7 +500,7 @@ pub fn hash_region(
     mut on_progress: impl FnMut(u64),
 ) -> Result<[u8; 32], (u64, io::Error)> {
     let (tx, rx) = sync_channel::<Vec<u8>>(DEPTH);
-    let (back_tx, back_rx) = sync_channel::<Vec<u8>>(DEPTH + 2);
+    let (back_tx, back_rx) = sync_channel::<Vec<u8>>(POOL);
     std::thread::scope(|s| {
         let hasher = s.spawn(move || {
             let mut h = Sha256::new();
