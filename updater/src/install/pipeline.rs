@@ -32,6 +32,9 @@ use crate::progress::Progress;
 pub const CHUNK: usize = 1 << 20;
 /// Buffers in flight per channel.
 const DEPTH: usize = 4;
+/// Read size and depth of the read-back (see [`hash_region`]).
+const READBACK_CHUNK: usize = 4 << 20;
+const READBACK_DEPTH: usize = 2;
 /// Room of a return channel: more than can ever be in flight, so a spent
 /// buffer is always kept for reuse (no allocation churn, no page faults)
 /// while the number of buffers stays bounded by the channels' depth.
@@ -499,8 +502,12 @@ pub fn hash_region(
     len: u64,
     mut on_progress: impl FnMut(u64),
 ) -> Result<[u8; 32], (u64, io::Error)> {
-    let (tx, rx) = sync_channel::<Vec<u8>>(DEPTH);
-    let (back_tx, back_rx) = sync_channel::<Vec<u8>>(POOL);
+    // Reads are synchronous here (the device has no read-ahead hint), so
+    // they are larger than the write pipeline's: a few big requests keep the
+    // disk busy while the other thread hashes. At most READBACK_DEPTH + 2
+    // buffers exist.
+    let (tx, rx) = sync_channel::<Vec<u8>>(READBACK_DEPTH);
+    let (back_tx, back_rx) = sync_channel::<Vec<u8>>(READBACK_DEPTH + 4);
     std::thread::scope(|s| {
         let hasher = s.spawn(move || {
             let mut h = Sha256::new();
@@ -514,7 +521,7 @@ pub fn hash_region(
         let mut pos = 0u64;
         let mut result = Ok(());
         while pos < len {
-            let n = (CHUNK as u64).min(len - pos) as usize;
+            let n = (READBACK_CHUNK as u64).min(len - pos) as usize;
             let mut buf = back_rx.try_recv().unwrap_or_default();
             buf.resize(n, 0);
             if let Err(e) = dev.read_exact_at(off + pos, &mut buf) {
