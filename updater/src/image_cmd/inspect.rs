@@ -1,23 +1,17 @@
 //! `slotctl image verify`, `image info` and `image extract`.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use image_format::{
-    Error, ImageReader, PayloadInfo, SignatureStatus, UntrustedHeader, VerifiedHeader,
-};
+use image_format::{ImageReader, PayloadInfo, SignatureStatus, UntrustedHeader, VerifiedHeader};
 use serde_json::json;
 
 use super::{image_error, persist, temp_beside, TrustArgs};
 use crate::cli::Globals;
 use crate::exit;
-
-/// Read size while verifying: large enough that the per-call cost vanishes
-/// next to SHA-256, small enough to stay in L2.
-const READ_CHUNK: usize = 256 * 1024;
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
@@ -43,35 +37,13 @@ fn require_trust(trust: &TrustArgs) -> anyhow::Result<image_format::Keyring> {
     }
 }
 
-/// Read a payload to its end into `out`, in large chunks. The final read of
-/// the payload reader is what checks size and hash.
-fn drain<R: Read>(
-    p: &mut image_format::PayloadReader<'_, R>,
-    out: &mut dyn Write,
-) -> image_format::Result<()> {
-    let mut buf = vec![0u8; READ_CHUNK];
-    loop {
-        match p.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => out
-                .write_all(&buf[..n])
-                .map_err(|e| Error::io("writing the payload", e))?,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::from_io(e)),
-        }
-    }
-}
-
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
     let ring = require_trust(&args.trust)?;
     let path = &args.image;
     let input = open_image(path)?;
     let run = || -> image_format::Result<VerifiedHeader> {
         let mut img = ImageReader::new(input)?.verify(&ring, args.trust.threshold)?;
-        let mut sink = std::io::sink();
-        while let Some(mut p) = img.next_payload()? {
-            drain(&mut p, &mut sink)?;
-        }
+        while img.copy_next_payload(&mut std::io::sink())?.is_some() {}
         let header = img.header().clone();
         img.finish()?;
         Ok(header)
@@ -275,15 +247,13 @@ pub fn extract(args: &ExtractArgs) -> anyhow::Result<()> {
                     roles.join(", ")
                 )));
             }
-            loop {
-                let Some(mut p) = img.next_payload().map_err(|e| image_error(path, e))? else {
-                    break;
-                };
-                if p.info().role == role {
-                    drain(&mut p, &mut out).map_err(|e| image_error(path, e))?;
+            for r in roles {
+                if r == role {
+                    img.copy_next_payload(&mut out)
+                        .map_err(|e| image_error(path, e))?;
                     break;
                 }
-                drain(&mut p, &mut std::io::sink()).map_err(|e| image_error(path, e))?;
+                img.skip_payload().map_err(|e| image_error(path, e))?;
             }
         }};
     }
