@@ -246,7 +246,7 @@ fn second_updater_is_busy_while_the_first_downloads() {
     let (f, img, root) = setup("none");
     // Stall the first download for the stall timeout (1 s) mid-body.
     let srv = TestServer::start(&img, Mode::StallOnce(1_000_000));
-    let mut first = spawn_install(&f, &srv.url("v2.img"));
+    let first = spawn_install(&f, &srv.url("v2.img"));
     wait_requests(&srv, 1);
     let out = install_url(&f, &srv.url("v2.img"));
     assert_refused(
