@@ -56,7 +56,6 @@ impl HttpOptions {
 /// An opened source: a byte stream and, when known, its length.
 pub struct Source {
     pub reader: Box<dyn Read + Send>,
-    pub len: Option<u64>,
     /// What to call it in messages.
     pub name: String,
 }
@@ -73,16 +72,13 @@ pub fn open(spec: &str, opts: &HttpOptions, warn: Warn) -> anyhow::Result<Source
     if spec == "-" {
         return Ok(Source {
             reader: Box::new(io::stdin()),
-            len: None,
             name: "standard input".into(),
         });
     }
     if is_url(spec) {
         let r = HttpReader::open(spec, opts.clone(), warn)?;
-        let len = r.total;
         return Ok(Source {
             reader: Box::new(r),
-            len,
             name: spec.to_string(),
         });
     }
@@ -92,12 +88,62 @@ pub fn open(spec: &str, opts: &HttpOptions, warn: Warn) -> anyhow::Result<Source
         );
     }
     let f = File::open(spec).with_context(|| format!("cannot open image {spec}"))?;
-    let len = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
     Ok(Source {
-        reader: Box::new(f),
-        len,
+        reader: Box::new(Prefetch::new(f)),
         name: spec.to_string(),
     })
+}
+
+/// A file read sequentially, asking the kernel to read ahead well beyond
+/// the current position (`posix_fadvise(WILLNEED)`), so that the disk sees
+/// large queued requests even though the pipeline reads 1 MiB at a time,
+/// without holding more of the file in our own memory.
+struct Prefetch {
+    file: File,
+    pos: u64,
+    /// Everything below this offset has been asked for.
+    advised: u64,
+}
+
+/// How far ahead of the reader the kernel is asked to read.
+const PREFETCH_AHEAD: u64 = 16 << 20;
+/// Asked for in steps of this size.
+const PREFETCH_STEP: u64 = 4 << 20;
+
+impl Prefetch {
+    fn new(file: File) -> Prefetch {
+        use std::os::fd::AsRawFd;
+        let _ = nix::fcntl::posix_fadvise(
+            file.as_raw_fd(),
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
+        );
+        Prefetch {
+            file,
+            pos: 0,
+            advised: 0,
+        }
+    }
+}
+
+impl Read for Prefetch {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        while self.advised < self.pos + PREFETCH_AHEAD {
+            // Advice only: a failure (a pipe, a FIFO) costs nothing.
+            let _ = nix::fcntl::posix_fadvise(
+                self.file.as_raw_fd(),
+                self.advised as i64,
+                PREFETCH_STEP as i64,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+            );
+            self.advised += PREFETCH_STEP;
+        }
+        let n = self.file.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 /// Why one attempt failed.
@@ -178,9 +224,13 @@ impl HttpReader {
             req = req.header("Range", format!("bytes={}-", self.pos));
         }
         let resp = req.call().map_err(|e| match e {
-            ureq::Error::BadUri(_) | ureq::Error::RequireHttpsOnly(_) => {
-                Failure::Fatal(format!("{}: {e}", self.url))
-            }
+            // Retrying cannot fix a bad URL or a certificate the device
+            // does not trust.
+            ureq::Error::BadUri(_)
+            | ureq::Error::RequireHttpsOnly(_)
+            | ureq::Error::Tls(_)
+            | ureq::Error::Rustls(_)
+            | ureq::Error::Pem(_) => Failure::Fatal(format!("{}: {e}", self.url)),
             e => Failure::Transient(format!("{}: {e}", self.url)),
         })?;
         let status = resp.status().as_u16();
@@ -271,11 +321,8 @@ impl HttpReader {
         }
         self.retries_used += 1;
         (self.warn)(&format!(
-            "{why}; retrying from byte {} in {:.1}s ({}/{})",
-            self.pos,
-            self.backoff.as_secs_f64(),
-            self.retries_used,
-            self.opts.retries
+            "{why}; retrying from byte {} in {:?} ({}/{})",
+            self.pos, self.backoff, self.retries_used, self.opts.retries
         ));
         std::thread::sleep(self.backoff);
         self.backoff = (self.backoff * 2).min(self.opts.backoff_max);
@@ -337,6 +384,14 @@ impl Read for HttpReader {
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if e.kind() == io::ErrorKind::TimedOut || e.to_string().contains("timeout") =>
+                {
+                    format!(
+                        "{}: stalled (no data for {:?})",
+                        self.url, self.opts.stall_timeout
+                    )
+                }
                 Err(e) => format!("{}: {e}", self.url),
             };
             self.body = None;

@@ -32,15 +32,14 @@ use crate::progress::Progress;
 pub const CHUNK: usize = 1 << 20;
 /// Buffers in flight per channel.
 const DEPTH: usize = 4;
-/// Upper bound of a zstd window we accept (2^27 = 128 MiB is zstd's default
-/// limit; the packer's levels use far less). Bounds decoder memory.
-const ZSTD_WINDOW_LOG_MAX: u32 = 27;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Zstd,
-}
+/// Read size and depth of the read-back (see [`hash_region`]).
+const READBACK_CHUNK: usize = 4 << 20;
+const READBACK_DEPTH: usize = 2;
+/// Room of a return channel: more than can ever be in flight, so a spent
+/// buffer is always kept for reuse (no allocation churn, no page faults)
+/// while the number of buffers stays bounded by the channels' depth.
+const POOL: usize = 2 * DEPTH + 4;
+pub use image_format::Compression;
 
 /// One payload to write.
 #[derive(Debug, Clone)]
@@ -135,6 +134,20 @@ impl std::fmt::Display for PipelineError {
 }
 
 impl std::error::Error for PipelineError {}
+
+impl PipelineError {
+    /// The image's bytes disagree with its signed header (exit code 3), as
+    /// opposed to an I/O failure of the source or the disk.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            PipelineError::TooLong { .. }
+                | PipelineError::TooShort { .. }
+                | PipelineError::HashMismatch { .. }
+                | PipelineError::Decode { .. }
+        )
+    }
+}
 
 /// Messages from the decode stage to the writer.
 enum Out {
@@ -251,6 +264,54 @@ fn reader_stage(
     Ok(())
 }
 
+/// Stage 2 for an uncompressed payload: hash the source buffers and hand
+/// the same buffers to the writer (no copy); the writer returns them to the
+/// reader's pool.
+fn pass_through(job: &Job, rx: &Receiver<In>, tx: &SyncSender<Out>) -> Result<(), PipelineError> {
+    let mut hasher = Sha256::new();
+    let mut total: u64 = 0;
+    loop {
+        match rx.recv() {
+            Ok(In::Data(buf)) => {
+                total += buf.len() as u64;
+                if total > job.raw_size {
+                    return Err(PipelineError::TooLong {
+                        role: job.role.clone(),
+                        raw_size: job.raw_size,
+                    });
+                }
+                hasher.update(&buf);
+                if tx.send(Out::Data(buf)).is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(In::End) => break,
+            // The reader stopped: it reports its own error.
+            Err(_) => {
+                return Err(PipelineError::Source {
+                    role: job.role.clone(),
+                    err: io::Error::other("source stage stopped"),
+                })
+            }
+        }
+    }
+    if total < job.raw_size {
+        return Err(PipelineError::TooShort {
+            role: job.role.clone(),
+            raw_size: job.raw_size,
+            got: total,
+        });
+    }
+    if hasher.finalize().as_slice() != job.sha256 {
+        return Err(PipelineError::HashMismatch {
+            role: job.role.clone(),
+            phase: "while writing",
+        });
+    }
+    let _ = tx.send(Out::Done);
+    Ok(())
+}
+
 /// Stage 2: decompress, hash, check sizes.
 fn decode_stage(
     jobs: &[Job],
@@ -260,6 +321,10 @@ fn decode_stage(
     pool: Receiver<Vec<u8>>,
 ) -> Result<(), PipelineError> {
     for job in jobs {
+        if job.compression == Compression::None {
+            pass_through(job, &rx, &tx)?;
+            continue;
+        }
         let mut input = ChannelReader {
             rx: &rx,
             back: &back,
@@ -267,40 +332,22 @@ fn decode_stage(
             pos: 0,
             ended: false,
         };
-        let mut dec: Box<dyn Read + '_> = match job.compression {
-            Compression::None => Box::new(&mut input),
-            Compression::Zstd => {
-                let mut d = zstd::stream::read::Decoder::new(&mut input).map_err(|err| {
-                    PipelineError::Decode {
-                        role: job.role.clone(),
-                        err,
-                    }
-                })?;
-                d.window_log_max(ZSTD_WINDOW_LOG_MAX)
-                    .map_err(|err| PipelineError::Decode {
-                        role: job.role.clone(),
-                        err,
-                    })?;
-                Box::new(d)
+        // image-format's decoder: zstd with the window bounded
+        // (image_format::ZSTD_WINDOW_LOG_MAX), so memory stays bounded.
+        let mut dec = image_format::decompressor(job.compression, &mut input).map_err(|e| {
+            PipelineError::Decode {
+                role: job.role.clone(),
+                err: e.into(),
             }
-        };
+        })?;
         let mut hasher = Sha256::new();
         let mut total: u64 = 0;
         loop {
             let mut buf = pool.try_recv().unwrap_or_default();
             buf.resize(CHUNK, 0);
-            let got = read_full(&mut dec, &mut buf).map_err(|err| {
-                if job.compression == Compression::None {
-                    PipelineError::Source {
-                        role: job.role.clone(),
-                        err,
-                    }
-                } else {
-                    PipelineError::Decode {
-                        role: job.role.clone(),
-                        err,
-                    }
-                }
+            let got = read_full(&mut dec, &mut buf).map_err(|err| PipelineError::Decode {
+                role: job.role.clone(),
+                err,
             })?;
             if got == 0 {
                 break;
@@ -360,12 +407,13 @@ pub fn write_payloads(
     progress: &Progress,
 ) -> Result<(), PipelineError> {
     let (in_tx, in_rx) = sync_channel::<In>(DEPTH);
-    let (in_back_tx, in_back_rx) = sync_channel::<Vec<u8>>(DEPTH + 2);
+    let (in_back_tx, in_back_rx) = sync_channel::<Vec<u8>>(POOL);
     let (out_tx, out_rx) = sync_channel::<Out>(DEPTH);
-    let (out_back_tx, out_back_rx) = sync_channel::<Vec<u8>>(DEPTH + 2);
+    let (out_back_tx, out_back_rx) = sync_channel::<Vec<u8>>(POOL);
 
     std::thread::scope(|s| {
         let reader = s.spawn(move || reader_stage(src, jobs, in_tx, in_back_rx));
+        let reader_pool = in_back_tx.clone();
         let decoder = s.spawn(move || decode_stage(jobs, in_rx, in_back_tx, out_tx, out_back_rx));
 
         let mut write_result = Ok(());
@@ -385,7 +433,14 @@ pub fn write_payloads(
                         }
                         off += buf.len() as u64;
                         progress.update(off - job.dest_offset);
-                        let _ = out_back_tx.try_send(buf);
+                        // Uncompressed payloads pass the reader's buffers
+                        // through: give them back to the reader.
+                        let pool = if job.compression == Compression::None {
+                            &reader_pool
+                        } else {
+                            &out_back_tx
+                        };
+                        let _ = pool.try_send(buf);
                     }
                     Ok(Out::Done) => break,
                     // The decoder stopped early: it has the error.
@@ -447,8 +502,12 @@ pub fn hash_region(
     len: u64,
     mut on_progress: impl FnMut(u64),
 ) -> Result<[u8; 32], (u64, io::Error)> {
-    let (tx, rx) = sync_channel::<Vec<u8>>(DEPTH);
-    let (back_tx, back_rx) = sync_channel::<Vec<u8>>(DEPTH + 2);
+    // Reads are synchronous here (the device has no read-ahead hint), so
+    // they are larger than the write pipeline's: a few big requests keep the
+    // disk busy while the other thread hashes. At most READBACK_DEPTH + 2
+    // buffers exist.
+    let (tx, rx) = sync_channel::<Vec<u8>>(READBACK_DEPTH);
+    let (back_tx, back_rx) = sync_channel::<Vec<u8>>(READBACK_DEPTH + 4);
     std::thread::scope(|s| {
         let hasher = s.spawn(move || {
             let mut h = Sha256::new();
@@ -462,7 +521,7 @@ pub fn hash_region(
         let mut pos = 0u64;
         let mut result = Ok(());
         while pos < len {
-            let n = (CHUNK as u64).min(len - pos) as usize;
+            let n = (READBACK_CHUNK as u64).min(len - pos) as usize;
             let mut buf = back_rx.try_recv().unwrap_or_default();
             buf.resize(n, 0);
             if let Err(e) = dev.read_exact_at(off + pos, &mut buf) {
@@ -482,108 +541,4 @@ pub fn hash_region(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::progress::Mode;
-
-    struct Mem(Vec<u8>);
-    impl BlockDevice for Mem {
-        fn len(&mut self) -> io::Result<u64> {
-            Ok(self.0.len() as u64)
-        }
-        fn read_exact_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
-            let o = off as usize;
-            buf.copy_from_slice(&self.0[o..o + buf.len()]);
-            Ok(())
-        }
-        fn write_all_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
-            let o = off as usize;
-            self.0[o..o + buf.len()].copy_from_slice(buf);
-            Ok(())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    fn data(n: usize, seed: u32) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(2654435761) | 1;
-        (0..n)
-            .map(|i| {
-                if i % 3 == 0 {
-                    0
-                } else {
-                    x ^= x << 13;
-                    x ^= x >> 17;
-                    x ^= x << 5;
-                    x as u8
-                }
-            })
-            .collect()
-    }
-
-    fn job(role: &str, c: Compression, raw: &[u8], stored: usize, off: u64, skip: u64) -> Job {
-        Job {
-            role: role.into(),
-            compression: c,
-            stored_size: stored as u64,
-            raw_size: raw.len() as u64,
-            sha256: Sha256::digest(raw).into(),
-            dest_offset: off,
-            skip_before: skip,
-        }
-    }
-
-    #[test]
-    fn writes_zstd_and_plain_and_reads_back() {
-        let a = data(3 * CHUNK + 123, 1);
-        let b = data(CHUNK / 2, 2);
-        let bz = zstd::encode_all(&b[..], 3).unwrap();
-        let mut stream = a.clone();
-        stream.extend_from_slice(&[0u8; 7]);
-        stream.extend_from_slice(&bz);
-        let jobs = vec![
-            job("ROOT", Compression::None, &a, a.len(), 4096, 0),
-            job("BOOT", Compression::Zstd, &b, bz.len(), 8 * CHUNK as u64, 7),
-        ];
-        let mut dev = Mem(vec![0u8; 10 * CHUNK]);
-        let p = Progress::with_mode(Mode::Quiet);
-        let mut src: &[u8] = &stream;
-        write_payloads(&mut src, &jobs, &mut dev, &p).unwrap();
-        assert_eq!(&dev.0[4096..4096 + a.len()], &a[..]);
-        assert_eq!(&dev.0[8 * CHUNK..8 * CHUNK + b.len()], &b[..]);
-        readback(&jobs, &mut dev, &p).unwrap();
-        dev.0[5000] ^= 1;
-        let e = readback(&jobs, &mut dev, &p).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("ROOT: SHA-256 mismatch on read-back"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn refuses_bad_hash_short_and_long() {
-        let a = data(CHUNK + 5, 3);
-        let mut j = job("ROOT", Compression::None, &a, a.len(), 0, 0);
-        let p = Progress::with_mode(Mode::Quiet);
-        let mut dev = Mem(vec![0u8; 4 * CHUNK]);
-        let mut bad = a.clone();
-        bad[10] ^= 1;
-        let e = write_payloads(&mut &bad[..], &[j.clone()], &mut dev, &p).unwrap_err();
-        assert!(matches!(e, PipelineError::HashMismatch { .. }), "{e}");
-        let e = write_payloads(&mut &a[..100], &[j.clone()], &mut dev, &p).unwrap_err();
-        assert!(matches!(e, PipelineError::Source { .. }), "{e}");
-        // zstd stream that decompresses to more than raw_size
-        let big = data(2 * CHUNK, 4);
-        let z = zstd::encode_all(&big[..], 1).unwrap();
-        j.compression = Compression::Zstd;
-        j.stored_size = z.len() as u64;
-        let e = write_payloads(&mut &z[..], &[j.clone()], &mut dev, &p).unwrap_err();
-        assert!(matches!(e, PipelineError::TooLong { .. }), "{e}");
-        // garbage instead of zstd
-        j.stored_size = a.len() as u64;
-        let e = write_payloads(&mut &a[..], &[j], &mut dev, &p).unwrap_err();
-        assert!(matches!(e, PipelineError::Decode { .. }), "{e}");
-    }
-}
+mod tests;
