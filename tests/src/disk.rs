@@ -8,6 +8,12 @@ use std::process::{Command, Output};
 use crate::{require_tool, run_slotctl};
 
 /// A temporary A/B disk image: BOOT-A=1 ROOT-A=2 BOOT-B=3 ROOT-B=4 DATA=5.
+///
+/// Both slots hold a small signed image and its slot record (`activate`
+/// requires a verified record), and all flags are zero, as on a fresh disk.
+/// Every command run through [`Image::ok`] / [`Image::run`] gets this
+/// image's config (`--config`, keyring and lock file in the temp dir) unless
+/// the arguments name another.
 pub struct Image {
     /// Keeps the directory alive.
     pub dir: tempfile::TempDir,
@@ -15,13 +21,22 @@ pub struct Image {
     pub path: PathBuf,
     /// 512 or 4096.
     pub sector_size: u32,
+    /// The config file (compatible, keyring, lock file, plus any extra TOML).
+    pub config: PathBuf,
 }
 
 impl Image {
     /// A fresh image (all flags zero) with the given logical sector size.
     pub fn new(sector_size: u32) -> Image {
+        Image::with_config(sector_size, "")
+    }
+
+    /// Like [`Image::new`], with `extra` TOML appended to the config (e.g.
+    /// `flags_role = "ROOT"`) before the slot records are written.
+    pub fn with_config(sector_size: u32, extra: &str) -> Image {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("disk.img");
+        let d = dir.path().to_path_buf();
+        let path = d.join("disk.img");
         let ss = sector_size.to_string();
         ok(&[
             "disk",
@@ -36,25 +51,83 @@ impl Image {
             "--data",
             "2M",
         ]);
-        Image {
+        let keyring = d.join("keyring");
+        std::fs::create_dir_all(&keyring).expect("mkdir keyring");
+        let key = d.join("release");
+        ok(&["keygen", "--out", path_str(&key)]);
+        std::fs::copy(d.join("release.pub"), keyring.join("release.pub")).expect("copy pub");
+        let config = d.join("slotctl.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "compatible = \"slots-test\"\nkeyring = \"{}\"\nlock_file = \"{}\"\nstate_dir = \"{}\"\n{extra}\n",
+                keyring.display(),
+                d.join("slotctl.lock").display(),
+                d.join("state").display(),
+            ),
+        )
+        .expect("write config");
+        let img = Image {
             dir,
             path,
             sector_size,
+            config,
+        };
+        // A signed image in each slot (with its record), then all flags
+        // back to zero.
+        let part = d.join("payload.bin");
+        std::fs::write(&part, vec![0x5a; 8192]).expect("write payload");
+        let part_arg = format!("ROOT={}", path_str(&part));
+        let image = d.join("v1.img");
+        ok(&[
+            "image",
+            "pack",
+            "--key",
+            path_str(&d.join("release.key")),
+            "--version",
+            "1.0.0",
+            "--compatible",
+            "slots-test",
+            "--rollback-index",
+            "0",
+            "--part",
+            &part_arg,
+            "-o",
+            path_str(&image),
+        ]);
+        for slot in ["A", "B"] {
+            img.ok(&["install", "--factory", "--slot", slot, path_str(&image)]);
+            img.ok(&[
+                "set-flags",
+                slot,
+                "--priority",
+                "0",
+                "--tries",
+                "0",
+                "--successful",
+                "0",
+            ]);
         }
+        img
     }
 
-    /// `--disk <image>` followed by `args`, expecting success.
+    fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec!["--disk", path_str(&self.path)];
+        if !args.contains(&"--config") {
+            v.extend(["--config", path_str(&self.config)]);
+        }
+        v.extend_from_slice(args);
+        v
+    }
+
+    /// `--disk <image> [--config <config>]` followed by `args`, expecting success.
     pub fn ok(&self, args: &[&str]) -> Output {
-        let mut v = vec!["--disk", path_str(&self.path)];
-        v.extend_from_slice(args);
-        ok(&v)
+        ok(&self.args(args))
     }
 
-    /// `--disk <image>` followed by `args`, unchecked.
+    /// `--disk <image> [--config <config>]` followed by `args`, unchecked.
     pub fn run(&self, args: &[&str]) -> Output {
-        let mut v = vec!["--disk", path_str(&self.path)];
-        v.extend_from_slice(args);
-        run_slotctl(v)
+        run_slotctl(self.args(args))
     }
 
     /// `slotctl status --json`.

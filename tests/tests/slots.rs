@@ -129,7 +129,7 @@ fn boot_select_output_and_dry_run() {
         "{human}"
     );
     assert!(
-        human.contains("\nB     2         2      no          yes       BOOT-B=3* ROOT-B=4\n"),
+        human.contains("\nB     2         2      no          yes       1.0.0 (rb 0)        BOOT-B=3* ROOT-B=4\n"),
         "{human}"
     );
 
@@ -315,9 +315,8 @@ fn disk_init_layout_file_and_no_overwrite() {
 
 #[test]
 fn config_flags_role_moves_the_flags() {
-    let img = Image::new(512);
-    let cfg = img.dir.path().join("slotctl.toml");
-    std::fs::write(&cfg, "flags_role = \"ROOT\"\ntries = 5\n").unwrap();
+    let img = Image::with_config(512, "flags_role = \"ROOT\"\ntries = 5\n");
+    let cfg = img.config.clone();
     let c = cfg.to_str().unwrap();
     img.ok(&[
         "--config",
@@ -344,4 +343,53 @@ fn config_flags_role_moves_the_flags() {
     std::fs::write(&cfg, "flags_role = \"HASH\"\n").unwrap();
     let out = img.run(&["--config", c, "status"]);
     slotctl_tests::disk::assert_one_line_error(&out, "no partition with the flags role HASH");
+}
+
+#[test]
+fn activate_requires_a_verified_slot_record() {
+    let img = Image::new(512);
+    img.ok(&["set-flags", "A", "--priority", "1", "--successful", "1"]);
+    let st = img.status();
+    assert_eq!(st["slots"]["B"]["installed"]["version"], "1.0.0");
+
+    // The slot's ROOT no longer matches its signed record: refused, nothing written.
+    let root_b = &st["slots"]["B"]["partitions"][1];
+    assert_eq!(root_b["role"], "ROOT");
+    let off = root_b["offset"].as_u64().unwrap() as usize;
+    let mut bytes = img.bytes();
+    bytes[off + 100] ^= 0x01;
+    std::fs::write(&img.path, &bytes).unwrap();
+    let out = img.run(&["--booted", "A", "activate", "B"]);
+    assert_one_line_error(&out, "activate");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(img.bytes() == bytes, "a refused activate changed the disk");
+
+    // Restored: activate works.
+    bytes[off + 100] ^= 0x01;
+    std::fs::write(&img.path, &bytes).unwrap();
+    img.ok(&["--booted", "A", "activate", "B"]);
+    assert_eq!(flags_of(&img.status(), "B"), (2, 3, false));
+
+    // A disk without any slot record: refused, naming the record.
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("bare.img");
+    let b = bare.to_str().unwrap();
+    slotctl_tests::disk::ok(&["disk", "init", b, "--role", "BOOT=2M", "--role", "ROOT=3M"]);
+    let c = img.config.to_str().unwrap();
+    slotctl_tests::disk::ok(&[
+        "--disk",
+        b,
+        "set-flags",
+        "A",
+        "--priority",
+        "1",
+        "--successful",
+        "1",
+    ]);
+    let before = std::fs::read(&bare).unwrap();
+    let out =
+        slotctl_tests::run_slotctl(["--disk", b, "--config", c, "--booted", "A", "activate", "B"]);
+    let line = assert_one_line_error(&out, "record");
+    assert_eq!(out.status.code(), Some(3), "{line}");
+    assert!(std::fs::read(&bare).unwrap() == before);
 }

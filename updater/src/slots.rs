@@ -115,7 +115,7 @@ pub fn run(cmd: SlotCommand, globals: &Globals) -> anyhow::Result<()> {
     let mut o = device::open(globals, &config, writable)?;
     let what = o.path.display().to_string();
     let op = match cmd {
-        SlotCommand::Status => return status::print(&o, globals.json),
+        SlotCommand::Status => return status::print(&mut o, globals.json),
         SlotCommand::BootSelect { dry_run } => return boot_select(&mut o, dry_run),
         SlotCommand::Repair => return repair(&mut o, globals.json),
         SlotCommand::Disk(_) => unreachable!("handled above"),
@@ -127,17 +127,24 @@ pub fn run(cmd: SlotCommand, globals: &Globals) -> anyhow::Result<()> {
         SlotCommand::Rollback => Op::Rollback,
         SlotCommand::Cancel => Op::Cancel,
         SlotCommand::Activate { slot, tries } => {
-            // Hook for the install issue: refuse here unless the target's
-            // slot record verifies (DESIGN: "target holds a verified slot
-            // record"). Until then activate trusts the operator.
             let tries = tries.unwrap_or(config.tries);
             let tries = Nibble::new(tries)
                 .filter(|t| t.get() > 0)
                 .ok_or_else(|| anyhow!("--tries {tries} is out of range 1..=15"))?;
-            Op::Activate {
-                target: parse_slot(&slot)?,
-                tries,
-            }
+            let target = parse_slot(&slot)?;
+            let op = Op::Activate { target, tries };
+            // The state machine's refusals first (cheap), then DESIGN's
+            // precondition: the target holds a slot record whose signature
+            // verifies against the keyring and whose partitions re-hash to it.
+            boot_flags::state::apply(o.disk.slot_flags(), o.disk.booted(), &op)
+                .map_err(|r| lib_error(boot_flags::Error::Refused(r), &what))?;
+            crate::install::verify::require_verified_slot(
+                &mut o.disk,
+                target,
+                &config,
+                globals.json,
+            )?;
+            op
         }
         SlotCommand::SetFlags {
             slot,
@@ -168,7 +175,7 @@ pub fn run(cmd: SlotCommand, globals: &Globals) -> anyhow::Result<()> {
     let before = o.disk.slot_flags();
     let after = o.disk.apply(op).map_err(|e| lib_error(e, &what))?;
     if globals.json {
-        return status::print(&o, true);
+        return status::print(&mut o, true);
     }
     for id in boot_flags::SlotId::ALL {
         let (b, a) = (before.get(id), after.get(id));

@@ -149,7 +149,6 @@ pub fn run(args: VerifySlotArgs, globals: &Globals) -> anyhow::Result<()> {
 /// whose signatures verify against the config's keyring and whose
 /// partitions re-hash to it. To be called by slots.rs before `Op::Activate`
 /// (see the install branch's report: slots.rs is not this module's file).
-#[allow(dead_code)]
 pub fn require_verified_slot(
     disk: &mut Disk<FileDevice>,
     slot: SlotId,
@@ -174,7 +173,6 @@ pub fn require_verified_slot(
 /// `{"version": "2.0.0", "rollback_index": 5}`, `null` without a record, or
 /// `{"error": "..."}` for a corrupt one. Not signature-checked (status needs
 /// no keyring); `verify-slot` does that. To be called by slots/status.rs.
-#[allow(dead_code)]
 pub fn installed_json(disk: &mut Disk<FileDevice>, slot: SlotId) -> serde_json::Value {
     match policy::installed(disk, slot) {
         Ok(Some(i)) => json!({

@@ -6,7 +6,11 @@ use serde_json::{json, Value};
 use crate::device::{self, BootedSource, Opened};
 
 /// The status as JSON (also the `--json` output of the flag commands).
-pub fn to_json(o: &Opened) -> Value {
+pub fn to_json(o: &mut Opened) -> Value {
+    let installed: Vec<Value> = SlotId::ALL
+        .iter()
+        .map(|&id| crate::install::verify::installed_json(&mut o.disk, id))
+        .collect();
     let disk = &o.disk;
     let gpt = disk.gpt();
     let flags = disk.slot_flags();
@@ -42,6 +46,7 @@ pub fn to_json(o: &Opened) -> Value {
                 "bootable": f.bootable(),
                 "flags_partition": slot.flags_index,
                 "partitions": parts,
+                "installed": installed[id as usize],
             }),
         );
     }
@@ -73,6 +78,17 @@ pub fn to_json(o: &Opened) -> Value {
     })
 }
 
+/// The "installed" column: `2.0.0 (rb 5)`, `-` without a record.
+fn installed_text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        v => match (v["version"].as_str(), v["rollback_index"].as_u64()) {
+            (Some(ver), Some(rb)) => format!("{ver} (rb {rb})"),
+            _ => "corrupt record".into(),
+        },
+    }
+}
+
 fn yes(b: bool) -> &'static str {
     if b {
         "yes"
@@ -82,11 +98,15 @@ fn yes(b: bool) -> &'static str {
 }
 
 /// Print the status.
-pub fn print(o: &Opened, as_json: bool) -> anyhow::Result<()> {
+pub fn print(o: &mut Opened, as_json: bool) -> anyhow::Result<()> {
     if as_json {
         outln!("{}", serde_json::to_string_pretty(&to_json(o))?);
         return Ok(());
     }
+    let installed: Vec<String> = SlotId::ALL
+        .iter()
+        .map(|&id| installed_text(&crate::install::verify::installed_json(&mut o.disk, id)))
+        .collect();
     let disk = &o.disk;
     let gpt = disk.gpt();
     let flags = disk.slot_flags();
@@ -118,7 +138,9 @@ pub fn print(o: &Opened, as_json: bool) -> anyhow::Result<()> {
         }
     };
     s.push_str(&format!("next boot: {next}\n\n"));
-    s.push_str("slot  priority  tries  successful  bootable  partitions (* = flags)\n");
+    s.push_str(
+        "slot  priority  tries  successful  bootable  installed           partitions (* = flags)\n",
+    );
     for id in SlotId::ALL {
         let f = flags.get(id);
         let slot = disk.layout().slot(id);
@@ -131,12 +153,13 @@ pub fn print(o: &Opened, as_json: bool) -> anyhow::Result<()> {
             })
             .collect();
         s.push_str(&format!(
-            "{:<4}  {:<8}  {:<5}  {:<10}  {:<8}  {}\n",
+            "{:<4}  {:<8}  {:<5}  {:<10}  {:<8}  {:<18}  {}\n",
             id.to_string(),
             f.priority.get(),
             f.tries.get(),
             yes(f.successful),
             yes(f.bootable()),
+            installed[id as usize],
             parts.join(" ")
         ));
     }
