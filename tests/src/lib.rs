@@ -64,3 +64,4 @@ pub fn require_tool(name: &str) {
 
 pub mod http;
 pub mod disk;
+pub mod installfix;
