@@ -62,6 +62,6 @@ pub fn require_tool(name: &str) {
     );
 }
 
-pub mod http;
 pub mod disk;
+pub mod http;
 pub mod installfix;
