@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use slotctl::cli::Globals;
-use slotctl::{exit, feed, image_cmd, install, slots};
+use slotctl::{agent, exit, feed, image_cmd, install, slots};
 
 #[derive(Parser, Debug)]
 #[command(name = "slotctl", version, about = "A/B partition updater", long_about = None)]
@@ -28,6 +28,8 @@ enum Command {
     Install(install::InstallCommand),
     #[command(flatten)]
     Feed(feed::FeedCommand),
+    #[command(flatten)]
+    Agent(agent::AgentCommand),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         Command::Image(cmd) => image_cmd::run(cmd, &cli.globals),
         Command::Install(cmd) => install::run(cmd, &cli.globals),
         Command::Feed(cmd) => feed::run(cmd, &cli.globals),
+        Command::Agent(cmd) => agent::run(cmd, &cli.globals),
     };
     exit::report(result)
 }
