@@ -43,7 +43,9 @@ pub enum FeedError {
         threshold: usize,
         untrusted: String,
     },
-    #[error("feed is already signed by key {0}")]
+    #[error(
+        "feed is already signed by key {0} (--renew starts a new round: new serial and expiry)"
+    )]
     AlreadySigned(String),
     #[error("feed keyring {path}: {detail}")]
     Keyring { path: String, detail: String },

@@ -167,7 +167,7 @@ pub fn check(
         None => match considered.first() {
             None => "the feed lists no release".into(),
             Some(c) => format!(
-                "no update: newest release {} is {}",
+                "no update: newest release {}: {}",
                 c.version,
                 c.verdict.describe()
             ),
