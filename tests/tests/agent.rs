@@ -452,3 +452,37 @@ fn nix_kill(pid: u32) {
         .unwrap();
     assert!(st.success());
 }
+
+#[test]
+fn feed_keyring_of_its_own() {
+    // The feed is trusted with its own key, not the image keyring.
+    let keys = tempfile::tempdir().unwrap();
+    let base = keys.path().join("feed");
+    ok(run_slotctl(["keygen", "--out", base.to_str().unwrap()]));
+    let env = Env::new(&format!(
+        "feed_keyring = \"{}\"",
+        base.with_extension("pub").display()
+    ));
+    env.add("1.1.0", 1, &[]);
+    // Signed with the image key only: not trusted for the feed.
+    env.sign();
+    assert_refused(&env, &["check"], "0 trusted signature(s), 1 required");
+    let key = base.with_extension("key");
+    ok(feed_cmd(
+        &["sign", "--renew", "--key", key.to_str().unwrap()],
+        &env.feed(),
+    ));
+    assert_eq!(env.check()["update_available"], true);
+}
+
+#[test]
+fn agent_without_feed_url_fails_at_once() {
+    let fix = Fix::new();
+    let out = fix.run(&["agent", "--booted", "A"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("set agent.feed_url"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -66,10 +66,14 @@ fn reboot_pending(cfg: &Config, globals: &Globals) -> anyhow::Result<bool> {
     Ok(opened.disk.booted() != Some(target) && opened.disk.next_boot() == Some(target))
 }
 
-/// One cycle: update, then reboot if one waits and the window is open.
-fn cycle(cfg: &Config, globals: &Globals) -> anyhow::Result<()> {
+/// One cycle: update, then reboot if one waits and the window is open
+/// (and no stop was asked for meanwhile).
+fn cycle(cfg: &Config, globals: &Globals, stop: &AtomicBool) -> anyhow::Result<()> {
     if let Some(v) = super::update(cfg, globals)? {
         println!("slotctl agent: installed {v}");
+    }
+    if stop.load(Ordering::SeqCst) {
+        return Ok(());
     }
     if cfg.agent.reboot && reboot_pending(cfg, globals)? {
         let now = Timestamp::now();
@@ -91,8 +95,11 @@ pub fn agent(cfg: &Config, globals: &Globals, once: bool) -> anyhow::Result<()> 
     cfg.agent
         .validate()
         .map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    if cfg.agent.feed_url.is_none() {
+        anyhow::bail!("no feed: set agent.feed_url in the config");
+    }
     if once {
-        return cycle(cfg, globals);
+        return cycle(cfg, globals, &AtomicBool::new(false));
     }
     let stop = stop_flag()?;
     let a = &cfg.agent;
@@ -104,7 +111,7 @@ pub fn agent(cfg: &Config, globals: &Globals, once: bool) -> anyhow::Result<()> 
         a.jitter_secs
     );
     while !stop.load(Ordering::SeqCst) {
-        let wait = match cycle(cfg, globals) {
+        let wait = match cycle(cfg, globals, &stop) {
             Ok(()) => {
                 backoff = a.backoff_initial_secs;
                 let jitter = random_below(a.jitter_secs.min(u32::MAX as u64) as u32 + 1)
