@@ -91,8 +91,10 @@ pub fn run(cmd: AgentCommand, globals: &Globals) -> anyhow::Result<()> {
 /// installed (and activated).
 pub fn update(cfg: &Config, globals: &Globals) -> anyhow::Result<Option<String>> {
     let out = check::check(cfg, globals, stderr_warn())?;
-    for n in &out.notes {
-        println!("{n}");
+    if !globals.json {
+        for n in &out.notes {
+            println!("{n}");
+        }
     }
     let Some((rel, url)) = out.chosen.clone() else {
         if globals.json {
@@ -102,15 +104,19 @@ pub fn update(cfg: &Config, globals: &Globals) -> anyhow::Result<Option<String>>
         }
         return Ok(None);
     };
-    println!(
-        "updating from {} to {} ({url})",
-        out.running
-            .version
-            .as_ref()
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "an unrecorded version".into()),
-        rel.version
-    );
+    let from = out
+        .running
+        .version
+        .as_ref()
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "an unrecorded version".into());
+    if globals.json {
+        let line =
+            serde_json::json!({"event": "update", "from": from, "to": rel.version, "url": url});
+        println!("{line}");
+    } else {
+        println!("updating from {from} to {} ({url})", rel.version);
+    }
     let keys = KeyArgs::default();
     let ring = policy::load_keyring(&keys, cfg)?;
     fetch::preverify_image(&url, &rel, cfg, &ring, stderr_warn())?;
