@@ -486,3 +486,45 @@ fn agent_without_feed_url_fails_at_once() {
         stderr(&out)
     );
 }
+
+#[test]
+fn sigterm_during_a_slow_check_leaves_nothing_half_written() {
+    let env = Env::new("interval_secs = 3600");
+    env.add("1.1.0", 1, &[]);
+    env.sign();
+    // Below the fixture's 1 s stall timeout, so the fetch succeeds.
+    env.srv.set_mode(Mode::Delay(Duration::from_millis(800)));
+    let before = env.fix.disk_bytes();
+    let child = slotctl_tests::slotctl()
+        .args(["agent", "--booted", "A", "--disk"])
+        .arg(&env.fix.disk)
+        .arg("--config")
+        .arg(&env.fix.config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Stop it while the server holds back the feed.
+    std::thread::sleep(Duration::from_millis(300));
+    nix_kill(child.id());
+    let out = child.wait_with_output().unwrap();
+    // Only the feed was fetched: no image download was started.
+    assert_eq!(env.srv.requests().len(), 1, "{:?}", env.srv.requests());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains("not starting the update to 1.1.0"),
+        "{text}\n{}",
+        stderr(&out)
+    );
+    assert!(text.contains("slotctl agent: stopped"), "{text}");
+    assert!(env.fix.disk_bytes() == before, "the disk changed");
+    // The state was written whole (the feed's serial), no temp file left.
+    assert_eq!(env.state()["last_serial"], 1);
+    let names: Vec<_> = std::fs::read_dir(env.fix.path("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, vec!["agent.json".to_string()]);
+    assert!(!env.fix.rebooted.exists());
+}

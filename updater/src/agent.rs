@@ -16,6 +16,8 @@ pub mod run;
 pub mod select;
 pub mod state;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::Context;
 use boot_flags::SlotId;
 use clap::{Args, Subcommand};
@@ -77,7 +79,7 @@ pub fn run(cmd: AgentCommand, globals: &Globals) -> anyhow::Result<()> {
             Ok(())
         }
         AgentCommand::Update { reboot } => {
-            let installed = update(&cfg, globals)?;
+            let installed = update(&cfg, globals, &AtomicBool::new(false))?;
             if reboot && installed.is_some() {
                 crate::bootcheck::reboot(&cfg, globals)?;
             }
@@ -88,8 +90,13 @@ pub fn run(cmd: AgentCommand, globals: &Globals) -> anyhow::Result<()> {
 }
 
 /// Check, and install the chosen release. Returns its version when one was
-/// installed (and activated).
-pub fn update(cfg: &Config, globals: &Globals) -> anyhow::Result<Option<String>> {
+/// installed (and activated). When `stop` is set (SIGTERM in the agent) no
+/// new download or install is started; one already running goes to its end.
+pub fn update(
+    cfg: &Config,
+    globals: &Globals,
+    stop: &AtomicBool,
+) -> anyhow::Result<Option<String>> {
     let out = check::check(cfg, globals, stderr_warn())?;
     if !globals.json {
         for n in &out.notes {
@@ -117,9 +124,22 @@ pub fn update(cfg: &Config, globals: &Globals) -> anyhow::Result<Option<String>>
     } else {
         println!("updating from {from} to {} ({url})", rel.version);
     }
+    let stopped = || {
+        let s = stop.load(Ordering::SeqCst);
+        if s {
+            println!("stop requested: not starting the update to {}", rel.version);
+        }
+        s
+    };
+    if stopped() {
+        return Ok(None);
+    }
     let keys = KeyArgs::default();
     let ring = policy::load_keyring(&keys, cfg)?;
     fetch::preverify_image(&url, &rel, cfg, &ring, stderr_warn())?;
+    if stopped() {
+        return Ok(None);
+    }
     install::run(
         InstallCommand::Install(InstallArgs {
             source: url.clone(),

@@ -69,7 +69,7 @@ fn reboot_pending(cfg: &Config, globals: &Globals) -> anyhow::Result<bool> {
 /// One cycle: update, then reboot if one waits and the window is open
 /// (and no stop was asked for meanwhile).
 fn cycle(cfg: &Config, globals: &Globals, stop: &AtomicBool) -> anyhow::Result<()> {
-    if let Some(v) = super::update(cfg, globals)? {
+    if let Some(v) = super::update(cfg, globals, stop)? {
         println!("slotctl agent: installed {v}");
     }
     if stop.load(Ordering::SeqCst) {
