@@ -528,3 +528,25 @@ fn sigterm_during_a_slow_check_leaves_nothing_half_written() {
     assert_eq!(names, vec!["agent.json".to_string()]);
     assert!(!env.fix.rebooted.exists());
 }
+
+#[test]
+fn committed_update_clears_pending_and_is_the_new_baseline() {
+    let env = Env::new("");
+    env.add("1.1.0", 1, &[]);
+    env.sign();
+    ok(env.run(&["update"]));
+    // Boot B: on trial until boot-check marks it good.
+    ok(env.fix.run(&["boot-select"]));
+    let out = ok(env.fix.run(&["check", "--json", "--booted", "B"]));
+    let c: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(c["notes"][0].as_str().unwrap().contains("on trial"), "{c}");
+    assert_eq!(env.state()["pending"]["version"], "1.1.0");
+    ok(env.fix.run(&["mark-good", "--booted", "B"]));
+    let out = ok(env.fix.run(&["check", "--json", "--booted", "B"]));
+    let c: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(c["notes"][0].as_str().unwrap().contains("committed"), "{c}");
+    assert_eq!(c["running_version"], "1.1.0");
+    assert_eq!(c["update_available"], false);
+    assert!(env.state()["pending"].is_null());
+    assert!(env.state()["failed"].as_array().unwrap().is_empty());
+}

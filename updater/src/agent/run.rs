@@ -4,8 +4,9 @@
 //! the config allows (`agent.reboot`, inside `agent.reboot_window`). Then
 //! sleep the interval plus a random jitter; after an error sleep a backoff
 //! that doubles up to its maximum. SIGTERM and SIGINT are blocked and
-//! received by a thread that only sets a flag: sleeps end at once, and an
-//! install in progress runs to its end (every step of it leaves a state a
+//! received by a thread that only sets a flag: sleeps end at once, no new
+//! download, install or reboot is started, and an install in progress runs
+//! to its end (every step of it leaves a state a
 //! power cut could have left, and the state file is written atomically), so
 //! a stop never leaves anything half-written.
 
