@@ -550,3 +550,39 @@ fn committed_update_clears_pending_and_is_the_new_baseline() {
     assert!(env.state()["pending"].is_null());
     assert!(env.state()["failed"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn feed_for_another_board_or_reusing_a_serial_is_refused() {
+    let env = Env::new("");
+    env.sign();
+    assert_eq!(env.check()["feed"]["serial"], 1);
+    // A second feed started from scratch reaches serial 1 with other content.
+    let other = env.fix.path("other-feed.json");
+    ok(feed_cmd(&["init", "--compatible", COMPATIBLE], &other));
+    let base = env.fix.path("base.img");
+    std::fs::copy(&base, env.www.join("images/base.img")).unwrap();
+    ok(feed_cmd(
+        &["add", base.to_str().unwrap(), "--url", "images/base.img"],
+        &other,
+    ));
+    ok(feed_cmd(
+        &["sign", "--key", env.fix.key.to_str().unwrap()],
+        &other,
+    ));
+    std::fs::copy(&other, env.feed()).unwrap();
+    assert_refused(
+        &env,
+        &["check"],
+        "serial 1 was seen before with different content",
+    );
+    // A feed for another compatible, with a higher serial.
+    ok(feed_cmd(
+        &["init", "--force", "--compatible", "another-board"],
+        &env.feed(),
+    ));
+    ok(feed_cmd(
+        &["sign", "--key", env.fix.key.to_str().unwrap()],
+        &env.feed(),
+    ));
+    assert_refused(&env, &["check"], "feed is for compatible \"another-board\"");
+}
