@@ -121,8 +121,8 @@ boot() {
       fail "boot $n ($name) did not end within ${BOOT_TIMEOUT}s"
     fi
     line=""
-    IFS= read -r -t "$remain" -u "$fd" line
-    rc=$?
+    rc=0
+    IFS= read -r -t "$remain" -u "$fd" line || rc=$?
     line="${line%$'\r'}"
     if ((rc > 128)); then
       [[ -n "$line" ]] && echo "$line" >>"$BOOT_LOG"
@@ -145,8 +145,8 @@ boot() {
     fi
   done
   exec {fd}<&-
-  wait "$QEMU_PID" 2>/dev/null
-  rc=$?
+  rc=0
+  wait "$QEMU_PID" 2>/dev/null || rc=$?
   QEMU_PID=""
   rm -f "$fifo"
   BOOT_SECS=$((SECONDS - start))
