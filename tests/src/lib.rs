@@ -59,3 +59,6 @@ pub fn require_tool(name: &str) {
         "{name} is required by this test: run scripts/setup.sh (installs the Debian packages)"
     );
 }
+
+pub mod http;
+pub mod installfix;

@@ -36,6 +36,7 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub boot_check: BootCheck,
     pub tls: Tls,
+    pub http: Http,
 }
 
 impl Default for Config {
@@ -51,6 +52,7 @@ impl Default for Config {
             state_dir: PathBuf::from("/var/lib/slotctl"),
             boot_check: BootCheck::default(),
             tls: Tls::default(),
+            http: Http::default(),
         }
     }
 }
@@ -62,6 +64,10 @@ pub struct BootCheck {
     pub reboot_on_failure: bool,
     /// Health checks, run in order; all must pass.
     pub checks: Vec<HealthCheck>,
+    /// argv of the command that reboots the machine (used by boot-check on
+    /// failure and by `install --reboot`). Empty: `sync()` then the
+    /// `reboot(2)` system call.
+    pub reboot_command: Vec<String>,
 }
 
 impl Default for BootCheck {
@@ -69,6 +75,7 @@ impl Default for BootCheck {
         BootCheck {
             reboot_on_failure: true,
             checks: Vec::new(),
+            reboot_command: Vec::new(),
         }
     }
 }
@@ -92,13 +99,37 @@ fn default_check_timeout() -> u64 {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tls {
-    /// Extra CA certificate (PEM) trusted for https:// sources, besides the
-    /// built-in web PKI roots.
+    /// CA certificates (PEM) trusted for https:// sources. When set they
+    /// replace the built-in web PKI roots: the device then trusts exactly
+    /// its update server's CA.
     pub ca_file: Option<PathBuf>,
-    /// Seconds to wait for a connection.
-    pub connect_timeout_secs: Option<u64>,
-    /// Seconds a response body may stall before the transfer is retried.
-    pub stall_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Seconds to wait for a TCP (and TLS) connection.
+    pub connect_timeout_secs: u64,
+    /// Seconds without a single body byte before the connection counts as
+    /// stalled and is resumed.
+    pub stall_timeout_secs: u64,
+    /// Reconnects allowed over a whole download (each resumes with Range).
+    pub retries: u32,
+    /// First backoff between attempts, doubled each time up to the max.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            connect_timeout_secs: 15,
+            stall_timeout_secs: 30,
+            retries: 10,
+            backoff_initial_ms: 1000,
+            backoff_max_ms: 30_000,
+        }
+    }
 }
 
 impl Config {
@@ -129,6 +160,28 @@ impl Config {
                 "config {}: tries = {} is out of range 1..=15",
                 path.display(),
                 cfg.tries
+            );
+        }
+        for c in &cfg.boot_check.checks {
+            if c.command.is_empty() || c.command[0].is_empty() {
+                anyhow::bail!(
+                    "config {}: health check {:?} has an empty command",
+                    path.display(),
+                    c.name
+                );
+            }
+            if c.timeout_secs == 0 {
+                anyhow::bail!(
+                    "config {}: health check {:?} has timeout_secs = 0",
+                    path.display(),
+                    c.name
+                );
+            }
+        }
+        if cfg.http.connect_timeout_secs == 0 || cfg.http.stall_timeout_secs == 0 {
+            anyhow::bail!(
+                "config {}: http timeouts must be at least 1 second",
+                path.display()
             );
         }
         if cfg.signature_threshold == 0 {
@@ -175,6 +228,27 @@ mod tests {
         assert!(!c.boot_check.reboot_on_failure);
         assert_eq!(c.boot_check.checks[0].timeout_secs, 60);
         assert_eq!(c.signature_threshold, 1);
+    }
+
+    #[test]
+    fn example_in_the_repo_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, include_str!("../../packaging/slotctl.toml.example")).unwrap();
+        let c = Config::from_file(&p).unwrap();
+        assert_eq!(c.compatible.as_deref(), Some("acme-gateway-v2"));
+        assert_eq!(c.boot_check.checks.len(), 2);
+        assert_eq!(c.http.retries, 10);
+        assert_eq!(c.boot_check.checks[1].timeout_secs, 60);
+    }
+
+    #[test]
+    fn empty_check_command_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[[boot_check.checks]]\nname = \"x\"\ncommand = []\n").unwrap();
+        let e = Config::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains("\"x\"") && e.contains("empty"), "{e}");
     }
 
     #[test]

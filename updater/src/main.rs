@@ -5,11 +5,18 @@
 //! Errors are `anyhow` here and nowhere else; [`exit`] maps them to the exit
 //! codes documented in the README.
 
+mod bootcheck;
 mod cli;
 mod config;
+mod device;
 mod exit;
 mod image_cmd;
+mod install;
+mod lock;
+mod progress;
+mod record;
 mod slots;
+mod source;
 
 use std::process::ExitCode;
 
@@ -32,6 +39,8 @@ enum Command {
     Slots(slots::SlotCommand),
     #[command(flatten)]
     Image(image_cmd::ImageCommand),
+    #[command(flatten)]
+    Install(install::InstallCommand),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +48,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Slots(cmd) => slots::run(cmd, &cli.globals),
         Command::Image(cmd) => image_cmd::run(cmd, &cli.globals),
+        Command::Install(cmd) => install::run(cmd, &cli.globals),
     };
     exit::report(result)
 }

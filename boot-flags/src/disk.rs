@@ -1,0 +1,219 @@
+//! [`Disk`]: a device with its GPT and slot layout, and the state-machine
+//! operations as one call each (compute, then one verified commit).
+
+use crate::device::BlockDevice;
+use crate::error::{Error, Result};
+use crate::flags::{Flags, Nibble};
+use crate::gpt::{Copy, Gpt};
+use crate::slot::{SlotId, SlotLayout};
+use crate::state::{self, BootChoice, Op, SlotFlags};
+
+/// A disk with A/B slots, ready for state-machine operations.
+#[derive(Debug)]
+pub struct Disk<D: BlockDevice> {
+    dev: D,
+    gpt: Gpt,
+    layout: SlotLayout,
+    booted: Option<SlotId>,
+    flags_role: Option<String>,
+}
+
+/// What [`Disk::boot_select`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootReport {
+    /// The choice (and the flags committed, unless a dry run).
+    pub choice: BootChoice,
+    /// GPT copies that were bad and rewritten first (or would be, on a dry
+    /// run), with the reason.
+    pub repaired: Vec<(Copy, String)>,
+}
+
+impl<D: BlockDevice> Disk<D> {
+    /// Read the GPT and discover the slots. `flags_role` picks the role
+    /// whose partition holds each slot's flags (default: each slot's first
+    /// partition). No booted slot is assumed: see [`Disk::set_booted`].
+    pub fn open(mut dev: D, flags_role: Option<&str>) -> Result<Disk<D>> {
+        let gpt = Gpt::read(&mut dev)?;
+        let layout = SlotLayout::discover(&gpt, flags_role)?;
+        Ok(Disk {
+            dev,
+            gpt,
+            layout,
+            booted: None,
+            flags_role: flags_role.map(str::to_string),
+        })
+    }
+
+    /// The GPT as read (and as changed by commits since).
+    pub fn gpt(&self) -> &Gpt {
+        &self.gpt
+    }
+
+    /// The slots and shared partitions.
+    pub fn layout(&self) -> &SlotLayout {
+        &self.layout
+    }
+
+    /// The device, e.g. to write a payload into a slot's partitions.
+    pub fn device(&mut self) -> &mut D {
+        &mut self.dev
+    }
+
+    /// Give the device back.
+    pub fn into_device(self) -> D {
+        self.dev
+    }
+
+    /// The slot the system runs from, if this is its disk.
+    pub fn booted(&self) -> Option<SlotId> {
+        self.booted
+    }
+
+    /// Say which slot is booted (from detection or `--booted`).
+    pub fn set_booted(&mut self, booted: Option<SlotId>) {
+        self.booted = booted;
+    }
+
+    /// One slot's flags.
+    pub fn flags(&self, id: SlotId) -> Flags {
+        let idx = self.layout.slot(id).flags_index;
+        let attrs = self.gpt.partition(idx).map(|p| p.attributes).unwrap_or(0);
+        Flags::from_attributes(attrs)
+    }
+
+    /// Both slots' flags.
+    pub fn slot_flags(&self) -> SlotFlags {
+        SlotFlags {
+            a: self.flags(SlotId::A),
+            b: self.flags(SlotId::B),
+        }
+    }
+
+    /// The slot boot selection would pick, if any is bootable.
+    pub fn next_boot(&self) -> Option<SlotId> {
+        self.slot_flags().next_boot()
+    }
+
+    /// Write `new` flags: one commit (both copies), then read the table back
+    /// past the cache and check it. Nothing is written when nothing changes
+    /// and both copies are good.
+    pub fn write_flags(&mut self, new: SlotFlags) -> Result<()> {
+        if new == self.slot_flags() && self.gpt.is_healthy() {
+            return Ok(());
+        }
+        let mut gpt = self.gpt.clone();
+        for id in SlotId::ALL {
+            let idx = self.layout.slot(id).flags_index;
+            let attrs = gpt
+                .partition(idx)
+                .ok_or(Error::NoSuchPartition(idx))?
+                .attributes;
+            gpt.set_attributes(idx, new.get(id).apply_to(attrs))?;
+        }
+        gpt.commit(&mut self.dev)?;
+        self.gpt = gpt;
+        self.verify()
+    }
+
+    /// Re-read the table from the medium and check it is what we committed.
+    fn verify(&mut self) -> Result<()> {
+        for (off, len) in self.gpt.written_ranges() {
+            self.dev
+                .drop_cache(off, len)
+                .map_err(|e| Error::io("cannot drop the cache for read-back", e))?;
+        }
+        let back = Gpt::read(&mut self.dev)?;
+        if !back.is_healthy() {
+            let why = format!(
+                "primary {}, backup {}",
+                back.health(Copy::Primary),
+                back.health(Copy::Backup)
+            );
+            return Err(Error::VerifyFailed(why));
+        }
+        if back.entry_bytes() != self.gpt.entry_bytes() {
+            return Err(Error::VerifyFailed("entry array differs".into()));
+        }
+        self.layout = SlotLayout::discover(&back, self.flags_role.as_deref())?;
+        self.gpt = back;
+        Ok(())
+    }
+
+    /// Apply a state-machine operation: compute, then one commit. A refusal
+    /// writes nothing. Returns the new flags.
+    pub fn apply(&mut self, op: Op) -> Result<SlotFlags> {
+        let new = state::apply(self.slot_flags(), self.booted, &op)?;
+        self.write_flags(new)?;
+        Ok(new)
+    }
+
+    /// [`Op::Invalidate`]: first step of an install into `target`.
+    pub fn invalidate(&mut self, target: SlotId) -> Result<()> {
+        self.apply(Op::Invalidate(target)).map(drop)
+    }
+
+    /// [`Op::Activate`]: last step of an install, after the caller checked
+    /// the target's slot record.
+    pub fn activate(&mut self, target: SlotId, tries: Nibble) -> Result<()> {
+        self.apply(Op::Activate { target, tries }).map(drop)
+    }
+
+    /// [`Op::MarkGood`].
+    pub fn mark_good(&mut self) -> Result<()> {
+        self.apply(Op::MarkGood).map(drop)
+    }
+
+    /// [`Op::MarkBad`].
+    pub fn mark_bad(&mut self, slot: Option<SlotId>, force: bool) -> Result<()> {
+        self.apply(Op::MarkBad { slot, force }).map(drop)
+    }
+
+    /// [`Op::Rollback`].
+    pub fn rollback(&mut self) -> Result<()> {
+        self.apply(Op::Rollback).map(drop)
+    }
+
+    /// [`Op::Cancel`].
+    pub fn cancel(&mut self) -> Result<()> {
+        self.apply(Op::Cancel).map(drop)
+    }
+
+    /// [`Op::SetFlags`].
+    pub fn set_flags(&mut self, slot: SlotId, flags: Flags) -> Result<()> {
+        self.apply(Op::SetFlags(slot, flags)).map(drop)
+    }
+
+    /// Rewrite a bad GPT copy from the good one. Returns the copies that
+    /// were bad, with the reason (empty: nothing to do, nothing written).
+    pub fn repair(&mut self) -> Result<Vec<(Copy, String)>> {
+        let mut gpt = self.gpt.clone();
+        let bad = gpt.repair(&mut self.dev)?;
+        if !bad.is_empty() {
+            self.gpt = gpt;
+            self.verify()?;
+        }
+        Ok(bad)
+    }
+
+    /// What a boot stage runs: repair a bad copy, pick the slot, use one
+    /// try if it is on trial (committed before returning). With `dry_run`
+    /// nothing is written and the report says what would be done.
+    pub fn boot_select(&mut self, dry_run: bool) -> Result<BootReport> {
+        let repaired = if dry_run {
+            [Copy::Primary, Copy::Backup]
+                .into_iter()
+                .filter_map(|c| match self.gpt.health(c) {
+                    crate::gpt::Health::Ok => None,
+                    crate::gpt::Health::Bad(why) => Some((c, why.clone())),
+                })
+                .collect()
+        } else {
+            self.repair()?
+        };
+        let choice = state::boot_select(self.slot_flags());
+        if !dry_run {
+            self.write_flags(choice.flags)?;
+        }
+        Ok(BootReport { choice, repaired })
+    }
+}

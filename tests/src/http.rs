@@ -1,0 +1,322 @@
+//! A real HTTP/1.1 server on 127.0.0.1 for the network tests, with fault
+//! modes: drop the connection mid-body (once or on every response), stall,
+//! answer 404 or 500, or ignore `Range`.
+//!
+//! It is deliberately small: one thread accepts, one thread per connection
+//! answers one request and closes (`Connection: close`). Each request is
+//! logged so a test can check, for example, that a resume used `Range`.
+//! Dropping the [`TestServer`] stops it and joins its threads.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How the server misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Serve the file, honouring `Range: bytes=N-` / `bytes=N-M` with 206.
+    Normal,
+    /// The first response sends this many body bytes, then closes the
+    /// connection; later responses are normal.
+    DropOnce(u64),
+    /// Every response sends at most this many body bytes, then closes.
+    DropEvery(u64),
+    /// The first response sends this many body bytes, then sends nothing more
+    /// (holding the connection open) until the server stops; later responses
+    /// are normal.
+    StallOnce(u64),
+    /// Every response stalls after this many body bytes.
+    StallEvery(u64),
+    /// Answer every request with this status and a short text body.
+    Status(u16),
+    /// Always answer 200 with the whole file, whatever `Range` says; the
+    /// first response drops after this many bytes (so that a client must
+    /// resume somehow). `u64::MAX`: never drop.
+    IgnoreRangeDropOnce(u64),
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    /// The `Range` header's value, if any.
+    pub range: Option<String>,
+    /// The status the server answered.
+    pub status: u16,
+}
+
+pub struct TestServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<Vec<Request>>>,
+    accept: Option<JoinHandle<()>>,
+    workers: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+struct Shared {
+    file: PathBuf,
+    mode: Mode,
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<Vec<Request>>>,
+    served: AtomicUsize,
+}
+
+impl TestServer {
+    /// Serve `file` (at any path) on 127.0.0.1 with an ephemeral port.
+    pub fn start(file: &Path, mode: Mode) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local_addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let workers: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::new(Shared {
+            file: file.to_path_buf(),
+            mode,
+            stop: stop.clone(),
+            log: log.clone(),
+            served: AtomicUsize::new(0),
+        });
+        let w = workers.clone();
+        let accept = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if shared.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let s = shared.clone();
+                let h = std::thread::spawn(move || {
+                    let _ = serve(conn, &s);
+                });
+                w.lock().unwrap().push(h);
+            }
+        });
+        TestServer {
+            addr,
+            stop,
+            log,
+            accept: Some(accept),
+            workers,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/NAME`.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://{}/{}", self.addr, name.trim_start_matches('/'))
+    }
+
+    /// The requests served so far.
+    pub fn requests(&self) -> Vec<Request> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+        let hs: Vec<_> = self.workers.lock().unwrap().drain(..).collect();
+        for h in hs {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Parse `bytes=N-` or `bytes=N-M` into (start, inclusive end).
+fn parse_range(v: &str, len: u64) -> Option<(u64, u64)> {
+    let spec = v.trim().strip_prefix("bytes=")?;
+    let (a, b) = spec.split_once('-')?;
+    let start: u64 = a.trim().parse().ok()?;
+    let end = if b.trim().is_empty() {
+        len.checked_sub(1)?
+    } else {
+        b.trim().parse::<u64>().ok()?.min(len.checked_sub(1)?)
+    };
+    (start <= end).then_some((start, end))
+}
+
+fn serve(conn: TcpStream, s: &Shared) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    if s.stop.load(Ordering::SeqCst) || line.is_empty() {
+        return Ok(());
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let mut range = None;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("range") {
+                range = Some(v.trim().to_string());
+            }
+        }
+    }
+    let nth = s.served.fetch_add(1, Ordering::SeqCst);
+    let mut out = conn;
+    let record = |status: u16| {
+        s.log.lock().unwrap().push(Request {
+            method: method.clone(),
+            path: path.clone(),
+            range: range.clone(),
+            status,
+        });
+    };
+
+    if let Mode::Status(code) = s.mode {
+        record(code);
+        let reason = match code {
+            404 => "Not Found",
+            500 => "Internal Server Error",
+            503 => "Service Unavailable",
+            _ => "Error",
+        };
+        let body = format!("{code} {reason}\n");
+        write!(
+            out,
+            "HTTP/1.1 {code} {reason}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        return out.flush();
+    }
+
+    let mut file = std::fs::File::open(&s.file)?;
+    let len = file.metadata()?.len();
+    let ignore_range = matches!(s.mode, Mode::IgnoreRangeDropOnce(_));
+    let (status, start, end) = match (&range, ignore_range) {
+        (Some(r), false) => match parse_range(r, len) {
+            Some((a, b)) => (206u16, a, b),
+            None => {
+                record(416);
+                write!(
+                    out,
+                    "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )?;
+                return out.flush();
+            }
+        },
+        _ => (200u16, 0, len.saturating_sub(1)),
+    };
+    let body_len = if len == 0 { 0 } else { end - start + 1 };
+    record(status);
+    let mut head = if status == 206 {
+        format!("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{end}/{len}\r\n")
+    } else {
+        "HTTP/1.1 200 OK\r\n".to_string()
+    };
+    if !ignore_range {
+        head.push_str("Accept-Ranges: bytes\r\n");
+    }
+    head.push_str(&format!(
+        "Content-Length: {body_len}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
+    ));
+    out.write_all(head.as_bytes())?;
+    if method == "HEAD" {
+        return out.flush();
+    }
+
+    // How many body bytes this response sends before misbehaving.
+    let (limit, stall) = match s.mode {
+        Mode::DropOnce(n) if nth == 0 => (n, false),
+        Mode::DropEvery(n) => (n, false),
+        Mode::StallOnce(n) if nth == 0 => (n, true),
+        Mode::StallEvery(n) => (n, true),
+        Mode::IgnoreRangeDropOnce(n) if nth == 0 => (n, false),
+        _ => (u64::MAX, false),
+    };
+    use std::io::Seek;
+    file.seek(std::io::SeekFrom::Start(start))?;
+    let mut left = body_len.min(limit);
+    let mut buf = vec![0u8; 64 * 1024];
+    while left > 0 {
+        if s.stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let n = (buf.len() as u64).min(left) as usize;
+        file.read_exact(&mut buf[..n])?;
+        out.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    out.flush()?;
+    if stall && limit < body_len {
+        while !s.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // Returning drops the socket: a close mid-body when limit < body_len.
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(url: &str, range: Option<&str>) -> (String, Vec<u8>) {
+        let rest = url.strip_prefix("http://").unwrap();
+        let (host, path) = rest.split_once('/').unwrap();
+        let mut c = TcpStream::connect(host).unwrap();
+        let mut req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\n");
+        if let Some(r) = range {
+            req.push_str(&format!("Range: {r}\r\n"));
+        }
+        req.push_str("\r\n");
+        c.write_all(req.as_bytes()).unwrap();
+        let mut all = Vec::new();
+        c.read_to_end(&mut all).unwrap();
+        let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&all[..split]).to_string();
+        (head, all[split + 4..].to_vec())
+    }
+
+    #[test]
+    fn serves_ranges_and_faults() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&p, &data).unwrap();
+
+        let srv = TestServer::start(&p, Mode::Normal);
+        let (h, b) = get(&srv.url("f"), None);
+        assert!(h.starts_with("HTTP/1.1 200"), "{h}");
+        assert_eq!(b, data);
+        let (h, b) = get(&srv.url("f"), Some("bytes=1000-"));
+        assert!(
+            h.contains("206") && h.contains("bytes 1000-99999/100000"),
+            "{h}"
+        );
+        assert_eq!(b, &data[1000..]);
+        assert_eq!(srv.requests().len(), 2);
+        drop(srv);
+
+        let srv = TestServer::start(&p, Mode::DropOnce(5000));
+        let (_, b) = get(&srv.url("f"), None);
+        assert_eq!(b, &data[..5000]);
+        let (_, b) = get(&srv.url("f"), Some("bytes=5000-"));
+        assert_eq!(b, &data[5000..]);
+        drop(srv);
+
+        let srv = TestServer::start(&p, Mode::IgnoreRangeDropOnce(u64::MAX));
+        let (h, b) = get(&srv.url("f"), Some("bytes=10-"));
+        assert!(h.starts_with("HTTP/1.1 200"), "{h}");
+        assert_eq!(b, data);
+        drop(srv);
+
+        let srv = TestServer::start(&p, Mode::Status(404));
+        let (h, _) = get(&srv.url("f"), None);
+        assert!(h.starts_with("HTTP/1.1 404"), "{h}");
+    }
+}

@@ -1,0 +1,167 @@
+//! Progress output of long operations (install, verify-slot).
+//!
+//! - stderr is a terminal: a progress bar with bytes, speed and time left;
+//! - `--json`: JSON lines on stdout, one object per event:
+//!   `{"event":"phase","phase":"write","role":"ROOT","total":N}`,
+//!   `{"event":"progress","phase":"write","role":"ROOT","done":N,"total":M}`
+//!   (at most every 200 ms per phase, and always at the end),
+//!   `{"event":"warning","message":"..."}`, and last
+//!   `{"event":"result","ok":true,...}`;
+//! - otherwise quiet (warnings still go to stderr).
+//!
+//! Cloneable and thread-safe: the pipeline's writer thread reports from its
+//! own thread.
+
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Bar,
+    Json,
+    Quiet,
+}
+
+struct Inner {
+    mode: Mode,
+    bar: Option<ProgressBar>,
+    phase: String,
+    role: String,
+    total: u64,
+    last_emit: Option<Instant>,
+}
+
+#[derive(Clone)]
+pub struct Progress(Arc<Mutex<Inner>>);
+
+const JSON_INTERVAL: Duration = Duration::from_millis(200);
+
+fn emit_json(v: Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+impl Progress {
+    /// JSON when asked, a bar when stderr is a terminal, else quiet.
+    pub fn new(json: bool) -> Progress {
+        let mode = if json {
+            Mode::Json
+        } else if std::io::stderr().is_terminal() {
+            Mode::Bar
+        } else {
+            Mode::Quiet
+        };
+        Progress::with_mode(mode)
+    }
+
+    pub fn with_mode(mode: Mode) -> Progress {
+        Progress(Arc::new(Mutex::new(Inner {
+            mode,
+            bar: None,
+            phase: String::new(),
+            role: String::new(),
+            total: 0,
+            last_emit: None,
+        })))
+    }
+
+    #[allow(dead_code)]
+    pub fn mode(&self) -> Mode {
+        self.0.lock().unwrap().mode
+    }
+
+    /// Start a phase ("download", "write", "readback", "verify") over
+    /// `total` bytes of one role.
+    pub fn phase(&self, phase: &str, role: &str, total: u64) {
+        let mut g = self.0.lock().unwrap();
+        if let Some(b) = g.bar.take() {
+            b.finish_and_clear();
+        }
+        g.phase = phase.to_string();
+        g.role = role.to_string();
+        g.total = total;
+        g.last_emit = None;
+        match g.mode {
+            Mode::Json => emit_json(json!({
+                "event": "phase", "phase": phase, "role": role, "total": total
+            })),
+            Mode::Bar => {
+                let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+                let style = ProgressStyle::with_template(
+                    "{msg:16} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
+                bar.set_style(style);
+                bar.set_message(format!("{phase} {role}"));
+                g.bar = Some(bar);
+            }
+            Mode::Quiet => {}
+        }
+    }
+
+    /// Bytes done so far in the current phase.
+    pub fn update(&self, done: u64) {
+        let mut g = self.0.lock().unwrap();
+        match g.mode {
+            Mode::Bar => {
+                if let Some(b) = &g.bar {
+                    b.set_position(done);
+                }
+            }
+            Mode::Json => {
+                let now = Instant::now();
+                let due = g
+                    .last_emit
+                    .is_none_or(|t| now.duration_since(t) >= JSON_INTERVAL);
+                if due || done == g.total {
+                    g.last_emit = Some(now);
+                    emit_json(json!({
+                        "event": "progress", "phase": g.phase, "role": g.role,
+                        "done": done, "total": g.total
+                    }));
+                }
+            }
+            Mode::Quiet => {}
+        }
+    }
+
+    /// End the current phase (the bar disappears).
+    pub fn finish_phase(&self) {
+        let mut g = self.0.lock().unwrap();
+        if let Some(b) = g.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+
+    /// A warning that does not stop the operation.
+    pub fn warn(&self, msg: &str) {
+        let g = self.0.lock().unwrap();
+        match g.mode {
+            Mode::Json => emit_json(json!({"event": "warning", "message": msg})),
+            Mode::Bar => match &g.bar {
+                Some(b) => b.println(format!("slotctl: warning: {msg}")),
+                None => eprintln!("slotctl: warning: {msg}"),
+            },
+            Mode::Quiet => eprintln!("slotctl: warning: {msg}"),
+        }
+    }
+
+    /// The final event (JSON mode only; `fields` is merged into it).
+    pub fn result(&self, ok: bool, fields: Value) {
+        self.finish_phase();
+        let g = self.0.lock().unwrap();
+        if g.mode == Mode::Json {
+            let mut v = json!({"event": "result", "ok": ok});
+            if let (Some(o), Value::Object(extra)) = (v.as_object_mut(), fields) {
+                o.extend(extra);
+            }
+            emit_json(v);
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The slot record: what image a slot holds (docs/slot-record.md).
+//!
+//! It lives in the last [`RECORD_RESERVED`] bytes of the slot's flags
+//! partition and holds the exact signed header and signature block of the
+//! installed image, so that `status` can show the version and rollback
+//! index and `verify-slot` can re-check the signatures and re-hash the
+//! partitions offline. Written after the payloads were verified, before
+//! activation; zeroed when the slot is invalidated.
+//!
+//! ```text
+//! offset size
+//!   0     8   magic "SLOTREC\0"
+//!   8     4   format version, u32 LE = 1
+//!  12     4   blob length L, u32 LE (<= RECORD_RESERVED - 64)
+//!  16    32   SHA-256 of the blob
+//!  48    12   reserved, zero
+//!  60     4   CRC-32 (IEEE) of bytes 0..60, u32 LE
+//!  64     L   blob: the image's header bytes then its signature block bytes,
+//!             exactly as they were in the image
+//!  64+L  ...  zero up to RECORD_RESERVED
+//! ```
+
+use sha2::{Digest, Sha256};
+
+use crate::install::dev::BlockDevice;
+
+/// Bytes reserved for the record at the end of the flags partition.
+pub const RECORD_RESERVED: u64 = 64 * 1024;
+pub const MAGIC: &[u8; 8] = b"SLOTREC\0";
+pub const VERSION: u32 = 1;
+const HEAD: usize = 64;
+/// The largest blob a record can hold.
+pub const MAX_BLOB: usize = RECORD_RESERVED as usize - HEAD;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("slot record: blob of {len} bytes exceeds the {max} that fit")]
+    TooLarge { len: usize, max: usize },
+    #[error("slot record: header CRC mismatch (corrupt record)")]
+    BadCrc,
+    #[error("slot record: unsupported format version {0}")]
+    BadVersion(u32),
+    #[error("slot record: blob length {0} out of range (corrupt record)")]
+    BadLength(u32),
+    #[error("slot record: blob SHA-256 mismatch (corrupt record)")]
+    BadHash,
+    #[error("slot record: flags partition of {0} bytes is too small to hold a record")]
+    PartitionTooSmall(u64),
+    #[error("slot record at disk byte {offset}: {err}")]
+    Io { offset: u64, err: std::io::Error },
+}
+
+/// The full `RECORD_RESERVED`-byte region holding `blob`.
+pub fn encode(blob: &[u8]) -> Result<Vec<u8>, RecordError> {
+    if blob.len() > MAX_BLOB {
+        return Err(RecordError::TooLarge {
+            len: blob.len(),
+            max: MAX_BLOB,
+        });
+    }
+    let mut out = vec![0u8; RECORD_RESERVED as usize];
+    out[0..8].copy_from_slice(MAGIC);
+    out[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    out[12..16].copy_from_slice(&(blob.len() as u32).to_le_bytes());
+    out[16..48].copy_from_slice(&Sha256::digest(blob));
+    let crc = crc32fast::hash(&out[0..60]);
+    out[60..64].copy_from_slice(&crc.to_le_bytes());
+    out[HEAD..HEAD + blob.len()].copy_from_slice(blob);
+    Ok(out)
+}
+
+/// The blob of a record region; `None` when there is no record (no magic:
+/// an erased or never-written slot).
+pub fn decode(region: &[u8]) -> Result<Option<Vec<u8>>, RecordError> {
+    if region.len() < HEAD || &region[0..8] != MAGIC {
+        return Ok(None);
+    }
+    let crc = u32::from_le_bytes(region[60..64].try_into().unwrap());
+    if crc32fast::hash(&region[0..60]) != crc {
+        return Err(RecordError::BadCrc);
+    }
+    let version = u32::from_le_bytes(region[8..12].try_into().unwrap());
+    if version != VERSION {
+        return Err(RecordError::BadVersion(version));
+    }
+    let len = u32::from_le_bytes(region[12..16].try_into().unwrap());
+    if len as usize > MAX_BLOB || HEAD + len as usize > region.len() {
+        return Err(RecordError::BadLength(len));
+    }
+    let blob = &region[HEAD..HEAD + len as usize];
+    if Sha256::digest(blob).as_slice() != &region[16..48] {
+        return Err(RecordError::BadHash);
+    }
+    Ok(Some(blob.to_vec()))
+}
+
+/// Disk byte offset of the record region of a flags partition.
+pub fn region_offset(part_offset: u64, part_len: u64) -> Result<u64, RecordError> {
+    if part_len < RECORD_RESERVED * 2 {
+        return Err(RecordError::PartitionTooSmall(part_len));
+    }
+    Ok(part_offset + part_len - RECORD_RESERVED)
+}
+
+pub fn read(
+    dev: &mut dyn BlockDevice,
+    part_offset: u64,
+    part_len: u64,
+) -> Result<Option<Vec<u8>>, RecordError> {
+    let offset = region_offset(part_offset, part_len)?;
+    let mut region = vec![0u8; RECORD_RESERVED as usize];
+    dev.read_exact_at(offset, &mut region)
+        .map_err(|err| RecordError::Io { offset, err })?;
+    decode(&region)
+}
+
+/// Write the record (no flush: the caller flushes).
+pub fn write(
+    dev: &mut dyn BlockDevice,
+    part_offset: u64,
+    part_len: u64,
+    blob: &[u8],
+) -> Result<(), RecordError> {
+    let offset = region_offset(part_offset, part_len)?;
+    let region = encode(blob)?;
+    dev.write_all_at(offset, &region)
+        .map_err(|err| RecordError::Io { offset, err })
+}
+
+/// Zero the record region (no flush).
+pub fn erase(
+    dev: &mut dyn BlockDevice,
+    part_offset: u64,
+    part_len: u64,
+) -> Result<(), RecordError> {
+    let offset = region_offset(part_offset, part_len)?;
+    let zeros = vec![0u8; RECORD_RESERVED as usize];
+    dev.write_all_at(offset, &zeros)
+        .map_err(|err| RecordError::Io { offset, err })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_corruption() {
+        let blob: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+        let mut r = encode(&blob).unwrap();
+        assert_eq!(decode(&r).unwrap().unwrap(), blob);
+        assert!(decode(&vec![0u8; RECORD_RESERVED as usize])
+            .unwrap()
+            .is_none());
+        r[100] ^= 1;
+        assert!(matches!(decode(&r), Err(RecordError::BadHash)));
+        r[100] ^= 1;
+        r[13] ^= 1;
+        assert!(matches!(decode(&r), Err(RecordError::BadCrc)));
+        assert!(encode(&vec![0u8; MAX_BLOB + 1]).is_err());
+    }
+}
