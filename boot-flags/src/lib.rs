@@ -61,6 +61,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+// Lets the shared test fixtures name the crate as `boot_flags` in unit tests.
+#[cfg(test)]
+extern crate self as boot_flags;
+
 mod device;
 mod disk;
 mod error;

@@ -199,6 +199,30 @@ mod tests {
         assert_eq!(n("/dev/loop7", 3), "/dev/loop7p3");
     }
 
+    /// A fake sysfs: `vda` with partition 3, and `dm-0` stacked on it.
+    #[test]
+    fn follows_partition_and_stacked_device() {
+        let t = tempfile::tempdir().unwrap();
+        let vda = t.path().join("devices/vda");
+        std::fs::create_dir_all(vda.join("vda3")).unwrap();
+        std::fs::write(vda.join("dev"), "254:0\n").unwrap();
+        std::fs::write(vda.join("vda3/partition"), "3\n").unwrap();
+        let want = RootLocation {
+            disk_name: "vda".into(),
+            disk_dev: (254, 0),
+            partition: 3,
+        };
+        assert_eq!(partition_of(&vda.join("vda3"), 0).unwrap(), want);
+        assert_eq!(want.disk_node(), PathBuf::from("/dev/vda"));
+
+        let dm = t.path().join("devices/dm-0");
+        std::fs::create_dir_all(dm.join("slaves")).unwrap();
+        std::os::unix::fs::symlink(vda.join("vda3"), dm.join("slaves/vda3")).unwrap();
+        assert_eq!(partition_of(&dm, 0).unwrap(), want);
+        // A whole disk is not a partition.
+        assert!(partition_of(&vda, 0).is_err());
+    }
+
     #[test]
     fn parse_dev_numbers() {
         assert_eq!(parse_dev("254:3"), Some((254, 3)));

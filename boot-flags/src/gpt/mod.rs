@@ -468,6 +468,28 @@ impl Gpt {
             .map_err(|e| Error::io(format!("cannot flush the {copy} GPT"), e))
     }
 
+    /// Refuse to write a copy whose entry array would land in the usable
+    /// area (partition data) or past the end of the disk: possible only
+    /// when a bad copy is rebuilt from a table that leaves it no room.
+    fn check_places(&self) -> Result<()> {
+        let ss = u64::from(self.sector_size);
+        let sectors = (self.entries.len() as u64).div_ceil(ss);
+        let disk_sectors = self.disk_len / ss;
+        let h = &self.header;
+        for (copy, p) in [(Copy::Primary, &self.primary), (Copy::Backup, &self.backup)] {
+            let end = p.entries_lba + sectors;
+            let in_usable = p.entries_lba <= h.last_usable_lba && end > h.first_usable_lba;
+            let overlaps_header = (p.entries_lba..end).contains(&p.header_lba);
+            if in_usable || overlaps_header || end > disk_sectors || p.header_lba >= disk_sectors {
+                return Err(Error::BadLayout(format!(
+                    "no room for the {copy} GPT copy (entries at LBA {}, header at LBA {})",
+                    p.entries_lba, p.header_lba
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The order a commit writes the copies in: a copy that is bad (or
     /// stale) first, so the good one keeps describing the state before the
     /// commit until the other is a complete copy of the new state; when
@@ -484,6 +506,7 @@ impl Gpt {
     /// the other, flush. Only the entry array and the header sectors are
     /// written; the CRCs are recomputed, every other byte is as read.
     pub fn commit(&mut self, dev: &mut dyn BlockDevice) -> Result<()> {
+        self.check_places()?;
         for copy in self.commit_order() {
             self.write_copy(dev, copy)?;
         }
