@@ -67,5 +67,5 @@ timeout_secs = 30
 TOML
 
 rm -f "$output"
-mkfs.ext4 -q -d "$root" -L "root-$version" "$output" "$size"
+mkfs.ext4 -q -d "$root" -L "root-$version" "$output" "$size" >/dev/null
 echo "build-rootfs: $output ($version, $behaviour)"

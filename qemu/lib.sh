@@ -210,7 +210,7 @@ make_stick() {
     bytes=$((bytes + $(stat -c %s "$f")))
   done
   local mib=$((bytes / 1048576 + 8))
-  mkfs.ext4 -q -d "$dir" -L USB "$RUN/stick-$name.img" "${mib}M"
+  mkfs.ext4 -q -d "$dir" -L USB "$RUN/stick-$name.img" "${mib}M" >/dev/null
   rm -rf "$dir"
   echo "$RUN/stick-$name.img"
 }

@@ -28,7 +28,7 @@ prepare_machine() {
 
   mkdir -p "$RUN/keys" "$RUN/keyring"
   "$SLOTCTL" keygen --out "$RUN/keys/release" >/dev/null
-  cp "$RUN/keys/release.pub.pem" "$RUN/keyring/release.pem"
+  cp "$RUN/keys/release.pub" "$RUN/keyring/release.pem"
 
   local v version behaviour idx=0
   for v in "${VERSIONS[@]}"; do
@@ -36,7 +36,7 @@ prepare_machine() {
     idx=$((idx + 1))
     bash "$QEMU_DIR/build-rootfs.sh" "$version" "$behaviour" "$SLOTCTL" \
       "$RUN/keyring" "$ROOT_FS_SIZE" "$RUN/root-$version.ext4" >/dev/null
-    "$SLOTCTL" image pack --key "$RUN/keys/release.key.pem" --version "$version" \
+    "$SLOTCTL" image pack --key "$RUN/keys/release.key" --version "$version" \
       --compatible qemu-test --rollback-index "$idx" \
       --part "ROOT=$RUN/root-$version.ext4" -o "$RUN/v${version%%.*}.img" >/dev/null
     rm -f "$RUN/root-$version.ext4"
@@ -44,7 +44,8 @@ prepare_machine() {
 
   DISK="$RUN/factory.img"
   "$SLOTCTL" disk init "$DISK" --size 96M --role BOOT=1M --role ROOT=32M --data 8M >/dev/null
-  "$SLOTCTL" --disk "$DISK" install --factory --slot A "$RUN/v1.img" >/dev/null
+  "$SLOTCTL" --disk "$DISK" install --factory --slot A --compatible qemu-test \
+    --keyring "$RUN/keyring" "$RUN/v1.img" >/dev/null
   cgpt show "$DISK" >/dev/null || fail "cgpt cannot read the factory disk"
   sgdisk -v "$DISK" | grep -q 'No problems found' || fail "sgdisk -v finds problems on the factory disk"
 }
@@ -106,9 +107,14 @@ cut_regex() {
 
 # ------------------------------------------------------------ the flags
 
-# flags_index SLOT: the partition that carries SLOT's flags (its first).
+# flags_index SLOT: the partition that carries SLOT's flags, as slotctl
+# names it; it must be the slot's first partition (the design's default).
 flags_index() {
-  part_index "BOOT-$1"
+  local i
+  i="$(status_json | jq -r --arg s "$1" "$JQ_SLOT.flags_partition")"
+  [[ "$i" == "$(part_index "BOOT-$1")" ]] ||
+    fail "slotctl says slot $1's flags are on partition $i, not on BOOT-$1"
+  echo "$i"
 }
 
 # expect_flags SLOT TRIES SUCCESSFUL: cgpt and `slotctl status --json`
@@ -208,6 +214,6 @@ expect_gpt_copies_healthy() {
 }
 
 # jq paths into `slotctl status --json` (kept here, in one place).
-JQ_SLOT='.slots[] | select(.slot == $s)'
-JQ_NEXT='.next_boot'
+JQ_SLOT='.slots[$s]'
+JQ_NEXT='.next'
 JQ_GPT_HEALTHY='.gpt.primary == "ok" and .gpt.backup == "ok"'
