@@ -88,14 +88,25 @@ install_from_stick() {
 # The install's JSON events (stdout of `slotctl --json install`) mark where
 # it is; each function says whether to cut the power after LINE.
 cut_early() { # the payload write has just begun
-  [[ "$1" == *'"event":"phase"'*'"phase":"write"'* ]]
+  [[ "$1" == *'"event":"phase"'* && "$1" == *'"phase":"write"'* ]]
 }
 cut_mid_payload() { # a progress event strictly inside the payload write
-  [[ "$1" =~ \"event\":\"progress\".*\"phase\":\"write\".*\"done\":([0-9]+).*\"total\":([0-9]+) ]] &&
-    ((BASH_REMATCH[1] > 0 && BASH_REMATCH[1] < BASH_REMATCH[2]))
+  [[ "$1" == *'"event":"progress"'* && "$1" == *'"phase":"write"'* &&
+    "$1" =~ \"done\":([0-9]+) ]] || return 1
+  local done=${BASH_REMATCH[1]}
+  [[ "$1" =~ \"total\":([0-9]+) ]] || return 1
+  ((done > 0 && done < BASH_REMATCH[1]))
 }
-cut_activation() { # the last event before the flags commit of activation
-  [[ "$1" =~ \"event\":\"phase\".*\"phase\":\"verify\" ]]
+# The activation window: the read-back's last progress event is the last
+# line the install prints before it writes the slot record, flushes, reads
+# the record back and commits the activation (updater/src/install.rs steps 6
+# and 7); the cut lands in that window.
+cut_activation() {
+  [[ "$1" == *'"event":"progress"'* && "$1" == *'"phase":"readback"'* &&
+    "$1" =~ \"done\":([0-9]+) ]] || return 1
+  local done=${BASH_REMATCH[1]}
+  [[ "$1" =~ \"total\":([0-9]+) ]] || return 1
+  ((done == BASH_REMATCH[1]))
 }
 cut_regex() {
   case "$1" in
