@@ -165,7 +165,12 @@ impl BlockDevice for FileDevice {
 
     fn logical_sector_size(&mut self) -> io::Result<Option<u32>> {
         match self.rdev {
-            Some(rdev) => sysfs_logical_block_size(rdev).map(Some),
+            // Without sysfs (an initramfs that did not mount it) the GPT
+            // reader detects the sector size from the table itself.
+            Some(rdev) => match sysfs_logical_block_size(rdev) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                other => other.map(Some),
+            },
             None => Ok(None),
         }
     }

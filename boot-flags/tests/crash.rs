@@ -191,7 +191,7 @@ fn cuts_starting_from_a_stale_backup() {
         }
         let (seen, disk) = read_flags(stale.clone());
         assert_eq!(seen.b, flags(2, 2, false), "primary wins");
-        assert!(!disk.gpt().health(boot_flags::Copy::Backup).is_ok());
+        assert!(!disk.gpt().health(boot_flags::GptCopy::Backup).is_ok());
         // A second operation on top: every cut shows the state after the
         // first operation or after the second, never the older backup.
         cut_everywhere(&stale, Some(SlotId::A), Op::Cancel, ss as usize);

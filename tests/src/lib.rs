@@ -4,6 +4,8 @@
 //! it into the same target directory as the test executables; `SLOTCTL_BIN`
 //! overrides the path.
 
+pub mod image;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -60,6 +62,6 @@ pub fn require_tool(name: &str) {
     );
 }
 
+pub mod disk;
 pub mod http;
 pub mod installfix;
-pub mod disk;

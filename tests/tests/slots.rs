@@ -312,3 +312,36 @@ fn disk_init_layout_file_and_no_overwrite() {
     slotctl_tests::disk::ok(&["disk", "init", p, "--role", "ROOT=1M", "--force"]);
     assert!(std::fs::read(&img).unwrap() != before);
 }
+
+#[test]
+fn config_flags_role_moves_the_flags() {
+    let img = Image::new(512);
+    let cfg = img.dir.path().join("slotctl.toml");
+    std::fs::write(&cfg, "flags_role = \"ROOT\"\ntries = 5\n").unwrap();
+    let c = cfg.to_str().unwrap();
+    img.ok(&[
+        "--config",
+        c,
+        "set-flags",
+        "A",
+        "--priority",
+        "1",
+        "--successful",
+        "1",
+    ]);
+    img.ok(&["--config", c, "--booted", "A", "activate", "B"]);
+    let out = img.ok(&["--config", c, "status", "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["slots"]["A"]["flags_partition"], 2);
+    assert_eq!(st["slots"]["B"]["flags_partition"], 4);
+    assert_eq!(flags_of(&st, "B"), (2, 5, false), "tries from the config");
+    let view = img.tool_view();
+    assert_eq!(view.cgpt_flags(4), (2, 5, 0));
+    assert_eq!(view.cgpt_flags(2), (1, 0, 1));
+    assert_eq!(view.cgpt_flags(1), (0, 0, 0), "BOOT-A untouched");
+    assert_eq!(view.cgpt_flags(3), (0, 0, 0), "BOOT-B untouched");
+    // A role that is not there: one line.
+    std::fs::write(&cfg, "flags_role = \"HASH\"\n").unwrap();
+    let out = img.run(&["--config", c, "status"]);
+    slotctl_tests::disk::assert_one_line_error(&out, "no partition with the flags role HASH");
+}

@@ -148,8 +148,12 @@ pub fn run(globals: &Globals) -> anyhow::Result<()> {
     );
     say(globals, false, &msg);
     if reboot_now {
-        eprintln!("slotctl: {msg}");
+        // Say it before the machine goes down; a reboot command that
+        // returns (systemctl reboot) ends the run here with the same code.
+        eprintln!("slotctl: error: {msg}");
+        drop(_lock);
         reboot(&cfg, globals)?;
+        std::process::exit(i32::from(exit::UNHEALTHY));
     }
     Err(unhealthy(msg))
 }

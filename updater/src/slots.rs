@@ -16,7 +16,7 @@ mod init;
 mod status;
 
 use anyhow::anyhow;
-use boot_flags::{BootKind, Copy, Flags, Nibble, Op};
+use boot_flags::{BootKind, Flags, Nibble, Op};
 use clap::Subcommand;
 
 use crate::cli::Globals;
@@ -127,6 +127,9 @@ pub fn run(cmd: SlotCommand, globals: &Globals) -> anyhow::Result<()> {
         SlotCommand::Rollback => Op::Rollback,
         SlotCommand::Cancel => Op::Cancel,
         SlotCommand::Activate { slot, tries } => {
+            // Hook for the install issue: refuse here unless the target's
+            // slot record verifies (DESIGN: "target holds a verified slot
+            // record"). Until then activate trusts the operator.
             let tries = tries.unwrap_or(config.tries);
             let tries = Nibble::new(tries)
                 .filter(|t| t.get() > 0)
@@ -179,20 +182,13 @@ pub fn run(cmd: SlotCommand, globals: &Globals) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn copy_name(c: Copy) -> &'static str {
-    match c {
-        Copy::Primary => "primary",
-        Copy::Backup => "backup",
-    }
-}
-
 fn repair(o: &mut Opened, json: bool) -> anyhow::Result<()> {
     let what = o.path.display().to_string();
     let fixed = o.disk.repair().map_err(|e| lib_error(e, &what))?;
     if json {
         let list: Vec<_> = fixed
             .iter()
-            .map(|(c, why)| serde_json::json!({"copy": copy_name(*c), "was": why}))
+            .map(|(c, why)| serde_json::json!({"copy": c.to_string(), "was": why}))
             .collect();
         outln!("{}", serde_json::json!({ "repaired": list }));
     } else if fixed.is_empty() {
@@ -201,12 +197,8 @@ fn repair(o: &mut Opened, json: bool) -> anyhow::Result<()> {
         for (c, why) in &fixed {
             outln!(
                 "rewrote the {} GPT copy from the {} (it was bad: {why})",
-                copy_name(*c),
-                copy_name(if *c == Copy::Primary {
-                    Copy::Backup
-                } else {
-                    Copy::Primary
-                })
+                c,
+                c.other()
             );
         }
     }
@@ -246,10 +238,7 @@ fn boot_select(o: &mut Opened, dry_run: bool) -> anyhow::Result<()> {
         .map_err(|e| lib_error(e, &what))?;
     let verb = if dry_run { "would rewrite" } else { "rewrote" };
     for (c, why) in &report.repaired {
-        eprintln!(
-            "slotctl: warning: {verb} the bad {} GPT copy ({why})",
-            copy_name(*c)
-        );
+        eprintln!("slotctl: warning: {verb} the bad {c} GPT copy ({why})");
     }
     let choice = report.choice;
     match choice.kind {

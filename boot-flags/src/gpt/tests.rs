@@ -131,13 +131,13 @@ fn falls_back_to_backup_and_repairs() {
             }
             let mut gpt = Gpt::read(&mut dev).unwrap();
             assert_eq!(gpt.sector_size(), ss);
-            assert!(!gpt.health(Copy::Primary).is_ok(), "{what}");
-            assert!(gpt.health(Copy::Backup).is_ok());
+            assert!(!gpt.health(GptCopy::Primary).is_ok(), "{what}");
+            assert!(gpt.health(GptCopy::Backup).is_ok());
             assert_eq!(gpt.partitions().len(), 5);
-            assert_eq!(gpt.commit_order(), [Copy::Primary, Copy::Backup]);
+            assert_eq!(gpt.commit_order(), [GptCopy::Primary, GptCopy::Backup]);
             let bad = gpt.repair(&mut dev).unwrap();
             assert_eq!(bad.len(), 1);
-            assert_eq!(bad[0].0, Copy::Primary);
+            assert_eq!(bad[0].0, GptCopy::Primary);
             // The repaired disk is exactly the original.
             assert!(dev.data == pristine, "{what} {ss}");
         }
@@ -151,9 +151,9 @@ fn bad_backup_is_rewritten_first() {
     let last = dev.data.len() - 512;
     dev.data[last + 20] ^= 1;
     let mut gpt = Gpt::read(&mut dev).unwrap();
-    assert!(gpt.health(Copy::Primary).is_ok());
-    assert!(!gpt.health(Copy::Backup).is_ok());
-    assert_eq!(gpt.commit_order(), [Copy::Backup, Copy::Primary]);
+    assert!(gpt.health(GptCopy::Primary).is_ok());
+    assert!(!gpt.health(GptCopy::Backup).is_ok());
+    assert_eq!(gpt.commit_order(), [GptCopy::Backup, GptCopy::Primary]);
     gpt.repair(&mut dev).unwrap();
     assert!(dev.data == pristine);
 }
@@ -164,10 +164,10 @@ fn stale_backup_is_reported() {
     let mut gpt = Gpt::read(&mut dev).unwrap();
     gpt.set_attributes(1, 7 << 48).unwrap();
     // Write only the primary, as a commit cut between the two copies.
-    gpt.write_copy(&mut dev, Copy::Primary).unwrap();
+    gpt.write_copy(&mut dev, GptCopy::Primary).unwrap();
     let back = Gpt::read(&mut dev).unwrap();
     assert_eq!(back.partition(1).unwrap().attributes, 7 << 48);
-    assert!(back.health(Copy::Backup).to_string().contains("differs"));
+    assert!(back.health(GptCopy::Backup).to_string().contains("differs"));
 }
 
 #[test]
@@ -230,7 +230,7 @@ fn no_room_for_a_rebuilt_backup_writes_nothing() {
     dev.data[512..1024].copy_from_slice(&sector);
     let before = dev.data.clone();
     let mut gpt = Gpt::read(&mut dev).unwrap();
-    assert!(!gpt.health(Copy::Backup).is_ok());
+    assert!(!gpt.health(GptCopy::Backup).is_ok());
     let err = gpt.repair(&mut dev).unwrap_err();
     assert!(err.to_string().contains("no room for the backup"), "{err}");
     assert!(dev.data == before);

@@ -144,3 +144,44 @@ pub fn run(args: VerifySlotArgs, globals: &Globals) -> anyhow::Result<()> {
         None => Ok(()),
     }
 }
+
+/// For `slotctl activate`: refuse (exit 3) unless `slot` holds a slot record
+/// whose signatures verify against the config's keyring and whose
+/// partitions re-hash to it. To be called by slots.rs before `Op::Activate`
+/// (see the install branch's report: slots.rs is not this module's file).
+#[allow(dead_code)]
+pub fn require_verified_slot(
+    disk: &mut Disk<FileDevice>,
+    slot: SlotId,
+    cfg: &Config,
+    json: bool,
+) -> anyhow::Result<()> {
+    let keyring = policy::load_keyring(&super::KeyArgs::default(), cfg)?;
+    let progress = Progress::new(json);
+    verify_slot(
+        disk,
+        slot,
+        &keyring,
+        cfg.signature_threshold,
+        true,
+        &progress,
+    )
+    .map(drop)
+    .map_err(|e| refused(format!("activate: {e:#}")))
+}
+
+/// For `slotctl status`: what a slot's record says it holds, as JSON:
+/// `{"version": "2.0.0", "rollback_index": 5}`, `null` without a record, or
+/// `{"error": "..."}` for a corrupt one. Not signature-checked (status needs
+/// no keyring); `verify-slot` does that. To be called by slots/status.rs.
+#[allow(dead_code)]
+pub fn installed_json(disk: &mut Disk<FileDevice>, slot: SlotId) -> serde_json::Value {
+    match policy::installed(disk, slot) {
+        Ok(Some(i)) => json!({
+            "version": i.version.to_string(),
+            "rollback_index": i.rollback_index,
+        }),
+        Ok(None) => serde_json::Value::Null,
+        Err(e) => json!({ "error": format!("{e:#}") }),
+    }
+}

@@ -1,6 +1,6 @@
 //! `slotctl status`: a human table, or JSON with `--json`.
 
-use boot_flags::{Copy, SlotId};
+use boot_flags::{GptCopy, SlotId};
 use serde_json::{json, Value};
 
 use crate::device::{self, BootedSource, Opened};
@@ -58,8 +58,8 @@ pub fn to_json(o: &Opened) -> Value {
         "disk": o.path.display().to_string(),
         "sector_size": gpt.sector_size(),
         "gpt": {
-            "primary": gpt.health(Copy::Primary).to_string(),
-            "backup": gpt.health(Copy::Backup).to_string(),
+            "primary": gpt.health(GptCopy::Primary).to_string(),
+            "backup": gpt.health(GptCopy::Backup).to_string(),
         },
         "booted": disk.booted().map(|s| s.to_string()),
         "booted_source": match o.booted_source {
@@ -99,8 +99,8 @@ pub fn print(o: &Opened, as_json: bool) -> anyhow::Result<()> {
     ));
     s.push_str(&format!(
         "gpt:       primary {}, backup {}\n",
-        gpt.health(Copy::Primary),
-        gpt.health(Copy::Backup)
+        gpt.health(GptCopy::Primary),
+        gpt.health(GptCopy::Backup)
     ));
     s.push_str(&format!(
         "booted:    {}\n",
