@@ -17,10 +17,18 @@ if [[ -f "$out/vmlinuz" && -f "$out/modules.order" ]]; then
   exit 0
 fi
 
-pkg="$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
-  awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+resolve() {
+  apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+    awk '/Depends: linux-image-[0-9]/ {print $2; exit}'
+}
+pkg="$(resolve)"
 if [[ -z "$pkg" ]]; then
-  echo "build-kernel: cannot resolve the package of linux-image-cloud-amd64 (run apt-get update?)" >&2
+  echo "build-kernel: package lists have no linux-image-cloud-amd64; running apt-get update"
+  apt-get update -qq
+  pkg="$(resolve)"
+fi
+if [[ -z "$pkg" ]]; then
+  echo "build-kernel: cannot resolve the package behind linux-image-cloud-amd64" >&2
   exit 1
 fi
 version="${pkg#linux-image-}"

@@ -5,15 +5,16 @@
 #
 # Environment:
 #   SLOTCTL_QEMU_ACCEL=tcg|kvm   accelerator (default tcg; kvm only on request)
-#   SLOTCTL_QEMU_TIMEOUT=SECS    per-boot timeout (default 300)
+#   SLOTCTL_QEMU_TIMEOUT=SECS    per-boot timeout (default 180)
 #   SLOTCTL_QEMU_VERBOSE=1       echo every console line as it arrives
 
 QEMU_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$QEMU_DIR/.." && pwd)"
 BUILD="$QEMU_DIR/build"
 ACCEL="${SLOTCTL_QEMU_ACCEL:-tcg}"
-BOOT_TIMEOUT="${SLOTCTL_QEMU_TIMEOUT:-300}"
+BOOT_TIMEOUT="${SLOTCTL_QEMU_TIMEOUT:-180}"
 VERBOSE="${SLOTCTL_QEMU_VERBOSE:-0}"
+ECHO_SKIP=""   # with VERBOSE, console lines matching this regex are not echoed
 SLOTCTL="$REPO_DIR/target/x86_64-unknown-linux-gnu/release/slotctl"
 
 RUN=""         # this run's work folder (disks, sticks, console logs)
@@ -132,7 +133,9 @@ boot() {
       break # EOF: qemu has exited
     fi
     echo "$line" >>"$BOOT_LOG"
-    [[ "$VERBOSE" == 1 ]] && echo "    | $line"
+    if [[ "$VERBOSE" == 1 ]] && ! [[ -n "$ECHO_SKIP" && "$line" =~ $ECHO_SKIP ]]; then
+      echo "    | $line"
+    fi
     if [[ -z "$BOOT_END" && -n "$cut" ]] && "$cut" "$line"; then
       kill -9 "$QEMU_PID"
       BOOT_END=cut

@@ -127,6 +127,14 @@ scenario_5() { # power cuts early, mid-payload, during activation; then it insta
     expect_not_bootable A
     expect_good B
     expect_next B
+    if [[ "$point" == activation ]]; then
+      # Where in the window the cut landed, for the log (either is correct).
+      if "$SLOTCTL" --disk "$DISK" --booted B verify-slot A --keyring "$RUN/keyring" >/dev/null 2>&1; then
+        log "  the activation cut landed after the slot record reached the disk"
+      else
+        log "  the activation cut landed before the slot record reached the disk"
+      fi
+    fi
   done
   # The next boot is the old slot; installing again succeeds.
   boot s5-install-again --stick "$stick"
@@ -146,6 +154,8 @@ scenario_5() { # power cuts early, mid-payload, during activation; then it insta
 scenario_6() { # the primary GPT corrupted from the host: repaired at boot
   start_from 2
   corrupt_primary_gpt
+  [[ "$(status_json | jq -r .gpt.primary)" != ok ]] ||
+    fail "the corruption did not show: slotctl status still calls the primary GPT ok"
   if sgdisk -v "$DISK" 2>&1 | grep -q 'No problems found'; then
     fail "the corruption did not show: sgdisk -v finds no problem"
   fi
@@ -201,7 +211,10 @@ main() {
     # In a subshell (not an `if` condition, so that set -e holds in it):
     # fail() ends the scenario, and a failure does not stop the others.
     set +e
-    (scenario_"$s")
+    (
+      trap kill_qemu EXIT
+      scenario_"$s"
+    )
     local rc=$?
     set -e
     if ((rc == 0)); then

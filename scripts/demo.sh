@@ -12,7 +12,8 @@ source qemu/lib.sh
 source qemu/machine.sh
 trap kill_qemu EXIT
 
-VERBOSE=1 # echo the console as it arrives
+VERBOSE=1 # echo the console as it arrives, but for the long status lines
+ECHO_SKIP='^SLOTCTL-SLOT: status-before-check '
 RUN_PREFIX=demo
 t0=$SECONDS
 
