@@ -72,6 +72,7 @@ new_run() {
 # ---------------------------------------------------------------- booting
 
 # boot NAME [--stick FILE] [--append ARGS] [--cut FUNC] [--watchdog REGEX]
+#           [--fail-writes-at SECTOR]
 # One power-on of the machine, until qemu exits (the guest powers off or
 # reboots: -no-reboot turns a reboot into an exit) or the harness kills it.
 #   --stick FILE      attach FILE as the second virtio disk (/dev/vdb)
@@ -79,17 +80,22 @@ new_run() {
 #   --cut FUNC        power cut: kill -9 qemu as soon as `FUNC LINE` succeeds
 #                     for a console line
 #   --watchdog REGEX  the watchdog: kill -9 qemu when a line shows it hung
+#   --fail-writes-at SECTOR
+#                     the disk sits on QEMU's blkdebug driver, which fails
+#                     (EIO) every write touching that 512-byte sector: what
+#                     the guest writes there never reaches the disk
 # A boot that takes longer than SLOTCTL_QEMU_TIMEOUT fails the scenario.
 boot() {
   local name="$1"
   shift
-  local stick="" append="" cut="" watchdog=""
+  local stick="" append="" cut="" watchdog="" failsector=""
   while (($#)); do
     case "$1" in
       --stick) stick="$2" ;;
       --append) append="$2" ;;
       --cut) cut="$2" ;;
       --watchdog) watchdog="$2" ;;
+      --fail-writes-at) failsector="$2" ;;
       *) fail "boot: unknown option $1" ;;
     esac
     shift 2
@@ -101,6 +107,11 @@ boot() {
   rm -f "$fifo"
   mkfifo "$fifo"
   local drives=(-drive "file=$DISK,format=raw,if=virtio")
+  if [[ -n "$failsector" ]]; then
+    printf '[inject-error]\nevent = "pwritev"\niotype = "write"\nerrno = "5"\nsector = "%s"\n' \
+      "$failsector" >"$RUN/blkdebug.cfg"
+    drives=(-drive "driver=raw,if=virtio,file.driver=blkdebug,file.config=$RUN/blkdebug.cfg,file.image.filename=$DISK")
+  fi
   [[ -n "$stick" ]] && drives+=(-drive "file=$stick,format=raw,if=virtio,readonly=on")
   local start=$SECONDS
   qemu-system-x86_64 -accel "$ACCEL" -m 256 -smp 1 -display none -monitor none \
@@ -237,7 +248,8 @@ part_index() {
 cgpt_flags() {
   local i
   i="$(flags_index "$1")"
-  echo "$(cgpt show -i "$i" -P "$DISK") $(cgpt show -i "$i" -T "$DISK") $(cgpt show -i "$i" -S "$DISK")"
+  # (stderr: cgpt warns about a stale GPT copy, which scenarios 5 and 6 make)
+  echo "$(cgpt show -i "$i" -P "$DISK" 2>/dev/null) $(cgpt show -i "$i" -T "$DISK" 2>/dev/null) $(cgpt show -i "$i" -S "$DISK" 2>/dev/null)"
 }
 
 # status_json: `slotctl status --json` of the disk image, run on the host.

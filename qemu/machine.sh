@@ -61,6 +61,24 @@ say "install exit=\$?"
 EOF
 }
 
+# plan_install_no_activate IMAGE: write, verify and record only.
+plan_install_no_activate() {
+  cat <<EOF
+say "plan: slotctl install --no-activate /mnt/usb/$1"
+slotctl --config "\$CONFIG" --json install --no-activate "/mnt/usb/$1"
+say "install exit=\$?"
+EOF
+}
+
+# plan_activate SLOT: activate a recorded slot.
+plan_activate() {
+  cat <<EOF
+say "plan: slotctl activate $1"
+slotctl --config "\$CONFIG" activate $1
+say "activate exit=\$?"
+EOF
+}
+
 # plan_rollback: the technician's rollback.
 plan_rollback() {
   cat <<'EOF'
@@ -107,6 +125,9 @@ cut_activation() {
   local done=${BASH_REMATCH[1]}
   [[ "$1" =~ \"total\":([0-9]+) ]] || return 1
   ((done == BASH_REMATCH[1]))
+}
+cut_after_activate() { # the activate command has returned (its commit failed)
+  [[ "$1" == 'SLOTCTL-SLOT: activate exit='* ]]
 }
 cut_regex() {
   case "$1" in
@@ -214,6 +235,21 @@ expect_end() {
 corrupt_primary_gpt() {
   printf 'CORRUPTED BY THE HOST, SCENARIO 6' |
     dd of="$DISK" bs=1 seek=$((2 * 512 + 56)) conv=notrunc status=none
+}
+
+# backup_header_sector: the 512-byte sector holding the backup GPT header
+# (the disk's last logical block).
+backup_header_sector() {
+  local bytes ss
+  bytes="$(stat -c %s "$DISK")"
+  ss="$(status_json | jq -r .sector_size)"
+  echo $(((bytes / ss - 1) * ss / 512))
+}
+
+# expect_recorded SLOT BOOTED: SLOT holds a slot record that verifies.
+expect_recorded() {
+  "$SLOTCTL" --disk "$DISK" --booted "$2" verify-slot "$1" --keyring "$RUN/keyring" >/dev/null 2>&1 ||
+    fail "slot $1 has no slot record that verifies: $("$SLOTCTL" --disk "$DISK" --booted "$2" verify-slot "$1" --keyring "$RUN/keyring" 2>&1 | tail -n1)"
 }
 
 # expect_gpt_copies_healthy: slotctl reports both GPT copies healthy.

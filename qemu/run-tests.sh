@@ -115,12 +115,11 @@ scenario_4() { # v4 panics, then hangs: the tries run out, back on v2
 # ------------------------------------------------------------ scenario 5
 scenario_5() { # power cuts early, mid-payload, during activation; then it installs
   start_from 2
-  local stick
+  local stick point
   stick="$(make_stick s5 "$(plan_install v5.img)" "$RUN/v5.img")"
-  local point regex
+  # Cuts timed by the install's own JSON events on the console.
   for point in early mid-payload activation; do
-    regex="$(cut_regex "$point")"
-    boot "s5-cut-$point" --stick "$stick" --cut "$regex"
+    boot "s5-cut-$point" --stick "$stick" --cut "$(cut_regex "$point")"
     expect_booted B 2.0.0
     expect_end cut
     refute_console '^SLOTCTL-SLOT: install exit' "the install to finish before the cut"
@@ -141,6 +140,7 @@ scenario_5() { # power cuts early, mid-payload, during activation; then it insta
   expect_booted B 2.0.0
   expect_console '^SLOTCTL-SLOT: install exit=0$' "the install to succeed after the cuts"
   expect_end poweroff
+  expect_flags A "$TRIES_NEW" 0
   expect_next A
   boot s5-boots-v5
   expect_booted A 5.0.0
@@ -148,6 +148,52 @@ scenario_5() { # power cuts early, mid-payload, during activation; then it insta
   expect_end poweroff
   expect_good A
   expect_next A
+
+  # Cuts inside the activation commit itself, placed exactly: QEMU's blkdebug
+  # fails every write to one sector, then the harness cuts the power. First
+  # v5 is written and recorded into B without activation (a reinstall of
+  # the booted version).
+  stick="$(make_stick s5-rec "$(plan_install_no_activate v5.img)" "$RUN/v5.img")"
+  boot s5-install-no-activate --stick "$stick"
+  expect_booted A 5.0.0
+  expect_console '^SLOTCTL-SLOT: install exit=0$' "install --no-activate to succeed"
+  expect_end poweroff
+  expect_not_bootable B
+  expect_recorded B A
+  expect_next A
+  # (a) The commit's primary copy never reaches the disk: the old flags stand.
+  stick="$(make_stick s5-act "$(plan_activate B)")"
+  boot s5-cut-activation-primary --stick "$stick" --fail-writes-at 1 --cut cut_after_activate
+  expect_booted A 5.0.0
+  expect_console 'slotctl: error: .*primary GPT' "the activation failing on the primary copy"
+  expect_end cut
+  expect_not_bootable B
+  expect_good A
+  expect_next A
+  expect_gpt_copies_healthy
+  # (b) The primary copy lands, the backup does not: the activation stands
+  # (the primary header is the commit point) and boot-select repairs the backup.
+  boot s5-cut-activation-backup --stick "$stick" --fail-writes-at "$(backup_header_sector)" \
+    --cut cut_after_activate
+  expect_booted A 5.0.0
+  expect_console 'slotctl: error: .*backup' "the activation failing on the backup copy"
+  expect_end cut
+  [[ "$(status_json | jq -r '.gpt.primary + " " + (.gpt.backup | tostring)')" == "ok "* ]] ||
+    fail "after the cut the primary GPT should be intact: $(status_json | jq -c .gpt)"
+  [[ "$(status_json | jq -r .gpt.backup)" != ok ]] ||
+    fail "after the cut the backup GPT should be stale, slotctl calls it ok"
+  expect_flags B "$TRIES_NEW" 0
+  expect_next B
+  boot s5-activation-stands
+  expect_console 'rewrote the bad backup GPT copy' "boot-select repairing the stale backup"
+  expect_booted B 5.0.0
+  expect_console '^SLOTCTL-SLOT: boot-check exit=0$'
+  expect_end poweroff
+  expect_gpt_copies_healthy
+  sgdisk -v "$DISK" 2>&1 | grep -q 'No problems found' ||
+    fail "after the repair sgdisk -v finds problems: $(sgdisk -v "$DISK" 2>&1 | head -n3 | tr '\n' ' ')"
+  expect_good B
+  expect_next B
 }
 
 # ------------------------------------------------------------ scenario 6
