@@ -71,7 +71,7 @@ new_run() {
 
 # ---------------------------------------------------------------- booting
 
-# boot NAME [--stick FILE] [--append ARGS] [--cut FUNC] [--watchdog REGEX]
+# boot NAME [--stick FILE] [--append ARGS] [--cut FUNC] [--watchdog SECS]
 #           [--fail-writes-at SECTOR]
 # One power-on of the machine, until qemu exits (the guest powers off or
 # reboots: -no-reboot turns a reboot into an exit) or the harness kills it.
@@ -79,7 +79,9 @@ new_run() {
 #   --append ARGS     extra kernel command line
 #   --cut FUNC        power cut: kill -9 qemu as soon as `FUNC LINE` succeeds
 #                     for a console line
-#   --watchdog REGEX  the watchdog: kill -9 qemu when a line shows it hung
+#   --watchdog SECS   the watchdog: armed when the boot stage hands over to a
+#                     slot, it resets the machine (kill -9 of qemu) once the
+#                     console has been silent for SECS seconds
 #   --fail-writes-at SECTOR
 #                     the disk sits on QEMU's blkdebug driver, which fails
 #                     (EIO) every write touching that 512-byte sector: what
@@ -124,7 +126,7 @@ boot() {
   exec {fd}<"$fifo"
   : >"$BOOT_LOG"
   BOOT_END=""
-  local deadline=$((SECONDS + BOOT_TIMEOUT)) line rc remain
+  local deadline=$((SECONDS + BOOT_TIMEOUT)) line rc remain wait_s armed="" last_line=$SECONDS
   while :; do
     remain=$((deadline - SECONDS))
     if ((remain <= 0)); then
@@ -134,12 +136,20 @@ boot() {
     fi
     line=""
     rc=0
-    IFS= read -r -t "$remain" -u "$fd" line || rc=$?
+    wait_s=$remain
+    if [[ -n "$armed" ]] && ((watchdog < wait_s)); then wait_s=$watchdog; fi
+    IFS= read -r -t "$wait_s" -u "$fd" line || rc=$?
     line="${line%$'\r'}"
     if ((rc > 128)); then
       [[ -n "$line" ]] && echo "$line" >>"$BOOT_LOG"
-      continue # the deadline check above fails it
+      if [[ -n "$armed" && -z "$BOOT_END" ]] && ((SECONDS - last_line >= watchdog)); then
+        kill -9 "$QEMU_PID"
+        BOOT_END=watchdog
+        echo "### harness: watchdog reset (kill -9 of qemu) after ${watchdog}s of silence" >>"$BOOT_LOG"
+      fi
+      continue # qemu exits, or the deadline check above fails the boot
     fi
+    last_line=$SECONDS
     if ((rc != 0)) && [[ -z "$line" ]]; then
       break # EOF: qemu has exited
     fi
@@ -152,10 +162,8 @@ boot() {
       BOOT_END=cut
       echo "### harness: power cut (kill -9 of qemu) after this line" >>"$BOOT_LOG"
     fi
-    if [[ -z "$BOOT_END" && -n "$watchdog" && "$line" =~ $watchdog ]]; then
-      kill -9 "$QEMU_PID"
-      BOOT_END=watchdog
-      echo "### harness: watchdog reset (kill -9 of qemu) after this line" >>"$BOOT_LOG"
+    if [[ -n "$watchdog" && "$line" == 'SLOTCTL-INITRAMFS: booting slot '* ]]; then
+      armed=1
     fi
   done
   exec {fd}<&-

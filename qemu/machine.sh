@@ -6,6 +6,9 @@
 # Tries a newly activated slot gets (the guest config's `tries`).
 TRIES_NEW=2
 ROOT_FS_SIZE=24M
+# The hardware watchdog the harness plays: seconds of console silence, once
+# a slot is running, before it resets the machine.
+WATCHDOG_SECS=10
 
 # The versions the scenarios use: version behaviour.
 VERSIONS=(

@@ -95,8 +95,9 @@ scenario_4() { # v4 panics, then hangs: the tries run out, back on v2
       expect_end panic
       expect_console 'Kernel panic' "a kernel panic"
     else
-      boot "s4-v4-hangs-$n" --append slotctl.crash=hang --watchdog '^SLOTCTL-SLOT: hanging'
+      boot "s4-v4-hangs-$n" --append slotctl.crash=hang --watchdog "$WATCHDOG_SECS"
       expect_end watchdog
+      expect_console '^SLOTCTL-SLOT: hanging before boot-check' "v4 hanging"
     fi
     expect_booted A 4.0.0
     refute_console 'boot-check exit' "boot-check running on v4"
