@@ -32,6 +32,10 @@ use crate::progress::Progress;
 pub const CHUNK: usize = 1 << 20;
 /// Buffers in flight per channel.
 const DEPTH: usize = 4;
+/// Room of a return channel: more than can ever be in flight, so a spent
+/// buffer is always kept for reuse (no allocation churn, no page faults)
+/// while the number of buffers stays bounded by the channels' depth.
+const POOL: usize = 2 * DEPTH + 4;
 pub use image_format::Compression;
 
 /// One payload to write.
@@ -257,6 +261,54 @@ fn reader_stage(
     Ok(())
 }
 
+/// Stage 2 for an uncompressed payload: hash the source buffers and hand
+/// the same buffers to the writer (no copy); the writer returns them to the
+/// reader's pool.
+fn pass_through(job: &Job, rx: &Receiver<In>, tx: &SyncSender<Out>) -> Result<(), PipelineError> {
+    let mut hasher = Sha256::new();
+    let mut total: u64 = 0;
+    loop {
+        match rx.recv() {
+            Ok(In::Data(buf)) => {
+                total += buf.len() as u64;
+                if total > job.raw_size {
+                    return Err(PipelineError::TooLong {
+                        role: job.role.clone(),
+                        raw_size: job.raw_size,
+                    });
+                }
+                hasher.update(&buf);
+                if tx.send(Out::Data(buf)).is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(In::End) => break,
+            // The reader stopped: it reports its own error.
+            Err(_) => {
+                return Err(PipelineError::Source {
+                    role: job.role.clone(),
+                    err: io::Error::other("source stage stopped"),
+                })
+            }
+        }
+    }
+    if total < job.raw_size {
+        return Err(PipelineError::TooShort {
+            role: job.role.clone(),
+            raw_size: job.raw_size,
+            got: total,
+        });
+    }
+    if hasher.finalize().as_slice() != job.sha256 {
+        return Err(PipelineError::HashMismatch {
+            role: job.role.clone(),
+            phase: "while writing",
+        });
+    }
+    let _ = tx.send(Out::Done);
+    Ok(())
+}
+
 /// Stage 2: decompress, hash, check sizes.
 fn decode_stage(
     jobs: &[Job],
@@ -266,6 +318,10 @@ fn decode_stage(
     pool: Receiver<Vec<u8>>,
 ) -> Result<(), PipelineError> {
     for job in jobs {
+        if job.compression == Compression::None {
+            pass_through(job, &rx, &tx)?;
+            continue;
+        }
         let mut input = ChannelReader {
             rx: &rx,
             back: &back,
@@ -286,18 +342,9 @@ fn decode_stage(
         loop {
             let mut buf = pool.try_recv().unwrap_or_default();
             buf.resize(CHUNK, 0);
-            let got = read_full(&mut dec, &mut buf).map_err(|err| {
-                if job.compression == Compression::None {
-                    PipelineError::Source {
-                        role: job.role.clone(),
-                        err,
-                    }
-                } else {
-                    PipelineError::Decode {
-                        role: job.role.clone(),
-                        err,
-                    }
-                }
+            let got = read_full(&mut dec, &mut buf).map_err(|err| PipelineError::Decode {
+                role: job.role.clone(),
+                err,
             })?;
             if got == 0 {
                 break;
@@ -357,12 +404,13 @@ pub fn write_payloads(
     progress: &Progress,
 ) -> Result<(), PipelineError> {
     let (in_tx, in_rx) = sync_channel::<In>(DEPTH);
-    let (in_back_tx, in_back_rx) = sync_channel::<Vec<u8>>(DEPTH + 2);
+    let (in_back_tx, in_back_rx) = sync_channel::<Vec<u8>>(POOL);
     let (out_tx, out_rx) = sync_channel::<Out>(DEPTH);
-    let (out_back_tx, out_back_rx) = sync_channel::<Vec<u8>>(DEPTH + 2);
+    let (out_back_tx, out_back_rx) = sync_channel::<Vec<u8>>(POOL);
 
     std::thread::scope(|s| {
         let reader = s.spawn(move || reader_stage(src, jobs, in_tx, in_back_rx));
+        let reader_pool = in_back_tx.clone();
         let decoder = s.spawn(move || decode_stage(jobs, in_rx, in_back_tx, out_tx, out_back_rx));
 
         let mut write_result = Ok(());
@@ -382,7 +430,14 @@ pub fn write_payloads(
                         }
                         off += buf.len() as u64;
                         progress.update(off - job.dest_offset);
-                        let _ = out_back_tx.try_send(buf);
+                        // Uncompressed payloads pass the reader's buffers
+                        // through: give them back to the reader.
+                        let pool = if job.compression == Compression::None {
+                            &reader_pool
+                        } else {
+                            &out_back_tx
+                        };
+                        let _ = pool.try_send(buf);
                     }
                     Ok(Out::Done) => break,
                     // The decoder stopped early: it has the error.
@@ -445,7 +500,7 @@ pub fn hash_region(
     mut on_progress: impl FnMut(u64),
 ) -> Result<[u8; 32], (u64, io::Error)> {
     let (tx, rx) = sync_channel::<Vec<u8>>(DEPTH);
-    let (back_tx, back_rx) = sync_channel::<Vec<u8>>(DEPTH + 2);
+    let (back_tx, back_rx) = sync_channel::<Vec<u8>>(POOL);
     std::thread::scope(|s| {
         let hasher = s.spawn(move || {
             let mut h = Sha256::new();
