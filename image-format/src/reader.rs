@@ -11,11 +11,12 @@ use std::io::Read;
 
 use crate::error::{Error, Result};
 use crate::format::{
-    self, HeaderFields, PayloadInfo, SignatureEntry, HEADER_FIXED_LEN, IMAGE_MAGIC, MAX_HEADER_LEN,
+    self, HeaderFields, PayloadInfo, HEADER_FIXED_LEN, IMAGE_MAGIC, MAX_HEADER_LEN,
     MAX_SIGNATURE_BLOCK_LEN, SIGNATURE_BLOCK_FIXED_LEN, SIGNATURE_MAGIC,
 };
 use crate::keys::{KeyId, Keyring};
 use crate::payload::Stream;
+use crate::sigblock::SignatureEntry;
 
 /// Read exactly `buf.len()` bytes; a short stream is [`Error::Truncated`].
 pub(crate) fn read_exact_at<R: Read + ?Sized>(
@@ -110,7 +111,7 @@ impl<R: Read> ImageReader<R> {
             "signature block",
             (hlen + SIGNATURE_BLOCK_FIXED_LEN as usize) as u64,
         )?;
-        let signatures = format::parse_signature_block(&record[hlen..], hlen as u64)?;
+        let signatures = crate::sigblock::parse_signature_block(&record[hlen..], hlen as u64)?;
         Ok(ImageReader {
             inner,
             record,
