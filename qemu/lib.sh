@@ -36,8 +36,12 @@ log() { echo "qemu: $*"; }
 fail() {
   echo "qemu: FAIL: $*" >&2
   if [[ -n "$BOOT_LOG" && -f "$BOOT_LOG" ]]; then
-    echo "qemu: last console lines of $(basename "$BOOT_LOG"):" >&2
-    tail -n 30 "$BOOT_LOG" | sed 's/^/    | /' >&2
+    if [[ -s "$BOOT_LOG" ]]; then
+      echo "qemu: last console lines of $(basename "$BOOT_LOG"):" >&2
+      tail -n 30 "$BOOT_LOG" | sed 's/^/    | /' >&2
+    else
+      echo "qemu: the console of $(basename "$BOOT_LOG") is empty" >&2
+    fi
   fi
   exit 1
 }
