@@ -29,6 +29,8 @@ save_as() { cp --sparse=always "$DISK" "$RUN/state-$1.img"; }
 scenario_1() { # a fresh disk boots A; v2 installed from the USB stick and activated
   DISK="$RUN/disk.img"
   cp --sparse=always "$RUN/factory.img" "$DISK"
+  expect_good A
+  expect_not_bootable B
   expect_next A
   local stick
   stick="$(make_stick s1 "$(plan_install v2.img)" "$RUN/v2.img")"
@@ -51,9 +53,11 @@ scenario_2() { # B boots with tries decremented, is marked good, and stays
   expect_booted B 2.0.0
   expect_console_status B tries $((TRIES_NEW - 1)) "tries decremented by the boot stage"
   expect_console_status B successful 0 "B not yet good before its check"
+  expect_console "^slotctl: booting slot B \\(on trial, $((TRIES_NEW - 1)) tries left\\)" \
+    "boot-select announcing the trial boot"
   expect_console '^SLOTCTL-SLOT: boot-check exit=0$' "boot-check to pass on v2"
   expect_end poweroff
-  expect_good B
+  expect_flags B $((TRIES_NEW - 1)) 1
   expect_good A
   expect_next B
   boot s2-stays-on-b
@@ -72,6 +76,7 @@ scenario_3() { # v3 fails its health check: marked bad, reboot, back on v2
   expect_booted A 3.0.0
   expect_console 'self-test: application did not start' "v3's failing self-test"
   refute_console '^SLOTCTL-SLOT: boot-check exit=0$' "boot-check passing on v3"
+  expect_console 'slot A marked bad, rebooting' "boot-check marking A bad and rebooting"
   expect_end reboot
   expect_bad A
   expect_next B
@@ -209,6 +214,10 @@ scenario_6() { # the primary GPT corrupted from the host: repaired at boot
   boot s6-repairs-gpt
   expect_booted B 2.0.0
   expect_console 'rewrote the bad primary GPT copy' "boot-select reporting the repair"
+  # The kernel found no partitions in the bad primary table (it ignores the
+  # backup): the boot stage has to re-read the repaired one.
+  expect_console '^SLOTCTL-INITRAMFS: no /dev/vda[0-9]+ yet: re-reading the partition table' \
+    "the boot stage re-reading the repaired partition table"
   expect_console '^SLOTCTL-SLOT: boot-check exit=0$'
   expect_end poweroff
   sgdisk -v "$DISK" 2>&1 | grep -q 'No problems found' ||
