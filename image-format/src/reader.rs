@@ -420,6 +420,22 @@ macro_rules! stream_methods {
             self.stream.next_payload(false)
         }
 
+        /// Copy the next payload's raw bytes to `out`, checking its size and
+        /// SHA-256; reading (and decompressing) runs on the calling thread,
+        /// hashing on a second one. Returns the payload's entry, or `None`
+        /// after the last one. On an error, `out` may have received bytes
+        /// that are not to be trusted.
+        pub fn copy_next_payload(
+            &mut self,
+            out: &mut dyn std::io::Write,
+        ) -> Result<Option<PayloadInfo>> {
+            let Some(mut p) = self.stream.next_payload(false)? else {
+                return Ok(None);
+            };
+            crate::payload::copy_with_hasher_thread(&mut p, out)?;
+            Ok(Some(p.info().clone()))
+        }
+
         /// Read past the next payload without decoding or checking it.
         pub fn skip_payload(&mut self) -> Result<Option<PayloadInfo>> {
             self.stream.skip_payload()
