@@ -23,6 +23,11 @@ VERSIONS=(
 # $RUN/factory.img: GPT from `slotctl disk init`, v1 in slot A from
 # `slotctl install --factory`.
 prepare_machine() {
+  local tool
+  for tool in qemu-system-x86_64 cgpt sgdisk jq mkfs.ext4 cpio gzip apt-get dpkg cargo; do
+    command -v "$tool" >/dev/null ||
+      { echo "qemu: $tool is missing: run scripts/setup.sh first" >&2; exit 1; }
+  done
   bash "$QEMU_DIR/build-kernel.sh"
   build_slotctl
   new_run "${RUN_PREFIX:-run}"
