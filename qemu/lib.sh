@@ -163,7 +163,7 @@ boot() {
     fi
     if [[ -z "$BOOT_END" && -n "$cut" ]] && "$cut" "$line"; then
       kill -9 "$QEMU_PID"
-      BOOT_END=cut
+      BOOT_END="cut"
       echo "### harness: power cut (kill -9 of qemu) after this line" >>"$BOOT_LOG"
     fi
     if [[ -n "$watchdog" && "$line" == 'SLOTCTL-INITRAMFS: booting slot '* ]]; then

@@ -7,7 +7,8 @@
 TRIES_NEW=2
 ROOT_FS_SIZE=24M
 # The hardware watchdog the harness plays: seconds of console silence, once
-# a slot is running, before it resets the machine.
+# a slot is running, before it resets the machine (used by run-tests.sh).
+# shellcheck disable=SC2034
 WATCHDOG_SECS=10
 
 # The versions the scenarios use: version behaviour.
@@ -268,7 +269,9 @@ expect_gpt_copies_healthy() {
     fail "slotctl status does not report both GPT copies healthy: $json"
 }
 
-# jq paths into `slotctl status --json` (kept here, in one place).
+# jq paths into `slotctl status --json` (kept here, in one place; $s is a
+# jq variable).
+# shellcheck disable=SC2016
 JQ_SLOT='.slots[$s]'
 JQ_NEXT='.next'
 JQ_GPT_HEALTHY='.gpt.primary == "ok" and .gpt.backup == "ok"'
