@@ -21,10 +21,20 @@ pub enum Mode {
     Delay(Duration),
 }
 
+/// After `after` requests for `path`, serve `file` for it instead.
+#[derive(Debug, Clone)]
+struct Swap {
+    path: String,
+    after: usize,
+    file: PathBuf,
+    seen: usize,
+}
+
 pub struct FeedServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     mode: Arc<Mutex<Mode>>,
+    swap: Arc<Mutex<Option<Swap>>>,
     log: Arc<Mutex<Vec<(String, u16)>>>,
     accept: Option<JoinHandle<()>>,
 }
@@ -37,17 +47,20 @@ impl FeedServer {
         let stop = Arc::new(AtomicBool::new(false));
         let mode = Arc::new(Mutex::new(mode));
         let log = Arc::new(Mutex::new(Vec::new()));
+        let swap: Arc<Mutex<Option<Swap>>> = Arc::new(Mutex::new(None));
         let (s, m, l, root) = (stop.clone(), mode.clone(), log.clone(), root.to_path_buf());
+        let sw = swap.clone();
         let accept = std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (m, l, root, s) = (m.clone(), l.clone(), root.clone(), s.clone());
+                let (m, l, root, s, sw) =
+                    (m.clone(), l.clone(), root.clone(), s.clone(), sw.clone());
                 std::thread::spawn(move || {
                     let mode = *m.lock().unwrap();
-                    let _ = serve(conn, &root, mode, &l, &s);
+                    let _ = serve(conn, &root, mode, &l, &s, &sw);
                 });
             }
         });
@@ -55,6 +68,7 @@ impl FeedServer {
             addr,
             stop,
             mode,
+            swap,
             log,
             accept: Some(accept),
         }
@@ -62,6 +76,17 @@ impl FeedServer {
 
     pub fn url(&self, name: &str) -> String {
         format!("http://{}/{}", self.addr, name.trim_start_matches('/'))
+    }
+
+    /// Serve `file` for URL path `path` once it was requested `after`
+    /// times (a server whose content changes between two downloads).
+    pub fn swap_after(&self, path: &str, after: usize, file: &Path) {
+        *self.swap.lock().unwrap() = Some(Swap {
+            path: path.to_string(),
+            after,
+            file: file.to_path_buf(),
+            seen: 0,
+        });
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -99,6 +124,7 @@ fn serve(
     mode: Mode,
     log: &Mutex<Vec<(String, u16)>>,
     stop: &AtomicBool,
+    swap: &Mutex<Option<Swap>>,
 ) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
@@ -120,9 +146,18 @@ fn serve(
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+    let swapped = match swap.lock().unwrap().as_mut() {
+        Some(sw) if sw.path == path => {
+            sw.seen += 1;
+            (sw.seen > sw.after).then(|| sw.file.clone())
+        }
+        _ => None,
+    };
     let file = match mode {
         Mode::Status(_) => None,
-        _ => local_path(root, &path).and_then(|p| std::fs::File::open(p).ok()),
+        _ => swapped
+            .or_else(|| local_path(root, &path))
+            .and_then(|p| std::fs::File::open(p).ok()),
     };
     let (status, body): (u16, Box<dyn Read>) = match (mode, file) {
         (Mode::Status(code), _) => (code, Box::new(std::io::Cursor::new(format!("{code}\n")))),

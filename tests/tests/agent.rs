@@ -586,3 +586,26 @@ fn feed_for_another_board_or_reusing_a_serial_is_refused() {
     ));
     assert_refused(&env, &["check"], "feed is for compatible \"another-board\"");
 }
+
+#[test]
+fn image_changed_between_verification_and_install_is_not_activated() {
+    let env = Env::new("");
+    env.add("1.1.0", 1, &[]);
+    env.sign();
+    // The first download (verification) gets 1.1.0; the install's own
+    // download gets another validly signed image.
+    let r = env.fix.payload("root-x", 1 << 20, 99);
+    let other = env
+        .fix
+        .pack("other.img", "1.0.5", 1, &[("ROOT", &r)], "zstd");
+    env.srv.swap_after("/images/gw-1.1.0.img", 1, &other);
+    let out = env.run(&["update"]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("activation cancelled"), "{err}");
+    // Slot B is not the next boot, A still is, and nothing is pending.
+    assert_eq!(env.fix.flags("B").0, 0);
+    assert_eq!(env.fix.flags("A"), (2, 0, true));
+    assert!(env.state()["pending"].is_null());
+}
