@@ -18,6 +18,7 @@ PACKAGES=(
   util-linux        # lsblk, blockdev
   systemd           # systemd-analyze verify of the units in packaging/
   mount             # losetup (Debian ships it in mount, not util-linux): 4K-sector images in tests
+  jq                # the QEMU harness reads slotctl status --json
 )
 
 missing=()
@@ -30,7 +31,7 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for tool in cgpt sgdisk sfdisk openssl zstd qemu-system-x86_64 cpio mkfs.ext4; do
+for tool in cgpt sgdisk sfdisk openssl zstd qemu-system-x86_64 cpio mkfs.ext4 jq; do
   command -v "$tool" >/dev/null || { echo "setup: $tool still missing" >&2; exit 1; }
 done
 echo "setup: all tools present"

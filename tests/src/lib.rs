@@ -63,5 +63,6 @@ pub fn require_tool(name: &str) {
 }
 
 pub mod disk;
+pub mod feedsrv;
 pub mod http;
 pub mod installfix;

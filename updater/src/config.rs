@@ -37,6 +37,8 @@ pub struct Config {
     pub boot_check: BootCheck,
     pub tls: Tls,
     pub http: Http,
+    /// The OTA agent: feed, interval, reboot window (`crate::agent`).
+    pub agent: crate::agent::config::AgentConfig,
 }
 
 impl Default for Config {
@@ -53,6 +55,7 @@ impl Default for Config {
             boot_check: BootCheck::default(),
             tls: Tls::default(),
             http: Http::default(),
+            agent: Default::default(),
         }
     }
 }

@@ -7,11 +7,13 @@
 //! their `run`. Errors are `anyhow` in this crate and nowhere else; [`exit`]
 //! maps them to the exit codes documented in the README.
 
+pub mod agent;
 pub mod bootcheck;
 pub mod cli;
 pub mod config;
 pub mod device;
 pub mod exit;
+pub mod feed;
 pub mod image_cmd;
 pub mod install;
 pub mod lock;

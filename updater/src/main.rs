@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use slotctl::cli::Globals;
-use slotctl::{exit, image_cmd, install, slots};
+use slotctl::{agent, exit, feed, image_cmd, install, slots};
 
 #[derive(Parser, Debug)]
 #[command(name = "slotctl", version, about = "A/B partition updater", long_about = None)]
@@ -26,6 +26,10 @@ enum Command {
     Image(image_cmd::ImageCommand),
     #[command(flatten)]
     Install(install::InstallCommand),
+    #[command(flatten)]
+    Feed(feed::FeedCommand),
+    #[command(flatten)]
+    Agent(agent::AgentCommand),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +38,8 @@ fn main() -> ExitCode {
         Command::Slots(cmd) => slots::run(cmd, &cli.globals),
         Command::Image(cmd) => image_cmd::run(cmd, &cli.globals),
         Command::Install(cmd) => install::run(cmd, &cli.globals),
+        Command::Feed(cmd) => feed::run(cmd, &cli.globals),
+        Command::Agent(cmd) => agent::run(cmd, &cli.globals),
     };
     exit::report(result)
 }

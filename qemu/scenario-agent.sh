@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# End-to-end scenario of the OTA agent (issue 7): the guest's `slotctl agent
+# --once` takes an update from a feed served by the host, reboots, boots the
+# new slot and commits it; then a bad release rolls back and is not retried.
+#
+# The feed and images are served by a python3 http.server on the host's
+# 127.0.0.1 only; the guest reaches it through QEMU user networking with
+# restrict=on and a single guestfwd for 10.0.2.100:8080, so it can reach
+# nothing else (docs: /work/shared/docs/QEMU-NOTES.md). The guestfwd runs a
+# small relay to 127.0.0.1:PORT per connection (`cmd:`): a `tcp:` target is
+# one chardev connection made at start-up, and the agent opens several.
+# The agent keeps its state on the disk's DATA partition (formatted ext4
+# here): the slots' /var/lib/slotctl is a tmpfs, and a failed version must
+# be remembered across reboots.
+#
+# Usage: qemu/scenario-agent.sh   (environment: see qemu/lib.sh)
+set -euo pipefail
+# shellcheck source=qemu/lib.sh
+source "$(dirname "$0")/lib.sh"
+# shellcheck source=qemu/machine.sh
+source "$QEMU_DIR/machine.sh"
+
+HTTP_PID=""
+cleanup() {
+  kill_qemu
+  if [[ -n "$HTTP_PID" ]]; then
+    kill "$HTTP_PID" 2>/dev/null || true
+    wait "$HTTP_PID" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
+
+NET_MODULES=(failover net_failover virtio_net)
+
+# The guest's network modules, from the same kernel package as the rest.
+fetch_net_modules() {
+  local out="$BUILD/kernel/net"
+  if [[ -f "$out/virtio_net.ko" ]]; then return 0; fi
+  local version work
+  version="$(cat "$BUILD/kernel/version")"
+  work="$(mktemp -d)"
+  chmod 755 "$work"
+  (cd "$work" && apt-get download -qq "linux-image-$version")
+  dpkg -x "$work"/*.deb "$work/x"
+  mkdir -p "$out"
+  local m f
+  for m in "${NET_MODULES[@]}"; do
+    f="$(find "$work/x/lib/modules/$version" -name "$m.ko*" | head -n1)"
+    [[ -n "$f" ]] || { rm -rf "$work"; fail "module $m not in linux-image-$version"; }
+    case "$f" in
+      *.ko.xz) xz -dc "$f" >"$out/$m.ko" ;;
+      *.ko.zst) zstd -qdc "$f" >"$out/$m.ko" ;;
+      *.ko.gz) gzip -dc "$f" >"$out/$m.ko" ;;
+      *) cp "$f" "$out/$m.ko" ;;
+    esac
+  done
+  rm -rf "$work"
+}
+
+# Every boot of this scenario gets the restricted network: the harness's
+# boot() runs qemu-system-x86_64 by name, so this function adds the NIC.
+qemu-system-x86_64() {
+  command qemu-system-x86_64 "$@" \
+    -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:8080-cmd:$PYTHON $RUN/relay.py $HTTP_PORT" \
+    -device virtio-net-pci,netdev=n0
+}
+
+# relay.py PORT: one guest connection (stdin/stdout) <-> 127.0.0.1:PORT.
+write_relay() {
+  cat >"$RUN/relay.py" <<'PY'
+import os, socket, sys, threading
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+def up():
+    while True:
+        b = os.read(0, 65536)
+        if not b:
+            break
+        s.sendall(b)
+    s.shutdown(socket.SHUT_WR)
+threading.Thread(target=up, daemon=True).start()
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    while b:
+        b = b[os.write(1, b):]
+PY
+}
+
+# Format the DATA partition of $DISK as ext4 (from the host, no mount).
+format_data() {
+  local i start sectors
+  i="$(part_index DATA)"
+  start="$(cgpt show -i "$i" -b "$DISK")"
+  sectors="$(cgpt show -i "$i" -s "$DISK")"
+  rm -f "$RUN/data.ext4"
+  mkfs.ext4 -q -L DATA "$RUN/data.ext4" "$((sectors / 2))K"
+  dd if="$RUN/data.ext4" of="$DISK" bs=512 seek="$start" conv=notrunc status=none
+  DATA_INDEX="$i"
+}
+
+# The plan every boot runs after its boot check: network up, the agent's
+# state partition mounted, one agent cycle (it reboots when it installed).
+agent_plan() {
+  cat <<EOF
+for m in ${NET_MODULES[*]}; do insmod /mnt/usb/\$m.ko || say "insmod \$m failed"; done
+i=0
+while ! ifconfig eth0 >/dev/null 2>&1; do i=\$((i + 1)); [ "\$i" -le 100 ] || break; usleep 50000; done
+ifconfig eth0 10.0.2.15 netmask 255.255.255.0 up
+mkdir -p /tmp/data
+mount -t ext4 /dev/vda$DATA_INDEX /tmp/data || say "cannot mount the agent's state"
+say "plan: slotctl agent --once"
+slotctl --config /mnt/usb/agent.toml agent --once
+say "agent exit=\$?"
+say "agent-state \$(tr -d '\n' </tmp/data/slotctl/agent.json | tr -s ' ')"
+umount /tmp/data
+EOF
+}
+
+make_agent_stick() {
+  cat >"$RUN/agent.toml" <<'EOF'
+disk = "/dev/vda"
+compatible = "qemu-test"
+keyring = "/etc/slotctl/keys"
+tries = 2
+lock_file = "/run/slotctl.lock"
+state_dir = "/tmp/data/slotctl"
+
+[boot_check]
+reboot_on_failure = true
+
+[http]
+connect_timeout_secs = 5
+retries = 3
+backoff_initial_ms = 500
+
+[agent]
+feed_url = "http://10.0.2.100:8080/feed.json"
+reboot = true
+EOF
+  make_stick "$1" "$(agent_plan)" "$RUN/agent.toml" "$BUILD"/kernel/net/*.ko
+}
+
+publish() { # publish VERSION_MAJOR: add vN.img to the feed, sign it
+  cp "$RUN/v$1.img" "$RUN/www/"
+  "$SLOTCTL" feed add "$RUN/v$1.img" --url "v$1.img" --feed "$RUN/www/feed.json" >/dev/null
+  "$SLOTCTL" feed sign --key "$RUN/keys/release.key" --feed "$RUN/www/feed.json" >/dev/null
+}
+
+RUN_PREFIX=agent prepare_machine
+fetch_net_modules
+DISK="$RUN/disk.img"
+cp --sparse=always "$RUN/factory.img" "$DISK"
+format_data
+
+mkdir -p "$RUN/www"
+HTTP_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+python3 -m http.server "$HTTP_PORT" --bind 127.0.0.1 --directory "$RUN/www" \
+  >"$RUN/http.log" 2>&1 &
+HTTP_PID=$!
+PYTHON="$(command -v python3)"
+write_relay
+for _ in $(seq 1 100); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1', $HTTP_PORT)).close()" 2>/dev/null && break
+  sleep 0.1
+done
+"$SLOTCTL" feed init --compatible qemu-test --feed "$RUN/www/feed.json" >/dev/null
+publish 2
+stick="$(make_agent_stick agent)"
+
+log "agent scenario: the agent takes 2.0.0 from the feed and reboots"
+boot agent-1-takes-v2 --stick "$stick"
+expect_booted A 1.0.0
+expect_console '^updating from 1.0.0 to 2.0.0' "the agent to take 2.0.0 from the feed"
+expect_console '^slotctl agent: rebooting into the new slot' "the agent to reboot"
+expect_end reboot
+expect_flags B "$TRIES_NEW" 0
+expect_next B
+
+log "agent scenario: 2.0.0 boots in slot B and is committed"
+boot agent-2-v2-commits --stick "$stick"
+expect_booted B 2.0.0
+expect_console '^SLOTCTL-SLOT: boot-check exit=0$' "boot-check to pass on 2.0.0"
+expect_console '^version 2.0.0 committed in slot B' "the agent to see 2.0.0 committed"
+expect_end poweroff
+expect_good B
+
+log "agent scenario: a bad release (3.0.0) is taken, fails its check, rolls back"
+publish 3
+boot agent-3-takes-v3 --stick "$stick"
+expect_booted B 2.0.0
+expect_console '^updating from 2.0.0 to 3.0.0' "the agent to take 3.0.0"
+expect_end reboot
+expect_next A
+boot agent-4-v3-fails --stick "$stick"
+expect_booted A 3.0.0
+expect_end reboot
+expect_not_bootable A
+
+log "agent scenario: back on 2.0.0, 3.0.0 is failed here and not retried"
+boot agent-5-not-retried --stick "$stick"
+expect_booted B 2.0.0
+expect_console '^version 3.0.0 was rolled back' "the agent to learn of the rollback"
+expect_console 'no update: newest release 3.0.0: failed on this device' "3.0.0 not retried"
+refute_console '^updating from' "a new install"
+expect_console 'agent-state .*"failed": \[ \{ "version": "3.0.0"' "3.0.0 in the agent's failed list"
+expect_end poweroff
+expect_not_bootable A
+expect_next B
+boot agent-6-still-not-retried --stick "$stick"
+expect_booted B 2.0.0
+refute_console '^updating from' "a new install"
+expect_end poweroff
+log "agent scenario: PASS"

@@ -1,0 +1,186 @@
+//! A static-file HTTP/1.1 server on 127.0.0.1 serving a directory, as a
+//! CDN serves a feed and its images, with fault modes for the agent tests:
+//! answer every request with a status, or hold each answer back for a while.
+//! (tests/src/http.rs serves one file; this one serves a tree.)
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Serve the files (404 for missing ones).
+    Normal,
+    /// Answer every request with this status.
+    Status(u16),
+    /// Wait this long before answering (a slow server).
+    Delay(Duration),
+}
+
+/// After `after` requests for `path`, serve `file` for it instead.
+#[derive(Debug, Clone)]
+struct Swap {
+    path: String,
+    after: usize,
+    file: PathBuf,
+    seen: usize,
+}
+
+pub struct FeedServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    mode: Arc<Mutex<Mode>>,
+    swap: Arc<Mutex<Option<Swap>>>,
+    log: Arc<Mutex<Vec<(String, u16)>>>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl FeedServer {
+    /// Serve `root` on an ephemeral port of 127.0.0.1.
+    pub fn start(root: &Path, mode: Mode) -> FeedServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local_addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let mode = Arc::new(Mutex::new(mode));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let swap: Arc<Mutex<Option<Swap>>> = Arc::new(Mutex::new(None));
+        let (s, m, l, root) = (stop.clone(), mode.clone(), log.clone(), root.to_path_buf());
+        let sw = swap.clone();
+        let accept = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (m, l, root, s, sw) =
+                    (m.clone(), l.clone(), root.clone(), s.clone(), sw.clone());
+                std::thread::spawn(move || {
+                    let mode = *m.lock().unwrap();
+                    let _ = serve(conn, &root, mode, &l, &s, &sw);
+                });
+            }
+        });
+        FeedServer {
+            addr,
+            stop,
+            mode,
+            swap,
+            log,
+            accept: Some(accept),
+        }
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("http://{}/{}", self.addr, name.trim_start_matches('/'))
+    }
+
+    /// Serve `file` for URL path `path` once it was requested `after`
+    /// times (a server whose content changes between two downloads).
+    pub fn swap_after(&self, path: &str, after: usize, file: &Path) {
+        *self.swap.lock().unwrap() = Some(Swap {
+            path: path.to_string(),
+            after,
+            file: file.to_path_buf(),
+            seen: 0,
+        });
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    /// (path, status) of each request so far.
+    pub fn requests(&self) -> Vec<(String, u16)> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FeedServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A URL path mapped under `root`, refusing `..` and absolute parts.
+fn local_path(root: &Path, url_path: &str) -> Option<PathBuf> {
+    let rel = Path::new(url_path.split('?').next()?.trim_start_matches('/'));
+    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return None;
+    }
+    Some(root.join(rel))
+}
+
+fn serve(
+    conn: TcpStream,
+    root: &Path,
+    mode: Mode,
+    log: &Mutex<Vec<(String, u16)>>,
+    stop: &AtomicBool,
+    swap: &Mutex<Option<Swap>>,
+) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+            break;
+        }
+    }
+    let mut out = conn;
+    if let Mode::Delay(d) = mode {
+        let end = std::time::Instant::now() + d;
+        while std::time::Instant::now() < end && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let swapped = match swap.lock().unwrap().as_mut() {
+        Some(sw) if sw.path == path => {
+            sw.seen += 1;
+            (sw.seen > sw.after).then(|| sw.file.clone())
+        }
+        _ => None,
+    };
+    let file = match mode {
+        Mode::Status(_) => None,
+        _ => swapped
+            .or_else(|| local_path(root, &path))
+            .and_then(|p| std::fs::File::open(p).ok()),
+    };
+    let (status, body): (u16, Box<dyn Read>) = match (mode, file) {
+        (Mode::Status(code), _) => (code, Box::new(std::io::Cursor::new(format!("{code}\n")))),
+        (_, Some(f)) if f.metadata().map(|m| m.is_file()).unwrap_or(false) => (200, Box::new(f)),
+        _ => (404, Box::new(std::io::Cursor::new(b"404\n".to_vec()))),
+    };
+    log.lock().unwrap().push((path.clone(), status));
+    let mut body_bytes = Vec::new();
+    let mut body = body;
+    body.read_to_end(&mut body_bytes)?;
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        _ => "Error",
+    };
+    write!(
+        out,
+        "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+        body_bytes.len()
+    )?;
+    if method != "HEAD" {
+        out.write_all(&body_bytes)?;
+    }
+    out.flush()
+}

@@ -1,0 +1,611 @@
+//! The device side of OTA updates against a real HTTP server on 127.0.0.1
+//! serving a feed directory: `check`, `update`, `agent`.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::Value;
+use slotctl_tests::feedsrv::{FeedServer, Mode};
+use slotctl_tests::installfix::{ok, stderr, Fix, COMPATIBLE};
+use slotctl_tests::run_slotctl;
+
+struct Env {
+    fix: Fix,
+    www: PathBuf,
+    srv: FeedServer,
+}
+
+fn feed_cmd(args: &[&str], feed: &Path) -> Output {
+    let mut v: Vec<std::ffi::OsString> = vec!["feed".into()];
+    v.extend(args.iter().map(|a| a.into()));
+    v.push("--feed".into());
+    v.push(feed.into());
+    run_slotctl(v)
+}
+
+impl Env {
+    /// A disk whose slot A holds 1.0.0 (factory), a feed directory served
+    /// on 127.0.0.1, and a config pointing the agent at it.
+    fn new(agent_extra: &str) -> Env {
+        let fix = Fix::new();
+        let root = fix.payload("root-1.0.0", 1 << 20, 1);
+        let img = fix.pack("base.img", "1.0.0", 1, &[("ROOT", &root)], "zstd");
+        fix.factory("A", &img);
+        let www = fix.path("www");
+        std::fs::create_dir_all(www.join("images")).unwrap();
+        let srv = FeedServer::start(&www, Mode::Normal);
+        let mut cfg = std::fs::read_to_string(&fix.config).unwrap();
+        cfg.push_str(&format!(
+            "\n[agent]\nfeed_url = \"{}\"\nmax_feed_bytes = 65536\n{agent_extra}\n",
+            srv.url("feed.json")
+        ));
+        std::fs::write(&fix.config, cfg).unwrap();
+        let env = Env { fix, www, srv };
+        ok(feed_cmd(&["init", "--compatible", COMPATIBLE], &env.feed()));
+        env
+    }
+
+    fn feed(&self) -> PathBuf {
+        self.www.join("feed.json")
+    }
+
+    /// Pack `version`, put it in the feed directory and add it to the feed.
+    fn add(&self, version: &str, rollback: u64, waves: &[&str]) -> PathBuf {
+        let seed = version.bytes().map(u64::from).sum::<u64>();
+        let root = self.fix.payload(&format!("root-{version}"), 1 << 20, seed);
+        let name = format!("images/gw-{version}.img");
+        let img = self.fix.pack(
+            &format!("gw-{version}.img"),
+            version,
+            rollback,
+            &[("ROOT", &root)],
+            "zstd",
+        );
+        std::fs::copy(&img, self.www.join(&name)).unwrap();
+        let mut args = vec!["add", img.to_str().unwrap(), "--url", &name];
+        for w in waves {
+            args.push("--wave");
+            args.push(w);
+        }
+        ok(feed_cmd(&args, &self.feed()));
+        root
+    }
+
+    fn sign(&self) {
+        ok(feed_cmd(
+            &["sign", "--key", self.fix.key.to_str().unwrap()],
+            &self.feed(),
+        ));
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut v = args.to_vec();
+        v.extend(["--booted", "A"]);
+        self.fix.run(&v)
+    }
+
+    fn check(&self) -> Value {
+        let out = ok(self.run(&["check", "--json"]));
+        serde_json::from_slice(&out.stdout).expect("check --json is JSON")
+    }
+
+    fn state(&self) -> Value {
+        let p = self.fix.path("state/agent.json");
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    }
+
+    /// Set this device's rollout seed.
+    fn set_seed(&self, seed: u32) {
+        let dir = self.fix.path("state");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("agent.json"), format!("{{\"seed\": {seed}}}")).unwrap();
+    }
+}
+
+/// One line on stderr, naming `what`, non-zero exit, disk unchanged.
+fn assert_refused(env: &Env, args: &[&str], what: &str) {
+    let before = env.fix.disk_bytes();
+    let out = env.run(args);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "expected a refusal: {err}");
+    let lines: Vec<_> = err.lines().filter(|l| !l.contains("warning:")).collect();
+    assert_eq!(lines.len(), 1, "one error line expected: {err}");
+    assert!(lines[0].starts_with("slotctl: error: "), "{err}");
+    assert!(lines[0].contains(what), "expected {what:?} in: {err}");
+    assert!(env.fix.disk_bytes() == before, "the disk changed");
+}
+
+#[test]
+fn update_found_and_installed() {
+    let env = Env::new("");
+    let root = env.add("1.1.0", 1, &[]);
+    env.sign();
+    let c = env.check();
+    assert_eq!(c["update_available"], true, "{c}");
+    assert_eq!(c["release"]["version"], "1.1.0");
+    assert_eq!(c["running_version"], "1.0.0");
+    assert_eq!(
+        c["release"]["url"],
+        env.srv.url("images/gw-1.1.0.img").as_str()
+    );
+    let out = ok(env.run(&["update"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("updating from 1.0.0 to 1.1.0"), "{text}");
+    env.fix.assert_partition_holds("B", "ROOT", &root);
+    assert_eq!(env.fix.flags("B"), (2, 3, false));
+    assert_eq!(env.fix.flags("A"), (1, 0, true));
+    assert_eq!(env.state()["pending"]["version"], "1.1.0");
+    assert!(!env.fix.rebooted.exists());
+    // Checking again: installed, waiting for the reboot; nothing written.
+    let c = env.check();
+    assert_eq!(c["update_available"], false);
+    assert!(
+        c["reason"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for a reboot"),
+        "{c}"
+    );
+    let before = env.fix.disk_bytes();
+    ok(env.run(&["update"]));
+    assert!(env.fix.disk_bytes() == before);
+}
+
+#[test]
+fn nothing_to_do() {
+    let env = Env::new("");
+    env.sign();
+    let c = env.check();
+    assert_eq!(c["update_available"], false);
+    assert_eq!(c["reason"], "the feed lists no release");
+    let base = env.fix.path("base.img");
+    std::fs::copy(&base, env.www.join("images/base.img")).unwrap();
+    ok(feed_cmd(
+        &["add", base.to_str().unwrap(), "--url", "images/base.img"],
+        &env.feed(),
+    ));
+    env.sign();
+    let c = env.check();
+    assert_eq!(c["update_available"], false);
+    assert!(c["reason"].as_str().unwrap().contains("not newer"), "{c}");
+    let before = env.fix.disk_bytes();
+    let out = ok(env.run(&["update"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no update"));
+    assert!(env.fix.disk_bytes() == before);
+}
+
+#[test]
+fn expired_feed_is_refused() {
+    let env = Env::new("");
+    env.add("1.1.0", 1, &[]);
+    ok(feed_cmd(
+        &[
+            "sign",
+            "--key",
+            env.fix.key.to_str().unwrap(),
+            "--expires-in",
+            "1s",
+        ],
+        &env.feed(),
+    ));
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_refused(&env, &["update"], "expired");
+}
+
+#[test]
+fn replayed_feed_is_refused() {
+    let env = Env::new("");
+    env.add("1.1.0", 1, &[]);
+    env.sign();
+    let old = std::fs::read(env.feed()).unwrap();
+    ok(feed_cmd(&["pull", "1.1.0"], &env.feed()));
+    env.sign();
+    let c = env.check();
+    assert_eq!(c["feed"]["serial"], 2);
+    assert_eq!(c["update_available"], false);
+    // An attacker serves the older feed that still offers 1.1.0.
+    std::fs::write(env.feed(), old).unwrap();
+    assert_refused(&env, &["update"], "lower than 2 seen before");
+}
+
+#[test]
+fn unsigned_and_wrongly_signed_feeds_are_refused() {
+    let env = Env::new("");
+    env.add("1.1.0", 1, &[]);
+    assert_refused(&env, &["update"], "feed is not signed");
+    // Signed by a key the device does not trust.
+    ok(run_slotctl([
+        "keygen",
+        "--out",
+        env.fix.path("other").to_str().unwrap(),
+    ]));
+    ok(feed_cmd(
+        &["sign", "--key", env.fix.path("other.key").to_str().unwrap()],
+        &env.feed(),
+    ));
+    assert_refused(&env, &["update"], "0 trusted signature(s), 1 required");
+    // Signed by the right key, then altered.
+    ok(feed_cmd(
+        &["sign", "--renew", "--key", env.fix.key.to_str().unwrap()],
+        &env.feed(),
+    ));
+    let text = std::fs::read_to_string(env.feed()).unwrap();
+    let tampered = text.replace("\\\"rollback_index\\\":1", "\\\"rollback_index\\\":9");
+    assert_ne!(text, tampered);
+    std::fs::write(env.feed(), tampered).unwrap();
+    assert_refused(&env, &["update"], "is invalid (the feed was altered");
+}
+
+#[test]
+fn oversized_feed_is_refused() {
+    let env = Env::new("");
+    env.sign();
+    // 64 KiB + 1 of JSON whitespace after a valid feed.
+    let mut bytes = std::fs::read(env.feed()).unwrap();
+    bytes.resize(65_537, b' ');
+    std::fs::write(env.feed(), bytes).unwrap();
+    assert_refused(&env, &["check"], "larger than the 65536-byte bound");
+}
+
+#[test]
+fn wrongly_hashed_or_sized_images_are_refused() {
+    let env = Env::new("");
+    env.add("1.1.0", 1, &[]);
+    env.sign();
+    let served = env.www.join("images/gw-1.1.0.img");
+    let good = std::fs::read(&served).unwrap();
+    // Same size, one byte changed in the last payload byte.
+    let mut bad = good.clone();
+    let n = bad.len() - 1;
+    bad[n] ^= 0xff;
+    std::fs::write(&served, &bad).unwrap();
+    assert_refused(&env, &["update"], "the feed says");
+    // Longer than the feed says.
+    let mut long = good.clone();
+    long.extend_from_slice(&[0u8; 4096]);
+    std::fs::write(&served, &long).unwrap();
+    assert_refused(&env, &["update"], "larger than the");
+    // Another validly signed image at the URL (mix and match).
+    let other = env.fix.path("other.img");
+    let r = env.fix.payload("root-x", 1 << 20, 99);
+    env.fix
+        .pack("other.img", "1.0.5", 1, &[("ROOT", &r)], "zstd");
+    std::fs::copy(&other, &served).unwrap();
+    assert_refused(&env, &["update"], "refusing it");
+    // The right image goes through.
+    std::fs::write(&served, &good).unwrap();
+    ok(env.run(&["update"]));
+}
+
+#[test]
+fn rolled_back_version_is_not_retried_but_a_newer_one_is() {
+    let env = Env::new("");
+    env.add("1.1.0", 1, &[]);
+    env.sign();
+    ok(env.run(&["update"]));
+    // The device reboots into B, whose boot check fails: B is marked bad and
+    // the device is back on A.
+    ok(env.fix.run(&["boot-select"]));
+    ok(env.fix.run(&["mark-bad", "--booted", "B"]));
+    assert_eq!(env.fix.flags("B").0, 0);
+    let c = env.check();
+    assert_eq!(c["update_available"], false, "{c}");
+    assert!(
+        c["notes"][0].as_str().unwrap().contains("was rolled back"),
+        "{c}"
+    );
+    assert_eq!(c["releases"][0]["reason"], "failed-here");
+    assert_eq!(c["failed_versions"][0]["version"], "1.1.0");
+    let before = env.fix.disk_bytes();
+    ok(env.run(&["update"]));
+    assert!(env.fix.disk_bytes() == before, "1.1.0 was retried");
+    let st = env.state();
+    assert_eq!(st["failed"][0]["version"], "1.1.0");
+    assert!(st["pending"].is_null());
+    // A newer release is taken.
+    let root = env.add("1.2.0", 2, &[]);
+    env.sign();
+    ok(env.run(&["update"]));
+    env.fix.assert_partition_holds("B", "ROOT", &root);
+}
+
+#[test]
+fn waves_honoured_on_both_sides_of_the_boundary() {
+    // 10% of the fleet now (seeds 0..204), everyone else in a day.
+    for (seed, takes) in [(203u32, true), (204, false)] {
+        let env = Env::new("");
+        env.set_seed(seed);
+        env.add("1.1.0", 1, &["0:10", "1d:100"]);
+        env.sign();
+        let c = env.check();
+        assert_eq!(c["seed"], seed);
+        assert_eq!(c["update_available"], takes, "seed {seed}: {c}");
+        if !takes {
+            assert_eq!(c["releases"][0]["reason"], "wave-not-open");
+            assert_eq!(c["releases"][0]["percent"], 100);
+        }
+    }
+}
+
+#[test]
+fn pulled_release_stops_being_offered() {
+    let env = Env::new("");
+    env.add("1.1.0", 1, &[]);
+    env.sign();
+    assert_eq!(env.check()["update_available"], true);
+    ok(feed_cmd(&["pull", "1.1.0"], &env.feed()));
+    env.sign();
+    let c = env.check();
+    assert_eq!(c["update_available"], false);
+    assert_eq!(c["releases"][0]["reason"], "pulled");
+}
+
+#[test]
+fn server_down_slow_or_failing_is_retried_and_slots_untouched() {
+    let env = Env::new("");
+    env.add("1.1.0", 1, &[]);
+    env.sign();
+    env.srv.set_mode(Mode::Status(500));
+    let before = env.fix.disk_bytes();
+    let out = env.run(&["update"]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("after 3 retries") && err.contains("HTTP 500"),
+        "{err}"
+    );
+    assert_eq!(err.matches("retrying").count(), 3, "{err}");
+    assert_eq!(env.srv.requests().len(), 4);
+    env.srv.set_mode(Mode::Delay(Duration::from_secs(3)));
+    let out = env.run(&["update"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("after 3 retries"), "{}", stderr(&out));
+    assert!(env.fix.disk_bytes() == before);
+    // Down: nothing listens on the port any more.
+    drop(env.srv);
+    let out = env.fix.run(&["update", "--booted", "A"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot fetch the feed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env.fix.disk_bytes() == before);
+}
+
+#[test]
+fn agent_once_installs_and_reboots() {
+    let env = Env::new("reboot = true");
+    let root = env.add("1.1.0", 1, &[]);
+    env.sign();
+    let out = ok(env.run(&["agent", "--once"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("rebooting into the new slot"), "{text}");
+    env.fix.assert_partition_holds("B", "ROOT", &root);
+    assert!(env.fix.rebooted.exists());
+}
+
+#[test]
+fn agent_reboot_waits_for_its_window() {
+    // A one-minute window 12 hours away from now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let t = (now + 12 * 3600) % 86_400;
+    let (h, m) = (t / 3600, t / 60 % 60);
+    let (h2, m2) = ((t + 60) / 3600 % 24, (t + 60) / 60 % 60);
+    let env = Env::new(&format!(
+        "reboot_window = \"{h:02}:{m:02}-{h2:02}:{m2:02}\""
+    ));
+    env.add("1.1.0", 1, &[]);
+    env.sign();
+    let out = ok(env.run(&["agent", "--once"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("deferred to the reboot window"), "{text}");
+    assert!(!env.fix.rebooted.exists());
+}
+
+#[test]
+fn agent_loop_stops_on_sigterm() {
+    let env = Env::new("interval_secs = 3600\njitter_secs = 5");
+    env.sign();
+    let child = slotctl_tests::slotctl()
+        .args(["agent", "--booted", "A", "--disk"])
+        .arg(&env.fix.disk)
+        .arg("--config")
+        .arg(&env.fix.config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for its first check to be served, then stop it.
+    let t0 = std::time::Instant::now();
+    while env.srv.requests().is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "agent never checked"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    nix_kill(child.id());
+    let t1 = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(t1.elapsed() < Duration::from_secs(5));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("slotctl agent: stopped"), "{text}");
+    assert!(env.state()["last_serial"] == 1);
+}
+
+/// SIGTERM to the child we started, by its pid.
+fn nix_kill(pid: u32) {
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn feed_keyring_of_its_own() {
+    // The feed is trusted with its own key, not the image keyring.
+    let keys = tempfile::tempdir().unwrap();
+    let base = keys.path().join("feed");
+    ok(run_slotctl(["keygen", "--out", base.to_str().unwrap()]));
+    let env = Env::new(&format!(
+        "feed_keyring = \"{}\"",
+        base.with_extension("pub").display()
+    ));
+    env.add("1.1.0", 1, &[]);
+    // Signed with the image key only: not trusted for the feed.
+    env.sign();
+    assert_refused(&env, &["check"], "0 trusted signature(s), 1 required");
+    let key = base.with_extension("key");
+    ok(feed_cmd(
+        &["sign", "--renew", "--key", key.to_str().unwrap()],
+        &env.feed(),
+    ));
+    assert_eq!(env.check()["update_available"], true);
+}
+
+#[test]
+fn agent_without_feed_url_fails_at_once() {
+    let fix = Fix::new();
+    let out = fix.run(&["agent", "--booted", "A"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("set agent.feed_url"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn sigterm_during_a_slow_check_leaves_nothing_half_written() {
+    let env = Env::new("interval_secs = 3600");
+    env.add("1.1.0", 1, &[]);
+    env.sign();
+    // Below the fixture's 1 s stall timeout, so the fetch succeeds.
+    env.srv.set_mode(Mode::Delay(Duration::from_millis(800)));
+    let before = env.fix.disk_bytes();
+    let child = slotctl_tests::slotctl()
+        .args(["agent", "--booted", "A", "--disk"])
+        .arg(&env.fix.disk)
+        .arg("--config")
+        .arg(&env.fix.config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Stop it while the server holds back the feed.
+    std::thread::sleep(Duration::from_millis(300));
+    nix_kill(child.id());
+    let out = child.wait_with_output().unwrap();
+    // Only the feed was fetched: no image download was started.
+    assert_eq!(env.srv.requests().len(), 1, "{:?}", env.srv.requests());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains("not starting the update to 1.1.0"),
+        "{text}\n{}",
+        stderr(&out)
+    );
+    assert!(text.contains("slotctl agent: stopped"), "{text}");
+    assert!(env.fix.disk_bytes() == before, "the disk changed");
+    // The state was written whole (the feed's serial), no temp file left.
+    assert_eq!(env.state()["last_serial"], 1);
+    let names: Vec<_> = std::fs::read_dir(env.fix.path("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, vec!["agent.json".to_string()]);
+    assert!(!env.fix.rebooted.exists());
+}
+
+#[test]
+fn committed_update_clears_pending_and_is_the_new_baseline() {
+    let env = Env::new("");
+    env.add("1.1.0", 1, &[]);
+    env.sign();
+    ok(env.run(&["update"]));
+    // Boot B: on trial until boot-check marks it good.
+    ok(env.fix.run(&["boot-select"]));
+    let out = ok(env.fix.run(&["check", "--json", "--booted", "B"]));
+    let c: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(c["notes"][0].as_str().unwrap().contains("on trial"), "{c}");
+    assert_eq!(env.state()["pending"]["version"], "1.1.0");
+    ok(env.fix.run(&["mark-good", "--booted", "B"]));
+    let out = ok(env.fix.run(&["check", "--json", "--booted", "B"]));
+    let c: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(c["notes"][0].as_str().unwrap().contains("committed"), "{c}");
+    assert_eq!(c["running_version"], "1.1.0");
+    assert_eq!(c["update_available"], false);
+    assert!(env.state()["pending"].is_null());
+    assert!(env.state()["failed"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn feed_for_another_board_or_reusing_a_serial_is_refused() {
+    let env = Env::new("");
+    env.sign();
+    assert_eq!(env.check()["feed"]["serial"], 1);
+    // A second feed started from scratch reaches serial 1 with other content.
+    let other = env.fix.path("other-feed.json");
+    ok(feed_cmd(&["init", "--compatible", COMPATIBLE], &other));
+    let base = env.fix.path("base.img");
+    std::fs::copy(&base, env.www.join("images/base.img")).unwrap();
+    ok(feed_cmd(
+        &["add", base.to_str().unwrap(), "--url", "images/base.img"],
+        &other,
+    ));
+    ok(feed_cmd(
+        &["sign", "--key", env.fix.key.to_str().unwrap()],
+        &other,
+    ));
+    std::fs::copy(&other, env.feed()).unwrap();
+    assert_refused(
+        &env,
+        &["check"],
+        "serial 1 was seen before with different content",
+    );
+    // A feed for another compatible, with a higher serial.
+    ok(feed_cmd(
+        &["init", "--force", "--compatible", "another-board"],
+        &env.feed(),
+    ));
+    ok(feed_cmd(
+        &["sign", "--key", env.fix.key.to_str().unwrap()],
+        &env.feed(),
+    ));
+    assert_refused(&env, &["check"], "feed is for compatible \"another-board\"");
+}
+
+#[test]
+fn image_changed_between_verification_and_install_is_not_activated() {
+    let env = Env::new("");
+    env.add("1.1.0", 1, &[]);
+    env.sign();
+    // The first download (verification) gets 1.1.0; the install's own
+    // download gets another validly signed image.
+    let r = env.fix.payload("root-x", 1 << 20, 99);
+    let other = env
+        .fix
+        .pack("other.img", "1.0.5", 1, &[("ROOT", &r)], "zstd");
+    env.srv.swap_after("/images/gw-1.1.0.img", 1, &other);
+    let out = env.run(&["update"]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("activation cancelled"), "{err}");
+    // Slot B is not the next boot, A still is, and nothing is pending.
+    assert_eq!(env.fix.flags("B").0, 0);
+    assert_eq!(env.fix.flags("A"), (2, 0, true));
+    assert!(env.state()["pending"].is_null());
+}

@@ -1,0 +1,194 @@
+//! The device side of OTA updates: `slotctl check`, `update` and `agent`
+//! (docs/feed.md).
+//!
+//! `check` fetches the signed feed (bounded in size), verifies it (trusted
+//! signatures, not expired, serial not lower than the last one seen), then
+//! picks the newest release this device may take now ([`select`]): newer
+//! than the booted slot's, not pulled, not failed here, its wave open for
+//! this device's seed. `update` then verifies the whole image's size and
+//! SHA-256 against the feed before anything is written, and installs it
+//! through the install pipeline. `agent` does that in a loop.
+
+pub mod check;
+pub mod config;
+pub mod fetch;
+pub mod run;
+pub mod select;
+pub mod state;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use boot_flags::SlotId;
+use clap::{Args, Subcommand};
+
+use crate::cli::Globals;
+use crate::config::Config;
+use crate::exit::refused;
+use crate::feed::time::Timestamp;
+use crate::install::{self, InstallArgs, InstallCommand, KeyArgs};
+use crate::{device, install::policy};
+use state::{Pending, StateDir};
+
+pub use state::failed_versions;
+
+#[derive(Subcommand, Debug)]
+pub enum AgentCommand {
+    /// Is there an update for this device now, and why or why not.
+    Check,
+    /// Check, then install what check chose (through the install pipeline).
+    Update {
+        /// Reboot into the new slot once it is installed.
+        #[arg(long)]
+        reboot: bool,
+    },
+    /// The OTA agent for a systemd service: check and update in a loop
+    /// (interval with jitter, backoff on errors, reboot window), stopping
+    /// cleanly on SIGTERM.
+    Agent(AgentArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// Run one cycle and exit (for a systemd timer).
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// Warnings (HTTP retries) go to stderr as they happen.
+pub fn stderr_warn() -> crate::source::Warn {
+    Box::new(|m| eprintln!("slotctl: warning: {m}"))
+}
+
+pub fn run(cmd: AgentCommand, globals: &Globals) -> anyhow::Result<()> {
+    let cfg = Config::load(globals)?;
+    match cmd {
+        AgentCommand::Check => {
+            let out = check::check(&cfg, globals, stderr_warn())?;
+            if globals.json {
+                println!("{}", serde_json::to_string_pretty(&out.to_json())?);
+            } else {
+                for n in &out.notes {
+                    println!("{n}");
+                }
+                println!("{}", out.reason);
+                for c in &out.considered {
+                    println!("  {}: {}", c.version, c.verdict.describe());
+                }
+            }
+            Ok(())
+        }
+        AgentCommand::Update { reboot } => {
+            let installed = update(&cfg, globals, &AtomicBool::new(false))?;
+            if reboot && installed.is_some() {
+                crate::bootcheck::reboot(&cfg, globals)?;
+            }
+            Ok(())
+        }
+        AgentCommand::Agent(args) => run::agent(&cfg, globals, args.once),
+    }
+}
+
+/// Check, and install the chosen release. Returns its version when one was
+/// installed (and activated). When `stop` is set (SIGTERM in the agent) no
+/// new download or install is started; one already running goes to its end.
+pub fn update(
+    cfg: &Config,
+    globals: &Globals,
+    stop: &AtomicBool,
+) -> anyhow::Result<Option<String>> {
+    let out = check::check(cfg, globals, stderr_warn())?;
+    if !globals.json {
+        for n in &out.notes {
+            println!("{n}");
+        }
+    }
+    let Some((rel, url)) = out.chosen.clone() else {
+        if globals.json {
+            println!("{}", serde_json::to_string(&out.to_json())?);
+        } else {
+            println!("{}", out.reason);
+        }
+        return Ok(None);
+    };
+    let from = out
+        .running
+        .version
+        .as_ref()
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "an unrecorded version".into());
+    if globals.json {
+        let line =
+            serde_json::json!({"event": "update", "from": from, "to": rel.version, "url": url});
+        println!("{line}");
+    } else {
+        println!("updating from {from} to {} ({url})", rel.version);
+    }
+    let stopped = || {
+        let s = stop.load(Ordering::SeqCst);
+        if s {
+            println!("stop requested: not starting the update to {}", rel.version);
+        }
+        s
+    };
+    if stopped() {
+        return Ok(None);
+    }
+    let keys = KeyArgs::default();
+    let ring = policy::load_keyring(&keys, cfg)?;
+    fetch::preverify_image(&url, &rel, cfg, &ring, stderr_warn())?;
+    if stopped() {
+        return Ok(None);
+    }
+    install::run(
+        InstallCommand::Install(InstallArgs {
+            source: url.clone(),
+            slot: None,
+            factory: false,
+            compatible: None,
+            no_readback: false,
+            no_activate: false,
+            reboot: false,
+            allow_downgrade: false,
+            keys,
+        }),
+        globals,
+    )?;
+    let target = out.booted.other();
+    confirm_installed(cfg, globals, target, &rel)?;
+    let sd = StateDir::new(&cfg.state_dir);
+    let mut st = sd.read()?.unwrap_or(out.state);
+    st.pending = Some(Pending {
+        version: rel.version.clone(),
+        slot: target.as_str().to_string(),
+        installed_at: Timestamp::now(),
+    });
+    sd.save(&st).context("saving the agent state")?;
+    Ok(Some(rel.version))
+}
+
+/// The image was fetched twice (once to verify, once to install): make sure
+/// the slot holds the release the feed named, else cancel the activation.
+fn confirm_installed(
+    cfg: &Config,
+    globals: &Globals,
+    target: SlotId,
+    rel: &crate::feed::doc::Release,
+) -> anyhow::Result<()> {
+    let mut opened = device::open(globals, cfg, true)?;
+    let held = policy::installed(&mut opened.disk, target)?;
+    let ok = held.as_ref().is_some_and(|h| {
+        h.version.to_string() == rel.version && h.rollback_index == rel.rollback_index
+    });
+    if ok {
+        return Ok(());
+    }
+    opened
+        .disk
+        .cancel()
+        .with_context(|| format!("cancelling the activation of slot {target}"))?;
+    Err(refused(format!(
+        "slot {target} does not hold {} as the feed says (the image changed between download and install): activation cancelled",
+        rel.version
+    )))
+}
