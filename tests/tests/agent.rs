@@ -303,6 +303,13 @@ fn rolled_back_version_is_not_retried_but_a_newer_one_is() {
     let st = env.state();
     assert_eq!(st["failed"][0]["version"], "1.1.0");
     assert!(st["pending"].is_null());
+    // `status` shows it as failed, with when.
+    let status = env.fix.status(Some("A"));
+    let failed = &status["failed_versions"][0];
+    assert_eq!(failed["version"], "1.1.0", "{status}");
+    assert!(failed["at"].as_str().unwrap().ends_with('Z'), "{status}");
+    let human = String::from_utf8(ok(env.fix.run(&["status", "--booted", "A"])).stdout).unwrap();
+    assert!(human.contains("failed:    1.1.0 at "), "{human}");
     // A newer release is taken.
     let root = env.add("1.2.0", 2, &[]);
     env.sign();

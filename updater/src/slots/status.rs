@@ -1,12 +1,14 @@
 //! `slotctl status`: a human table, or JSON with `--json`.
 
+use std::path::Path;
+
 use boot_flags::{GptCopy, SlotId};
 use serde_json::{json, Value};
 
 use crate::device::{self, BootedSource, Opened};
 
 /// The status as JSON (also the `--json` output of the flag commands).
-pub fn to_json(o: &mut Opened) -> Value {
+pub fn to_json(o: &mut Opened, state_dir: &Path) -> Value {
     let installed: Vec<Value> = SlotId::ALL
         .iter()
         .map(|&id| crate::install::verify::installed_json(&mut o.disk, id))
@@ -75,6 +77,13 @@ pub fn to_json(o: &mut Opened) -> Value {
         "next": disk.next_boot().map(|s| s.to_string()),
         "slots": slots,
         "shared": shared,
+        "failed_versions": match crate::agent::failed_versions(state_dir) {
+            Ok(list) => json!(list
+                .iter()
+                .map(|f| json!({"version": f.version, "at": f.at.to_string(), "reason": f.reason}))
+                .collect::<Vec<_>>()),
+            Err(e) => json!({ "error": e.to_string() }),
+        },
     })
 }
 
@@ -98,9 +107,9 @@ fn yes(b: bool) -> &'static str {
 }
 
 /// Print the status.
-pub fn print(o: &mut Opened, as_json: bool) -> anyhow::Result<()> {
+pub fn print(o: &mut Opened, as_json: bool, state_dir: &Path) -> anyhow::Result<()> {
     if as_json {
-        outln!("{}", serde_json::to_string_pretty(&to_json(o))?);
+        outln!("{}", serde_json::to_string_pretty(&to_json(o, state_dir))?);
         return Ok(());
     }
     let installed: Vec<String> = SlotId::ALL
@@ -171,6 +180,18 @@ pub fn print(o: &mut Opened, as_json: bool) -> anyhow::Result<()> {
         .collect();
     if !shared.is_empty() {
         s.push_str(&format!("shared:    {}\n", shared.join(" ")));
+    }
+    // Versions the agent saw roll back here: never installed again automatically.
+    match crate::agent::failed_versions(state_dir) {
+        Ok(list) => {
+            for f in list {
+                s.push_str(&format!(
+                    "failed:    {} at {} ({})\n",
+                    f.version, f.at, f.reason
+                ));
+            }
+        }
+        Err(e) => s.push_str(&format!("failed:    cannot read agent state: {e}\n")),
     }
     out!("{s}");
     Ok(())
