@@ -61,3 +61,4 @@ pub fn require_tool(name: &str) {
 }
 
 pub mod http;
+pub mod sim;
