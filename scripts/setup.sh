@@ -15,7 +15,8 @@ PACKAGES=(
   cpio              # initramfs packing
   e2fsprogs         # mkfs.ext4 -d for slot root filesystems
   time              # /usr/bin/time -v for peak RSS in benchmarks
-  util-linux        # losetup
+  util-linux        # lsblk, blockdev
+  mount             # losetup (Debian ships it in mount, not util-linux): 4K-sector images in tests
 )
 
 missing=()

@@ -37,47 +37,33 @@ pub trait BlockDevice {
     }
 }
 
-impl<T: BlockDevice + ?Sized> BlockDevice for &mut T {
-    fn len(&mut self) -> io::Result<u64> {
-        (**self).len()
-    }
-    fn read_exact_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
-        (**self).read_exact_at(off, buf)
-    }
-    fn write_all_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
-        (**self).write_all_at(off, buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        (**self).flush()
-    }
-    fn logical_sector_size(&mut self) -> io::Result<Option<u32>> {
-        (**self).logical_sector_size()
-    }
-    fn drop_cache(&mut self, off: u64, len: u64) -> io::Result<()> {
-        (**self).drop_cache(off, len)
-    }
+/// A reference or a box of a device is a device.
+macro_rules! forward_block_device {
+    ($($ty:ty),*) => {$(
+        impl<T: BlockDevice + ?Sized> BlockDevice for $ty {
+            fn len(&mut self) -> io::Result<u64> {
+                (**self).len()
+            }
+            fn read_exact_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+                (**self).read_exact_at(off, buf)
+            }
+            fn write_all_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
+                (**self).write_all_at(off, buf)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                (**self).flush()
+            }
+            fn logical_sector_size(&mut self) -> io::Result<Option<u32>> {
+                (**self).logical_sector_size()
+            }
+            fn drop_cache(&mut self, off: u64, len: u64) -> io::Result<()> {
+                (**self).drop_cache(off, len)
+            }
+        }
+    )*};
 }
 
-impl<T: BlockDevice + ?Sized> BlockDevice for Box<T> {
-    fn len(&mut self) -> io::Result<u64> {
-        (**self).len()
-    }
-    fn read_exact_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
-        (**self).read_exact_at(off, buf)
-    }
-    fn write_all_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
-        (**self).write_all_at(off, buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        (**self).flush()
-    }
-    fn logical_sector_size(&mut self) -> io::Result<Option<u32>> {
-        (**self).logical_sector_size()
-    }
-    fn drop_cache(&mut self, off: u64, len: u64) -> io::Result<()> {
-        (**self).drop_cache(off, len)
-    }
-}
+forward_block_device!(&mut T, Box<T>);
 
 /// A disk image file or a block device node.
 #[derive(Debug)]
@@ -179,7 +165,12 @@ impl BlockDevice for FileDevice {
 
     fn logical_sector_size(&mut self) -> io::Result<Option<u32>> {
         match self.rdev {
-            Some(rdev) => sysfs_logical_block_size(rdev).map(Some),
+            // Without sysfs (an initramfs that did not mount it) the GPT
+            // reader detects the sector size from the table itself.
+            Some(rdev) => match sysfs_logical_block_size(rdev) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                other => other.map(Some),
+            },
             None => Ok(None),
         }
     }

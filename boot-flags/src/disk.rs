@@ -4,7 +4,7 @@
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
 use crate::flags::{Flags, Nibble};
-use crate::gpt::{Copy, Gpt};
+use crate::gpt::{Gpt, GptCopy};
 use crate::slot::{SlotId, SlotLayout};
 use crate::state::{self, BootChoice, Op, SlotFlags};
 
@@ -25,7 +25,7 @@ pub struct BootReport {
     pub choice: BootChoice,
     /// GPT copies that were bad and rewritten first (or would be, on a dry
     /// run), with the reason.
-    pub repaired: Vec<(Copy, String)>,
+    pub repaired: Vec<(GptCopy, String)>,
 }
 
 impl<D: BlockDevice> Disk<D> {
@@ -126,8 +126,8 @@ impl<D: BlockDevice> Disk<D> {
         if !back.is_healthy() {
             let why = format!(
                 "primary {}, backup {}",
-                back.health(Copy::Primary),
-                back.health(Copy::Backup)
+                back.health(GptCopy::Primary),
+                back.health(GptCopy::Backup)
             );
             return Err(Error::VerifyFailed(why));
         }
@@ -185,7 +185,7 @@ impl<D: BlockDevice> Disk<D> {
 
     /// Rewrite a bad GPT copy from the good one. Returns the copies that
     /// were bad, with the reason (empty: nothing to do, nothing written).
-    pub fn repair(&mut self) -> Result<Vec<(Copy, String)>> {
+    pub fn repair(&mut self) -> Result<Vec<(GptCopy, String)>> {
         let mut gpt = self.gpt.clone();
         let bad = gpt.repair(&mut self.dev)?;
         if !bad.is_empty() {
@@ -200,7 +200,7 @@ impl<D: BlockDevice> Disk<D> {
     /// nothing is written and the report says what would be done.
     pub fn boot_select(&mut self, dry_run: bool) -> Result<BootReport> {
         let repaired = if dry_run {
-            [Copy::Primary, Copy::Backup]
+            [GptCopy::Primary, GptCopy::Backup]
                 .into_iter()
                 .filter_map(|c| match self.gpt.health(c) {
                     crate::gpt::Health::Ok => None,

@@ -61,6 +61,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+// Lets the shared test fixtures name the crate as `boot_flags` in unit tests.
+#[cfg(test)]
+extern crate self as boot_flags;
+
 mod device;
 mod disk;
 mod error;
@@ -74,7 +78,7 @@ pub use device::{BlockDevice, FileDevice, MemDevice};
 pub use disk::{BootReport, Disk};
 pub use error::{Error, Result};
 pub use flags::{Flags, Nibble, FLAGS_MASK, PRIORITY_SHIFT, SUCCESSFUL_SHIFT, TRIES_SHIFT};
-pub use gpt::{Copy, Gpt, Health, NewPartition, Partition};
+pub use gpt::{Gpt, GptCopy, Health, NewPartition, Partition};
 pub use guid::Guid;
 pub use slot::{ParseSlotError, Slot, SlotId, SlotLayout, SlotPartition};
 pub use state::{BootChoice, BootKind, Op, Refusal, SlotFlags};

@@ -77,7 +77,7 @@ pub enum Op {
     Activate {
         /// The slot to boot next.
         target: SlotId,
-        /// Its tries (config `tries`, default 3).
+        /// Its tries (config `tries`, default 3); at least 1.
         tries: Nibble,
     },
     /// The booted slot's boot is good: S=1 (and P=1 if it had priority 0,
@@ -166,6 +166,12 @@ pub enum Refusal {
         /// The other slot.
         slot: SlotId,
     },
+    /// Activation with zero tries would leave the target unbootable.
+    #[error("activate: slot {slot} needs at least 1 try")]
+    NoTries {
+        /// The target.
+        slot: SlotId,
+    },
     /// Both slots would share a non-zero priority.
     #[error("{op}: slot {other} already has priority {priority}; two slots must not share a non-zero priority")]
     EqualPriority {
@@ -233,6 +239,9 @@ pub fn apply(flags: SlotFlags, booted: Option<SlotId>, op: &Op) -> Result<SlotFl
             f.with(target, |x| *x = Flags::ZERO)
         }
         Op::Activate { target, tries } => {
+            if tries == Nibble::ZERO {
+                return Err(Refusal::NoTries { slot: target });
+            }
             check_not_on_trial(op, &f, booted, target)?;
             let other = target.other();
             // With no booted slot known, activating is fine only when the

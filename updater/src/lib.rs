@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod device;
 pub mod exit;
 pub mod image_cmd;
 pub mod install;

@@ -20,18 +20,28 @@ use header::{MIN_ENTRY_SIZE, SIGNATURE};
 
 /// The two places a GPT lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Copy {
+pub enum GptCopy {
     /// Header at LBA 1, entries after it.
     Primary,
     /// Header in the last LBA, entries before it.
     Backup,
 }
 
-impl std::fmt::Display for Copy {
+impl GptCopy {
+    /// The other copy.
+    pub fn other(self) -> GptCopy {
+        match self {
+            GptCopy::Primary => GptCopy::Backup,
+            GptCopy::Backup => GptCopy::Primary,
+        }
+    }
+}
+
+impl std::fmt::Display for GptCopy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Copy::Primary => "primary",
-            Copy::Backup => "backup",
+            GptCopy::Primary => "primary",
+            GptCopy::Backup => "backup",
         })
     }
 }
@@ -346,10 +356,10 @@ impl Gpt {
     }
 
     /// How a copy was found on disk (both are [`Health::Ok`] after a commit).
-    pub fn health(&self, copy: Copy) -> &Health {
+    pub fn health(&self, copy: GptCopy) -> &Health {
         match copy {
-            Copy::Primary => &self.primary.health,
-            Copy::Backup => &self.backup.health,
+            GptCopy::Primary => &self.primary.health,
+            GptCopy::Backup => &self.backup.health,
         }
     }
 
@@ -437,10 +447,10 @@ impl Gpt {
     }
 
     /// The header sector to write for one copy.
-    fn header_sector(&self, copy: Copy) -> Vec<u8> {
+    fn header_sector(&self, copy: GptCopy) -> Vec<u8> {
         let (me, other) = match copy {
-            Copy::Primary => (&self.primary, &self.backup),
-            Copy::Backup => (&self.backup, &self.primary),
+            GptCopy::Primary => (&self.primary, &self.backup),
+            GptCopy::Backup => (&self.backup, &self.primary),
         };
         let mut sector = me.sector.clone();
         let h = Header {
@@ -454,11 +464,11 @@ impl Gpt {
         sector
     }
 
-    fn write_copy(&self, dev: &mut dyn BlockDevice, copy: Copy) -> Result<()> {
+    fn write_copy(&self, dev: &mut dyn BlockDevice, copy: GptCopy) -> Result<()> {
         let ss = u64::from(self.sector_size);
         let place = match copy {
-            Copy::Primary => &self.primary,
-            Copy::Backup => &self.backup,
+            GptCopy::Primary => &self.primary,
+            GptCopy::Backup => &self.backup,
         };
         dev.write_all_at(place.entries_lba * ss, &self.entries)
             .map_err(|e| Error::io(format!("cannot write the {copy} GPT entries"), e))?;
@@ -468,15 +478,40 @@ impl Gpt {
             .map_err(|e| Error::io(format!("cannot flush the {copy} GPT"), e))
     }
 
+    /// Refuse to write a copy whose entry array would land in the usable
+    /// area (partition data) or past the end of the disk: possible only
+    /// when a bad copy is rebuilt from a table that leaves it no room.
+    fn check_places(&self) -> Result<()> {
+        let ss = u64::from(self.sector_size);
+        let sectors = (self.entries.len() as u64).div_ceil(ss);
+        let disk_sectors = self.disk_len / ss;
+        let h = &self.header;
+        for (copy, p) in [
+            (GptCopy::Primary, &self.primary),
+            (GptCopy::Backup, &self.backup),
+        ] {
+            let end = p.entries_lba + sectors;
+            let in_usable = p.entries_lba <= h.last_usable_lba && end > h.first_usable_lba;
+            let overlaps_header = (p.entries_lba..end).contains(&p.header_lba);
+            if in_usable || overlaps_header || end > disk_sectors || p.header_lba >= disk_sectors {
+                return Err(Error::BadLayout(format!(
+                    "no room for the {copy} GPT copy (entries at LBA {}, header at LBA {})",
+                    p.entries_lba, p.header_lba
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The order a commit writes the copies in: a copy that is bad (or
     /// stale) first, so the good one keeps describing the state before the
     /// commit until the other is a complete copy of the new state; when
     /// both are good, primary then backup.
-    pub fn commit_order(&self) -> [Copy; 2] {
+    pub fn commit_order(&self) -> [GptCopy; 2] {
         if !self.backup.health.is_ok() && self.primary.health.is_ok() {
-            [Copy::Backup, Copy::Primary]
+            [GptCopy::Backup, GptCopy::Primary]
         } else {
-            [Copy::Primary, Copy::Backup]
+            [GptCopy::Primary, GptCopy::Backup]
         }
     }
 
@@ -484,21 +519,22 @@ impl Gpt {
     /// the other, flush. Only the entry array and the header sectors are
     /// written; the CRCs are recomputed, every other byte is as read.
     pub fn commit(&mut self, dev: &mut dyn BlockDevice) -> Result<()> {
+        self.check_places()?;
         for copy in self.commit_order() {
             self.write_copy(dev, copy)?;
         }
         for place in [&mut self.primary, &mut self.backup] {
             place.health = Health::Ok;
         }
-        self.primary.sector = self.header_sector(Copy::Primary);
-        self.backup.sector = self.header_sector(Copy::Backup);
+        self.primary.sector = self.header_sector(GptCopy::Primary);
+        self.backup.sector = self.header_sector(GptCopy::Backup);
         Ok(())
     }
 
     /// Rewrite a bad copy from the good one. Returns the copies that were
     /// bad (empty when both were good and nothing was written).
-    pub fn repair(&mut self, dev: &mut dyn BlockDevice) -> Result<Vec<(Copy, String)>> {
-        let bad: Vec<(Copy, String)> = [Copy::Primary, Copy::Backup]
+    pub fn repair(&mut self, dev: &mut dyn BlockDevice) -> Result<Vec<(GptCopy, String)>> {
+        let bad: Vec<(GptCopy, String)> = [GptCopy::Primary, GptCopy::Backup]
             .into_iter()
             .filter_map(|c| match self.health(c) {
                 Health::Ok => None,

@@ -2,32 +2,9 @@ use super::*;
 use crate::device::MemDevice;
 use crate::flags::Flags;
 
-/// A disk with partitions BOOT-A, ROOT-A, BOOT-B, ROOT-B, DATA, its data
-/// area filled with a pattern so untouched bytes are recognisable.
-pub(crate) fn sample_disk(ss: u32) -> MemDevice {
-    let ss64 = u64::from(ss);
-    let mut dev = MemDevice::new(8 << 20);
-    for (i, b) in dev.data.iter_mut().enumerate() {
-        *b = (i % 251) as u8;
-    }
-    let mib = (1 << 20) / ss64;
-    let names = ["BOOT-A", "ROOT-A", "BOOT-B", "ROOT-B", "DATA"];
-    let parts: Vec<NewPartition> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| NewPartition {
-            name: n.to_string(),
-            type_guid: Guid::LINUX_DATA,
-            unique_guid: Guid::from_random_bytes([i as u8 + 1; 16]),
-            first_lba: mib * (i as u64 + 1),
-            last_lba: mib * (i as u64 + 2) - 1,
-            // Bits outside the flags that must survive.
-            attributes: 1 | (1 << 2) | (1 << 57) | (1 << 60) | (1 << 63),
-        })
-        .collect();
-    Gpt::create(&mut dev, ss, Guid::from_random_bytes([0x42; 16]), &parts).unwrap();
-    dev
-}
+#[path = "../../tests/common/mod.rs"]
+mod common;
+use common::sample_disk;
 
 fn ranges_equal_outside(a: &[u8], b: &[u8], allowed: &[(u64, u64)]) {
     assert_eq!(a.len(), b.len());
@@ -154,13 +131,13 @@ fn falls_back_to_backup_and_repairs() {
             }
             let mut gpt = Gpt::read(&mut dev).unwrap();
             assert_eq!(gpt.sector_size(), ss);
-            assert!(!gpt.health(Copy::Primary).is_ok(), "{what}");
-            assert!(gpt.health(Copy::Backup).is_ok());
+            assert!(!gpt.health(GptCopy::Primary).is_ok(), "{what}");
+            assert!(gpt.health(GptCopy::Backup).is_ok());
             assert_eq!(gpt.partitions().len(), 5);
-            assert_eq!(gpt.commit_order(), [Copy::Primary, Copy::Backup]);
+            assert_eq!(gpt.commit_order(), [GptCopy::Primary, GptCopy::Backup]);
             let bad = gpt.repair(&mut dev).unwrap();
             assert_eq!(bad.len(), 1);
-            assert_eq!(bad[0].0, Copy::Primary);
+            assert_eq!(bad[0].0, GptCopy::Primary);
             // The repaired disk is exactly the original.
             assert!(dev.data == pristine, "{what} {ss}");
         }
@@ -174,9 +151,9 @@ fn bad_backup_is_rewritten_first() {
     let last = dev.data.len() - 512;
     dev.data[last + 20] ^= 1;
     let mut gpt = Gpt::read(&mut dev).unwrap();
-    assert!(gpt.health(Copy::Primary).is_ok());
-    assert!(!gpt.health(Copy::Backup).is_ok());
-    assert_eq!(gpt.commit_order(), [Copy::Backup, Copy::Primary]);
+    assert!(gpt.health(GptCopy::Primary).is_ok());
+    assert!(!gpt.health(GptCopy::Backup).is_ok());
+    assert_eq!(gpt.commit_order(), [GptCopy::Backup, GptCopy::Primary]);
     gpt.repair(&mut dev).unwrap();
     assert!(dev.data == pristine);
 }
@@ -187,10 +164,10 @@ fn stale_backup_is_reported() {
     let mut gpt = Gpt::read(&mut dev).unwrap();
     gpt.set_attributes(1, 7 << 48).unwrap();
     // Write only the primary, as a commit cut between the two copies.
-    gpt.write_copy(&mut dev, Copy::Primary).unwrap();
+    gpt.write_copy(&mut dev, GptCopy::Primary).unwrap();
     let back = Gpt::read(&mut dev).unwrap();
     assert_eq!(back.partition(1).unwrap().attributes, 7 << 48);
-    assert!(back.health(Copy::Backup).to_string().contains("differs"));
+    assert!(back.health(GptCopy::Backup).to_string().contains("differs"));
 }
 
 #[test]
@@ -239,4 +216,22 @@ fn create_rejects_bad_layouts() {
     assert!(Gpt::create(&mut dev, 512, Guid::ZERO, &long).is_err());
     assert!(Gpt::create(&mut dev, 1024, Guid::ZERO, &[]).is_err());
     assert_eq!(dev.data, vec![0u8; 4 << 20], "nothing written on refusal");
+}
+
+#[test]
+fn no_room_for_a_rebuilt_backup_writes_nothing() {
+    let mut dev = sample_disk(512);
+    let mut sector = dev.data[512..1024].to_vec();
+    let mut h = Header::parse(&sector).unwrap();
+    // The backup "lives" right after the usable area: its entry array
+    // would have to go over partition data.
+    h.alternate_lba = h.last_usable_lba + 1;
+    h.write_into(&mut sector);
+    dev.data[512..1024].copy_from_slice(&sector);
+    let before = dev.data.clone();
+    let mut gpt = Gpt::read(&mut dev).unwrap();
+    assert!(!gpt.health(GptCopy::Backup).is_ok());
+    let err = gpt.repair(&mut dev).unwrap_err();
+    assert!(err.to_string().contains("no room for the backup"), "{err}");
+    assert!(dev.data == before);
 }

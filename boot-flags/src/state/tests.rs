@@ -135,6 +135,17 @@ fn refusals() {
         Refusal::OnlyBootable { .. }
     ));
     assert!(matches!(
+        r(
+            only_a,
+            Some(A),
+            Op::Activate {
+                target: B,
+                tries: Nibble::ZERO
+            }
+        ),
+        Refusal::NoTries { .. }
+    ));
+    assert!(matches!(
         r(good_a, None, Op::SetFlags(A, fl(2, 0, true))),
         Refusal::EqualPriority { priority: 2, .. }
     ));

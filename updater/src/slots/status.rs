@@ -1,0 +1,154 @@
+//! `slotctl status`: a human table, or JSON with `--json`.
+
+use boot_flags::{GptCopy, SlotId};
+use serde_json::{json, Value};
+
+use crate::device::{self, BootedSource, Opened};
+
+/// The status as JSON (also the `--json` output of the flag commands).
+pub fn to_json(o: &Opened) -> Value {
+    let disk = &o.disk;
+    let gpt = disk.gpt();
+    let flags = disk.slot_flags();
+    let mut slots = serde_json::Map::new();
+    for id in SlotId::ALL {
+        let slot = disk.layout().slot(id);
+        let f = flags.get(id);
+        let parts: Vec<Value> = slot
+            .partitions
+            .iter()
+            .map(|p| {
+                let node = o.is_block.then(|| {
+                    device::partition_node(&o.path, p.index)
+                        .display()
+                        .to_string()
+                });
+                json!({
+                    "role": p.role,
+                    "index": p.index,
+                    "name": p.name,
+                    "offset": p.offset,
+                    "size": p.size,
+                    "device": node,
+                })
+            })
+            .collect();
+        slots.insert(
+            id.to_string(),
+            json!({
+                "priority": f.priority.get(),
+                "tries": f.tries.get(),
+                "successful": f.successful,
+                "bootable": f.bootable(),
+                "flags_partition": slot.flags_index,
+                "partitions": parts,
+            }),
+        );
+    }
+    let shared: Vec<Value> = disk
+        .layout()
+        .shared
+        .iter()
+        .map(|p| {
+            let (offset, size) = gpt.byte_range(p);
+            json!({"index": p.index, "name": p.name, "offset": offset, "size": size})
+        })
+        .collect();
+    json!({
+        "disk": o.path.display().to_string(),
+        "sector_size": gpt.sector_size(),
+        "gpt": {
+            "primary": gpt.health(GptCopy::Primary).to_string(),
+            "backup": gpt.health(GptCopy::Backup).to_string(),
+        },
+        "booted": disk.booted().map(|s| s.to_string()),
+        "booted_source": match o.booted_source {
+            BootedSource::Option => "option",
+            BootedSource::Detected => "detected",
+            BootedSource::Unknown => "unknown",
+        },
+        "next": disk.next_boot().map(|s| s.to_string()),
+        "slots": slots,
+        "shared": shared,
+    })
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// Print the status.
+pub fn print(o: &Opened, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        outln!("{}", serde_json::to_string_pretty(&to_json(o))?);
+        return Ok(());
+    }
+    let disk = &o.disk;
+    let gpt = disk.gpt();
+    let flags = disk.slot_flags();
+    let mut s = String::new();
+    s.push_str(&format!(
+        "disk:      {} ({}-byte sectors, {} bytes)\n",
+        o.path.display(),
+        gpt.sector_size(),
+        gpt.disk_len()
+    ));
+    s.push_str(&format!(
+        "gpt:       primary {}, backup {}\n",
+        gpt.health(GptCopy::Primary),
+        gpt.health(GptCopy::Backup)
+    ));
+    s.push_str(&format!(
+        "booted:    {}\n",
+        match (disk.booted(), o.booted_source) {
+            (Some(b), BootedSource::Option) => format!("{b} (--booted)"),
+            (Some(b), _) => format!("{b}"),
+            (None, _) => "unknown (not booted from this disk; --booted A|B to say)".into(),
+        }
+    ));
+    let next = match disk.next_boot() {
+        Some(n) => n.to_string(),
+        None => {
+            let c = boot_flags::state::boot_select(flags);
+            format!("none bootable (boot-select would fall back to {})", c.slot)
+        }
+    };
+    s.push_str(&format!("next boot: {next}\n\n"));
+    s.push_str("slot  priority  tries  successful  bootable  partitions (* = flags)\n");
+    for id in SlotId::ALL {
+        let f = flags.get(id);
+        let slot = disk.layout().slot(id);
+        let parts: Vec<String> = slot
+            .partitions
+            .iter()
+            .map(|p| {
+                let star = if p.index == slot.flags_index { "*" } else { "" };
+                format!("{}={}{star}", p.name, p.index)
+            })
+            .collect();
+        s.push_str(&format!(
+            "{:<4}  {:<8}  {:<5}  {:<10}  {:<8}  {}\n",
+            id.to_string(),
+            f.priority.get(),
+            f.tries.get(),
+            yes(f.successful),
+            yes(f.bootable()),
+            parts.join(" ")
+        ));
+    }
+    let shared: Vec<String> = disk
+        .layout()
+        .shared
+        .iter()
+        .map(|p| format!("{}={}", p.name, p.index))
+        .collect();
+    if !shared.is_empty() {
+        s.push_str(&format!("shared:    {}\n", shared.join(" ")));
+    }
+    out!("{s}");
+    Ok(())
+}
