@@ -1,2 +1,86 @@
 //! image-format: the slotctl signed image container.
+//!
+//! An image is a small signed header (compatible, version, rollback index,
+//! creation time, and one entry per payload: role, sizes, compression,
+//! SHA-256 of the raw bytes), a block of ed25519 signatures over the exact
+//! header bytes, and the payloads in header order. `docs/image-format.md` is
+//! the byte-exact specification.
+//!
+//! The types make misuse hard:
+//! - [`ImageReader::new`] reads the header and signature block from any
+//!   `Read` (a pipe, an HTTP body) with hard caps checked before allocation,
+//!   and parses nothing of the header but its length;
+//! - [`ImageReader::verify`] checks the signatures against a [`Keyring`] and
+//!   only then parses the header into a [`VerifiedHeader`], the only way to
+//!   read its fields;
+//! - [`VerifiedImage::next_payload`] gives a [`PayloadReader`] that
+//!   decompresses and hashes as it streams, and whose final `read` fails
+//!   when the size or the SHA-256 disagree, so no caller sees a clean end of
+//!   bad data.
+//!
+//! ```
+//! use image_format::*;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let key = SigningKey::generate()?;
+//! let mut ring = Keyring::new();
+//! ring.add(key.public_key().clone());
+//!
+//! let mut image = std::io::Cursor::new(Vec::new());
+//! let spec = PackSpec::new("acme-gw", semver::Version::new(1, 2, 0), 7, 1_700_000_000);
+//! let parts = vec![PackPart {
+//!     role: "ROOT".into(),
+//!     compression: Compression::Zstd,
+//!     source: Box::new(&b"root filesystem bytes"[..]),
+//! }];
+//! pack(&mut image, &spec, parts, &[&key])?;
+//!
+//! let mut verified = ImageReader::new(&image.get_ref()[..])?.verify(&ring, 1)?;
+//! assert_eq!(verified.header().rollback_index(), 7);
+//! while let Some(mut payload) = verified.next_payload()? {
+//!     let mut raw = Vec::new();
+//!     std::io::Read::read_to_end(&mut payload, &mut raw)?; // fails on a bad hash
+//! }
+//! verified.finish()?; // every payload read, nothing trailing
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+mod format;
+mod keys;
+mod pack;
+mod payload;
+mod reader;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{Error, Result};
+pub use format::{
+    signature_block_len, signature_room, tag, valid_role, Compression, PayloadInfo, SignatureEntry,
+    CRITICAL, DEFAULT_SIGNATURE_ROOM, FORMAT_VERSION, HEADER_FIXED_LEN, IMAGE_MAGIC,
+    MAX_COMPATIBLE_LEN, MAX_HEADER_LEN, MAX_PAYLOADS, MAX_RECORD_LEN, MAX_ROLE_LEN, MAX_SIGNATURES,
+    MAX_SIGNATURE_BLOCK_LEN, MAX_VERSION_LEN, PAYLOAD_ALIGN, SIGNATURE_BLOCK_FIXED_LEN,
+    SIGNATURE_ENTRY_LEN, SIGNATURE_MAGIC, ZSTD_WINDOW_LOG_MAX,
+};
+pub use keys::{KeyId, Keyring, PublicKey, SigningKey, KEY_ID_LEN};
+pub use pack::{
+    pack, sign_copy, sign_in_place, PackPart, PackSpec, SignOutcome, ZstdOptions, MAX_ZSTD_LEVEL,
+};
+pub use payload::{decompressor, PayloadHasher, PayloadReader};
+pub use reader::{
+    ImageReader, SignatureStatus, UntrustedHeader, UntrustedImage, VerifiedHeader, VerifiedImage,
+};
+pub use semver;
+
+/// Lowercase hex of bytes.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}

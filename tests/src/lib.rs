@@ -63,3 +63,4 @@ pub fn require_tool(name: &str) {
 pub mod http;
 pub mod sim;
 pub mod disk;
+pub mod installfix;

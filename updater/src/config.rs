@@ -162,6 +162,22 @@ impl Config {
                 cfg.tries
             );
         }
+        for c in &cfg.boot_check.checks {
+            if c.command.is_empty() || c.command[0].is_empty() {
+                anyhow::bail!(
+                    "config {}: health check {:?} has an empty command",
+                    path.display(),
+                    c.name
+                );
+            }
+            if c.timeout_secs == 0 {
+                anyhow::bail!(
+                    "config {}: health check {:?} has timeout_secs = 0",
+                    path.display(),
+                    c.name
+                );
+            }
+        }
         if cfg.http.connect_timeout_secs == 0 || cfg.http.stall_timeout_secs == 0 {
             anyhow::bail!(
                 "config {}: http timeouts must be at least 1 second",
@@ -212,6 +228,27 @@ mod tests {
         assert!(!c.boot_check.reboot_on_failure);
         assert_eq!(c.boot_check.checks[0].timeout_secs, 60);
         assert_eq!(c.signature_threshold, 1);
+    }
+
+    #[test]
+    fn example_in_the_repo_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, include_str!("../../packaging/slotctl.toml.example")).unwrap();
+        let c = Config::from_file(&p).unwrap();
+        assert_eq!(c.compatible.as_deref(), Some("acme-gateway-v2"));
+        assert_eq!(c.boot_check.checks.len(), 2);
+        assert_eq!(c.http.retries, 10);
+        assert_eq!(c.boot_check.checks[1].timeout_secs, 60);
+    }
+
+    #[test]
+    fn empty_check_command_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[[boot_check.checks]]\nname = \"x\"\ncommand = []\n").unwrap();
+        let e = Config::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains("\"x\"") && e.contains("empty"), "{e}");
     }
 
     #[test]

@@ -1,5 +1,292 @@
-//! `slotctl install`: stream a signed image into the inactive slot, verify
-//! it, record it, activate it.
+//! `slotctl install`, `verify-slot`, `boot-check`: the device side.
+//!
+//! An install, in order (docs/architecture.md, DESIGN.md):
+//! 1. lock (one updater at a time);
+//! 2. policy checks, all before any byte is written: the state machine would
+//!    allow invalidating the target (not the booted slot, booted slot not on
+//!    trial); the image's signatures meet the keyring's threshold;
+//!    `compatible`; `rollback_index` and `version` against the booted slot's
+//!    record; each role exists on the target slot and each payload fits;
+//! 3. invalidate the target (one GPT commit) and erase its record;
+//! 4. stream the payloads (decompressing, hashing) onto the partitions;
+//! 5. flush; read back and re-hash bypassing the page cache (default);
+//! 6. write the slot record, flush, read it back;
+//! 7. activate (one GPT commit) unless `--no-activate`; reboot if `--reboot`.
+//!
+//! With `--factory --slot A` (a fresh disk image in CI, no booted slot) the
+//! last step marks the slot good instead: P=2 T=0 S=1.
 
 pub mod dev;
 pub mod pipeline;
+pub mod policy;
+pub mod verify;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use boot_flags::{BlockDevice, Flags, Nibble, SlotId};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use crate::cli::Globals;
+use crate::config::Config;
+use crate::exit::refused;
+use crate::progress::Progress;
+use crate::{bootcheck, device, lock, record, source};
+
+use pipeline::Job;
+
+#[derive(Subcommand, Debug)]
+pub enum InstallCommand {
+    /// Install a signed image into the inactive slot and make it the next boot.
+    Install(InstallArgs),
+    /// Re-hash a slot's partitions against its slot record (default: the
+    /// booted slot, else both).
+    VerifySlot(VerifySlotArgs),
+    /// At boot: run the health checks, then mark the booted slot good (or
+    /// bad, and reboot).
+    BootCheck,
+}
+
+/// Where trusted keys come from (overrides the config's keyring).
+#[derive(Args, Debug, Clone, Default)]
+pub struct KeyArgs {
+    /// Directory of trusted SPKI PEM public keys [default: config `keyring`].
+    #[arg(long, value_name = "DIR")]
+    pub keyring: Option<PathBuf>,
+    /// A trusted public key file (repeatable); replaces the keyring.
+    #[arg(long, value_name = "FILE")]
+    pub pubkey: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct InstallArgs {
+    /// The image: a file, `-` for standard input, or an http(s):// URL.
+    pub source: String,
+    /// Target slot. Only with --factory, or on a disk image with --booted
+    /// (then it must be the slot that is not booted).
+    #[arg(long, value_name = "SLOT")]
+    pub slot: Option<String>,
+    /// Factory provisioning of a fresh disk (no booted slot): write, verify,
+    /// record, then mark the slot good (P=2 T=0 S=1). Needs --slot.
+    #[arg(long)]
+    pub factory: bool,
+    /// The device's compatible string; only with --factory (a device uses
+    /// its config's `compatible`).
+    #[arg(long, value_name = "STRING")]
+    pub compatible: Option<String>,
+    /// Skip re-reading and re-hashing what was written.
+    #[arg(long)]
+    pub no_readback: bool,
+    /// Write, verify and record, but do not make the slot the next boot.
+    #[arg(long)]
+    pub no_activate: bool,
+    /// Reboot once the new slot is activated.
+    #[arg(long)]
+    pub reboot: bool,
+    /// Allow a version lower than the booted slot's (never a lower
+    /// rollback index).
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifySlotArgs {
+    /// A or B [default: the booted slot, else both].
+    pub slot: Option<String>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+}
+
+pub fn run(cmd: InstallCommand, globals: &Globals) -> anyhow::Result<()> {
+    match cmd {
+        InstallCommand::Install(args) => install(args, globals),
+        InstallCommand::VerifySlot(args) => verify::run(args, globals),
+        InstallCommand::BootCheck => bootcheck::run(globals),
+    }
+}
+
+/// Everything the write phase needs from the verified header.
+struct Plan {
+    jobs: Vec<Job>,
+    record: Vec<u8>,
+    version: String,
+    rollback_index: u64,
+}
+
+fn install(args: InstallArgs, globals: &Globals) -> anyhow::Result<()> {
+    let cfg = Config::load(globals)?;
+    let progress = Progress::new(globals.json);
+    let result = install_inner(&args, globals, &cfg, &progress);
+    match &result {
+        Ok(summary) => progress.result(true, summary.clone()),
+        Err(e) => progress.result(false, json!({"error": format!("{e:#}")})),
+    }
+    let summary = result?;
+    if !globals.json {
+        println!(
+            "{}",
+            summary["message"].as_str().unwrap_or("install complete")
+        );
+    }
+    if args.reboot && !args.no_activate {
+        bootcheck::reboot(&cfg, globals)?;
+    }
+    Ok(())
+}
+
+fn install_inner(
+    args: &InstallArgs,
+    globals: &Globals,
+    cfg: &Config,
+    progress: &Progress,
+) -> anyhow::Result<serde_json::Value> {
+    if args.factory && args.slot.is_none() {
+        return Err(refused("install --factory needs --slot A or --slot B"));
+    }
+    if args.compatible.is_some() && !args.factory {
+        return Err(refused(
+            "--compatible is only for --factory; a device uses the config's `compatible`",
+        ));
+    }
+    if args.factory && args.reboot {
+        return Err(refused("--factory and --reboot do not go together"));
+    }
+    let _lock = lock::acquire(&cfg.lock_file)?;
+    let keyring = policy::load_keyring(&args.keys, cfg)?;
+
+    let mut opened = device::open(globals, cfg, true)?;
+    let target = policy::choose_target(args, &opened)?;
+    let disk = &mut opened.disk;
+
+    // Open the source and verify the header before anything is written.
+    let warn_progress = progress.clone();
+    let src = source::open(
+        &args.source,
+        &source::HttpOptions::from_config(cfg),
+        Box::new(move |m| warn_progress.warn(m)),
+    )?;
+    let reader = image_format::ImageReader::new(src.reader)
+        .map_err(|e| policy::image_error(e, &src.name))?;
+    let verified = reader
+        .verify(&keyring, cfg.signature_threshold)
+        .map_err(|e| policy::image_error(e, &src.name))?;
+    let header = verified.header().clone();
+    policy::check_header(args, cfg, disk, target, &header)?;
+    let plan = plan(disk, target, &header)?;
+    let mut stream = verified.into_inner();
+
+    // --- From here on the target slot is written. ---
+    let flags_part = disk.layout().slot(target).flags_partition().clone();
+    if args.factory {
+        disk.set_flags(target, Flags::ZERO)
+            .with_context(|| format!("invalidating slot {target}"))?;
+    } else {
+        disk.invalidate(target)
+            .with_context(|| format!("invalidating slot {target}"))?;
+    }
+    let dev = disk.device();
+    record::erase(dev, flags_part.offset, flags_part.size)?;
+    dev.flush().context("flushing the erased slot record")?;
+
+    pipeline::write_payloads(&mut stream, &plan.jobs, dev, progress)
+        .map_err(|e| pipeline_error(e, target, "installing into"))?;
+    dev.flush().context("flushing the written payloads")?;
+    if !args.no_readback {
+        pipeline::readback(&plan.jobs, dev, progress)
+            .map_err(|e| pipeline_error(e, target, "verifying"))?;
+    }
+
+    record::write(dev, flags_part.offset, flags_part.size, &plan.record)?;
+    dev.flush().context("flushing the slot record")?;
+    verify::check_record_matches(dev, &flags_part, &plan.record)?;
+
+    let (activated, message) = if args.factory {
+        let good = Flags::new(2, 0, true).context("flags")?;
+        disk.set_flags(target, good)
+            .with_context(|| format!("marking slot {target} good"))?;
+        (
+            true,
+            format!(
+                "installed {} into slot {target} (factory): marked good",
+                plan.version
+            ),
+        )
+    } else if args.no_activate {
+        (
+            false,
+            format!(
+                "installed {} into slot {target}; not activated (run `slotctl activate` to boot it next)",
+                plan.version
+            ),
+        )
+    } else {
+        let tries = Nibble::new(cfg.tries).context("tries")?;
+        disk.activate(target, tries)
+            .with_context(|| format!("activating slot {target}"))?;
+        (
+            true,
+            format!(
+                "installed {} into slot {target}; it boots next ({} tries)",
+                plan.version, cfg.tries
+            ),
+        )
+    };
+    Ok(json!({
+        "slot": target.as_str(),
+        "version": plan.version,
+        "rollback_index": plan.rollback_index,
+        "activated": activated,
+        "readback": !args.no_readback,
+        "message": message,
+    }))
+}
+
+fn pipeline_error(e: pipeline::PipelineError, target: SlotId, doing: &str) -> anyhow::Error {
+    if e.is_refusal() {
+        refused(format!("{doing} slot {target}: {e}"))
+    } else {
+        anyhow::Error::new(e).context(format!("{doing} slot {target}"))
+    }
+}
+
+/// The pipeline jobs for the verified header's payloads.
+fn plan(
+    disk: &boot_flags::Disk<boot_flags::FileDevice>,
+    target: SlotId,
+    header: &image_format::VerifiedHeader,
+) -> anyhow::Result<Plan> {
+    let slot = disk.layout().slot(target);
+    let position = header.record_bytes().len() as u64;
+    let mut pos = position;
+    let mut jobs = Vec::new();
+    for p in header.payloads() {
+        let part = slot
+            .partition(&p.role)
+            .ok_or_else(|| refused(format!("role {} missing on slot {target}", p.role)))?;
+        if p.offset < pos {
+            return Err(refused(format!(
+                "payload {} starts at byte {} of the image, before the end of what precedes it ({pos})",
+                p.role, p.offset
+            )));
+        }
+        jobs.push(Job {
+            role: p.role.clone(),
+            compression: p.compression,
+            stored_size: p.stored_size,
+            raw_size: p.raw_size,
+            sha256: p.sha256,
+            dest_offset: part.offset,
+            skip_before: p.offset - pos,
+        });
+        pos = p.offset + p.stored_size;
+    }
+    Ok(Plan {
+        jobs,
+        record: header.record_bytes().to_vec(),
+        version: header.version().to_string(),
+        rollback_index: header.rollback_index(),
+    })
+}

@@ -7,6 +7,7 @@
 //! their `run`. Errors are `anyhow` in this crate and nowhere else; [`exit`]
 //! maps them to the exit codes documented in the README.
 
+pub mod bootcheck;
 pub mod cli;
 pub mod config;
 pub mod device;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use slotctl::cli::Globals;
-use slotctl::{exit, image_cmd, slots};
+use slotctl::{exit, image_cmd, install, slots};
 
 #[derive(Parser, Debug)]
 #[command(name = "slotctl", version, about = "A/B partition updater", long_about = None)]
@@ -24,6 +24,8 @@ enum Command {
     Slots(slots::SlotCommand),
     #[command(flatten)]
     Image(image_cmd::ImageCommand),
+    #[command(flatten)]
+    Install(install::InstallCommand),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Slots(cmd) => slots::run(cmd, &cli.globals),
         Command::Image(cmd) => image_cmd::run(cmd, &cli.globals),
+        Command::Install(cmd) => install::run(cmd, &cli.globals),
     };
     exit::report(result)
 }

@@ -56,7 +56,6 @@ impl HttpOptions {
 /// An opened source: a byte stream and, when known, its length.
 pub struct Source {
     pub reader: Box<dyn Read + Send>,
-    pub len: Option<u64>,
     /// What to call it in messages.
     pub name: String,
 }
@@ -73,16 +72,13 @@ pub fn open(spec: &str, opts: &HttpOptions, warn: Warn) -> anyhow::Result<Source
     if spec == "-" {
         return Ok(Source {
             reader: Box::new(io::stdin()),
-            len: None,
             name: "standard input".into(),
         });
     }
     if is_url(spec) {
         let r = HttpReader::open(spec, opts.clone(), warn)?;
-        let len = r.total;
         return Ok(Source {
             reader: Box::new(r),
-            len,
             name: spec.to_string(),
         });
     }
@@ -92,10 +88,8 @@ pub fn open(spec: &str, opts: &HttpOptions, warn: Warn) -> anyhow::Result<Source
         );
     }
     let f = File::open(spec).with_context(|| format!("cannot open image {spec}"))?;
-    let len = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
     Ok(Source {
         reader: Box::new(f),
-        len,
         name: spec.to_string(),
     })
 }
@@ -271,11 +265,8 @@ impl HttpReader {
         }
         self.retries_used += 1;
         (self.warn)(&format!(
-            "{why}; retrying from byte {} in {:.1}s ({}/{})",
-            self.pos,
-            self.backoff.as_secs_f64(),
-            self.retries_used,
-            self.opts.retries
+            "{why}; retrying from byte {} in {:?} ({}/{})",
+            self.pos, self.backoff, self.retries_used, self.opts.retries
         ));
         std::thread::sleep(self.backoff);
         self.backoff = (self.backoff * 2).min(self.opts.backoff_max);
@@ -337,6 +328,14 @@ impl Read for HttpReader {
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if e.kind() == io::ErrorKind::TimedOut || e.to_string().contains("timeout") =>
+                {
+                    format!(
+                        "{}: stalled (no data for {:?})",
+                        self.url, self.opts.stall_timeout
+                    )
+                }
                 Err(e) => format!("{}: {e}", self.url),
             };
             self.body = None;

@@ -32,15 +32,7 @@ use crate::progress::Progress;
 pub const CHUNK: usize = 1 << 20;
 /// Buffers in flight per channel.
 const DEPTH: usize = 4;
-/// Upper bound of a zstd window we accept (2^27 = 128 MiB is zstd's default
-/// limit; the packer's levels use far less). Bounds decoder memory.
-const ZSTD_WINDOW_LOG_MAX: u32 = 27;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Zstd,
-}
+pub use image_format::Compression;
 
 /// One payload to write.
 #[derive(Debug, Clone)]
@@ -135,6 +127,20 @@ impl std::fmt::Display for PipelineError {
 }
 
 impl std::error::Error for PipelineError {}
+
+impl PipelineError {
+    /// The image's bytes disagree with its signed header (exit code 3), as
+    /// opposed to an I/O failure of the source or the disk.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            PipelineError::TooLong { .. }
+                | PipelineError::TooShort { .. }
+                | PipelineError::HashMismatch { .. }
+                | PipelineError::Decode { .. }
+        )
+    }
+}
 
 /// Messages from the decode stage to the writer.
 enum Out {
@@ -267,23 +273,14 @@ fn decode_stage(
             pos: 0,
             ended: false,
         };
-        let mut dec: Box<dyn Read + '_> = match job.compression {
-            Compression::None => Box::new(&mut input),
-            Compression::Zstd => {
-                let mut d = zstd::stream::read::Decoder::new(&mut input).map_err(|err| {
-                    PipelineError::Decode {
-                        role: job.role.clone(),
-                        err,
-                    }
-                })?;
-                d.window_log_max(ZSTD_WINDOW_LOG_MAX)
-                    .map_err(|err| PipelineError::Decode {
-                        role: job.role.clone(),
-                        err,
-                    })?;
-                Box::new(d)
+        // image-format's decoder: zstd with the window bounded
+        // (image_format::ZSTD_WINDOW_LOG_MAX), so memory stays bounded.
+        let mut dec = image_format::decompressor(job.compression, &mut input).map_err(|e| {
+            PipelineError::Decode {
+                role: job.role.clone(),
+                err: e.into(),
             }
-        };
+        })?;
         let mut hasher = Sha256::new();
         let mut total: u64 = 0;
         loop {

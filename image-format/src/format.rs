@@ -1,0 +1,618 @@
+//! The byte layout (docs/image-format.md is the normative text): constants,
+//! the header's field records, and the signature block.
+//!
+//! All integers are little-endian.
+
+use crate::error::{Error, Result};
+use crate::keys::{KeyId, KEY_ID_LEN};
+
+/// The first 8 bytes of every image (and of its signed header).
+pub const IMAGE_MAGIC: [u8; 8] = *b"SLOTIMG\0";
+/// The first 8 bytes of the signature block.
+pub const SIGNATURE_MAGIC: [u8; 8] = *b"SLOTSIG\0";
+/// The format version this crate writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// magic(8) + header_len u32 + format_version u16 + flags u16.
+pub const HEADER_FIXED_LEN: u32 = 16;
+/// Hard cap on the header length, checked before allocating it.
+pub const MAX_HEADER_LEN: u32 = 32 * 1024;
+/// magic(8) + block_len u32 + count u16 + reserved u16.
+pub const SIGNATURE_BLOCK_FIXED_LEN: u32 = 16;
+/// key id (8) + ed25519 signature (64).
+pub const SIGNATURE_ENTRY_LEN: u32 = 72;
+/// Hard cap on the signature block length, checked before allocating it.
+pub const MAX_SIGNATURE_BLOCK_LEN: u32 = 16 * 1024;
+/// Hard cap on the number of signatures.
+pub const MAX_SIGNATURES: usize = 64;
+/// Hard cap on the number of payloads.
+pub const MAX_PAYLOADS: usize = 64;
+/// Room for signatures `pack` reserves, so `sign` can add them in place.
+pub const DEFAULT_SIGNATURE_ROOM: usize = 16;
+/// `pack` aligns the first payload to this many bytes.
+pub const PAYLOAD_ALIGN: u64 = 4096;
+/// The largest header plus signature block: what a slot record must hold.
+pub const MAX_RECORD_LEN: usize = (MAX_HEADER_LEN + MAX_SIGNATURE_BLOCK_LEN) as usize;
+/// Bit 15 of a field tag: a reader that does not know the field must refuse.
+pub const CRITICAL: u16 = 0x8000;
+/// Longest `compatible` string.
+pub const MAX_COMPATIBLE_LEN: usize = 255;
+/// Longest version string.
+pub const MAX_VERSION_LEN: usize = 255;
+/// Longest role name.
+pub const MAX_ROLE_LEN: usize = 32;
+
+/// Field tags of the header's top level.
+pub mod tag {
+    /// UTF-8, 1..=255 bytes, printable ASCII.
+    pub const COMPATIBLE: u16 = 0x8001;
+    /// UTF-8 semantic version, 1..=255 bytes.
+    pub const VERSION: u16 = 0x8002;
+    /// u64.
+    pub const ROLLBACK_INDEX: u16 = 0x8003;
+    /// u64, seconds since the Unix epoch.
+    pub const CREATED: u16 = 0x8004;
+    /// A nested list of payload fields; one per payload, in stream order.
+    pub const PAYLOAD: u16 = 0x8005;
+
+    /// Field tags inside a PAYLOAD record.
+    pub mod payload {
+        /// ASCII `[A-Za-z0-9_]`, 1..=32 bytes.
+        pub const ROLE: u16 = 0x8001;
+        /// u8: 0 none, 1 zstd.
+        pub const COMPRESSION: u16 = 0x8002;
+        /// u64: bytes after decompression.
+        pub const RAW_SIZE: u16 = 0x8003;
+        /// u64: bytes in the image.
+        pub const STORED_SIZE: u16 = 0x8004;
+        /// 32 bytes: SHA-256 of the raw bytes.
+        pub const SHA256: u16 = 0x8005;
+    }
+}
+
+/// How a payload is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// The raw bytes as they are (stored size = raw size).
+    None,
+    /// One or more zstd frames; the window may not exceed 2^[`ZSTD_WINDOW_LOG_MAX`].
+    Zstd,
+}
+
+/// Largest zstd window log a reader accepts (16 MiB), bounding decoder memory.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 24;
+
+impl Compression {
+    /// The header's byte value.
+    pub fn code(self) -> u8 {
+        match self {
+            Compression::None => 0,
+            Compression::Zstd => 1,
+        }
+    }
+
+    /// The name used on the command line and in `info`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Compression> {
+        match code {
+            0 => Some(Compression::None),
+            1 => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Compression> {
+        match s {
+            "none" => Ok(Compression::None),
+            "zstd" => Ok(Compression::Zstd),
+            _ => Err(Error::InvalidInput(format!(
+                "unknown compression `{s}` (expected none or zstd)"
+            ))),
+        }
+    }
+}
+
+/// One payload as the header declares it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PayloadInfo {
+    /// The slot role it is written to (BOOT, ROOT, HASH...).
+    pub role: String,
+    /// How it is stored.
+    pub compression: Compression,
+    /// Bytes after decompression (what is written to the partition).
+    pub raw_size: u64,
+    /// Bytes in the image.
+    pub stored_size: u64,
+    /// SHA-256 of the raw bytes.
+    pub sha256: [u8; 32],
+    /// Byte offset of the stored bytes in the image.
+    pub offset: u64,
+}
+
+impl PayloadInfo {
+    /// The SHA-256 as 64 lowercase hex digits.
+    pub fn sha256_hex(&self) -> String {
+        crate::hex(&self.sha256)
+    }
+}
+
+/// True for a valid role name.
+pub fn valid_role(role: &str) -> bool {
+    !role.is_empty()
+        && role.len() <= MAX_ROLE_LEN
+        && role.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn valid_compatible(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_COMPATIBLE_LEN && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The parsed fields of a header. Only `reader` hands these out, behind a
+/// verified (or explicitly untrusted) type.
+#[derive(Clone, Debug)]
+pub(crate) struct HeaderFields {
+    pub format_version: u16,
+    pub compatible: String,
+    pub version: semver::Version,
+    pub rollback_index: u64,
+    pub created: u64,
+    pub payloads: Vec<PayloadInfo>,
+    /// Unknown optional fields that were ignored: (tag, offset, length).
+    pub ignored: Vec<(u16, u64, u32)>,
+}
+
+/// The fields to encode in a header.
+#[derive(Clone, Debug)]
+pub(crate) struct HeaderSpec<'a> {
+    pub compatible: &'a str,
+    pub version: &'a semver::Version,
+    pub rollback_index: u64,
+    pub created: u64,
+    pub payloads: &'a [PayloadInfo],
+}
+
+/// Encodes field records; tests use it directly to build odd headers.
+#[derive(Default)]
+pub(crate) struct Records(pub Vec<u8>);
+
+impl Records {
+    pub fn field(&mut self, tag: u16, value: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(&tag.to_le_bytes());
+        self.0
+            .extend_from_slice(&u32::try_from(value.len()).unwrap_or(u32::MAX).to_le_bytes());
+        self.0.extend_from_slice(value);
+        self
+    }
+}
+
+/// Wrap field records in the fixed header part (magic, length, version, flags).
+pub(crate) fn wrap_header(records: &[u8], format_version: u16, flags: u16) -> Vec<u8> {
+    let len = HEADER_FIXED_LEN as usize + records.len();
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(&IMAGE_MAGIC);
+    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&format_version.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(records);
+    out
+}
+
+pub(crate) fn payload_records(p: &PayloadInfo) -> Vec<u8> {
+    let mut r = Records::default();
+    r.field(tag::payload::ROLE, p.role.as_bytes())
+        .field(tag::payload::COMPRESSION, &[p.compression.code()])
+        .field(tag::payload::RAW_SIZE, &p.raw_size.to_le_bytes())
+        .field(tag::payload::STORED_SIZE, &p.stored_size.to_le_bytes())
+        .field(tag::payload::SHA256, &p.sha256);
+    r.0
+}
+
+/// The canonical encoding `pack` writes. Its length depends only on the
+/// strings and the number of payloads, so `pack` can reserve it up front.
+pub(crate) fn encode_header(spec: &HeaderSpec<'_>) -> Result<Vec<u8>> {
+    if !valid_compatible(spec.compatible) {
+        return Err(Error::InvalidInput(format!(
+            "compatible `{}` must be 1..={MAX_COMPATIBLE_LEN} printable ASCII characters",
+            spec.compatible
+        )));
+    }
+    let version = spec.version.to_string();
+    if version.len() > MAX_VERSION_LEN {
+        return Err(Error::InvalidInput("version string too long".into()));
+    }
+    if spec.payloads.is_empty() {
+        return Err(Error::NoPayloads);
+    }
+    if spec.payloads.len() > MAX_PAYLOADS {
+        return Err(Error::TooManyPayloads {
+            count: spec.payloads.len(),
+            max: MAX_PAYLOADS,
+        });
+    }
+    let mut r = Records::default();
+    r.field(tag::COMPATIBLE, spec.compatible.as_bytes())
+        .field(tag::VERSION, version.as_bytes())
+        .field(tag::ROLLBACK_INDEX, &spec.rollback_index.to_le_bytes())
+        .field(tag::CREATED, &spec.created.to_le_bytes());
+    for p in spec.payloads {
+        if !valid_role(&p.role) {
+            return Err(Error::InvalidInput(format!(
+                "role `{}` must be 1..={MAX_ROLE_LEN} characters of A-Z a-z 0-9 _",
+                p.role
+            )));
+        }
+        r.field(tag::PAYLOAD, &payload_records(p));
+    }
+    let header = wrap_header(&r.0, FORMAT_VERSION, 0);
+    if header.len() > MAX_HEADER_LEN as usize {
+        return Err(Error::HeaderTooLong {
+            len: header.len() as u64,
+            max: MAX_HEADER_LEN,
+        });
+    }
+    Ok(header)
+}
+
+/// One field record: (tag, offset of the record, value, offset of the value).
+type Record<'a> = (u16, u64, &'a [u8], u64);
+
+/// A cursor over untrusted bytes that never indexes out of bounds.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    /// Offset of `buf[0]` in the image, for error messages.
+    base: u64,
+    container: &'static str,
+}
+
+impl<'a> Cursor<'a> {
+    fn at(&self) -> u64 {
+        self.base + self.pos as u64
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let start = self.pos;
+        let end = start
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or(Error::FieldOverrun {
+                offset: self.at(),
+                container: self.container,
+            })?;
+        self.pos = end;
+        Ok(&self.buf[start..end])
+    }
+
+    /// The next record.
+    fn record(&mut self) -> Result<Option<Record<'a>>> {
+        if self.pos == self.buf.len() {
+            return Ok(None);
+        }
+        let rec_at = self.at();
+        let head = self.take(6).map_err(|_| Error::FieldOverrun {
+            offset: rec_at,
+            container: self.container,
+        })?;
+        let tag = u16::from_le_bytes([head[0], head[1]]);
+        let len = u32::from_le_bytes([head[2], head[3], head[4], head[5]]) as usize;
+        let value_at = self.at();
+        let value = self.take(len).map_err(|_| Error::FieldOverrun {
+            offset: rec_at,
+            container: self.container,
+        })?;
+        Ok(Some((tag, rec_at, value, value_at)))
+    }
+}
+
+fn set_once<T>(slot: &mut Option<T>, v: T, field: &'static str, at: u64) -> Result<()> {
+    if slot.is_some() {
+        return Err(Error::DuplicateField { field, offset: at });
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
+fn fixed<const N: usize>(v: &[u8], field: &'static str, at: u64) -> Result<[u8; N]> {
+    v.try_into().map_err(|_| Error::BadField {
+        field,
+        offset: at,
+        reason: format!("{} bytes, expected {N}", v.len()),
+    })
+}
+
+fn text<'a>(v: &'a [u8], field: &'static str, at: u64, max: usize) -> Result<&'a str> {
+    if v.is_empty() || v.len() > max {
+        return Err(Error::BadField {
+            field,
+            offset: at,
+            reason: format!("{} bytes, expected 1..={max}", v.len()),
+        });
+    }
+    std::str::from_utf8(v).map_err(|_| Error::BadField {
+        field,
+        offset: at,
+        reason: "not UTF-8".into(),
+    })
+}
+
+fn unknown(tag: u16, at: u64, container: &'static str) -> Result<()> {
+    if tag & CRITICAL != 0 {
+        Err(Error::UnknownCriticalField {
+            tag,
+            offset: at,
+            container,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Parse header bytes. Called only on bytes whose signature was checked, or
+/// by the explicitly untrusted inspection.
+pub(crate) fn parse_header(header: &[u8]) -> Result<HeaderFields> {
+    if header.len() < HEADER_FIXED_LEN as usize || header[..8] != IMAGE_MAGIC {
+        return Err(Error::BadMagic);
+    }
+    let format_version = u16::from_le_bytes([header[12], header[13]]);
+    if format_version != FORMAT_VERSION {
+        return Err(Error::UnsupportedFormatVersion {
+            found: format_version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let flags = u16::from_le_bytes([header[14], header[15]]);
+    if flags != 0 {
+        return Err(Error::HeaderFlags { flags });
+    }
+    let mut cur = Cursor {
+        buf: &header[HEADER_FIXED_LEN as usize..],
+        pos: 0,
+        base: HEADER_FIXED_LEN as u64,
+        container: "header",
+    };
+    let (mut compatible, mut version, mut rollback, mut created) = (None, None, None, None);
+    let mut payloads: Vec<PayloadInfo> = Vec::new();
+    let mut ignored = Vec::new();
+    while let Some((tag, rec_at, v, at)) = cur.record()? {
+        match tag {
+            tag::COMPATIBLE => {
+                let s = text(v, "compatible", at, MAX_COMPATIBLE_LEN)?;
+                if !valid_compatible(s) {
+                    return Err(Error::BadField {
+                        field: "compatible",
+                        offset: at,
+                        reason: "not printable ASCII".into(),
+                    });
+                }
+                set_once(&mut compatible, s.to_owned(), "compatible", rec_at)?;
+            }
+            tag::VERSION => {
+                let s = text(v, "version", at, MAX_VERSION_LEN)?;
+                let parsed = semver::Version::parse(s).map_err(|e| Error::BadField {
+                    field: "version",
+                    offset: at,
+                    reason: format!("`{s}` is not a semantic version: {e}"),
+                })?;
+                set_once(&mut version, parsed, "version", rec_at)?;
+            }
+            tag::ROLLBACK_INDEX => {
+                let n = u64::from_le_bytes(fixed(v, "rollback_index", at)?);
+                set_once(&mut rollback, n, "rollback_index", rec_at)?;
+            }
+            tag::CREATED => {
+                let n = u64::from_le_bytes(fixed(v, "created", at)?);
+                set_once(&mut created, n, "created", rec_at)?;
+            }
+            tag::PAYLOAD => {
+                if payloads.len() == MAX_PAYLOADS {
+                    return Err(Error::TooManyPayloads {
+                        count: payloads.len() + 1,
+                        max: MAX_PAYLOADS,
+                    });
+                }
+                let p = parse_payload(v, at)?;
+                if payloads.iter().any(|q| q.role == p.role) {
+                    return Err(Error::DuplicateRole { role: p.role });
+                }
+                payloads.push(p);
+            }
+            other => {
+                unknown(other, rec_at, "header")?;
+                ignored.push((other, rec_at, v.len() as u32));
+            }
+        }
+    }
+    let missing = |field| Error::MissingField {
+        field,
+        container: "header",
+    };
+    if payloads.is_empty() {
+        return Err(Error::NoPayloads);
+    }
+    // Offsets of the stored bytes follow from the framing; filled in by the
+    // reader, which knows where the payloads start.
+    Ok(HeaderFields {
+        format_version,
+        compatible: compatible.ok_or_else(|| missing("compatible"))?,
+        version: version.ok_or_else(|| missing("version"))?,
+        rollback_index: rollback.ok_or_else(|| missing("rollback_index"))?,
+        created: created.ok_or_else(|| missing("created"))?,
+        payloads,
+        ignored,
+    })
+}
+
+fn parse_payload(v: &[u8], base: u64) -> Result<PayloadInfo> {
+    let mut cur = Cursor {
+        buf: v,
+        pos: 0,
+        base,
+        container: "payload entry",
+    };
+    let (mut role, mut comp, mut raw, mut stored, mut sha) = (None, None, None, None, None);
+    while let Some((tag, rec_at, v, at)) = cur.record()? {
+        match tag {
+            tag::payload::ROLE => {
+                let s = text(v, "role", at, MAX_ROLE_LEN)?;
+                if !valid_role(s) {
+                    return Err(Error::BadField {
+                        field: "role",
+                        offset: at,
+                        reason: "not [A-Za-z0-9_]".into(),
+                    });
+                }
+                set_once(&mut role, s.to_owned(), "role", rec_at)?;
+            }
+            tag::payload::COMPRESSION => {
+                let [code] = fixed::<1>(v, "compression", at)?;
+                let c = Compression::from_code(code).ok_or_else(|| Error::BadField {
+                    field: "compression",
+                    offset: at,
+                    reason: format!("unknown compression {code}"),
+                })?;
+                set_once(&mut comp, c, "compression", rec_at)?;
+            }
+            tag::payload::RAW_SIZE => {
+                let n = u64::from_le_bytes(fixed(v, "raw_size", at)?);
+                set_once(&mut raw, n, "raw_size", rec_at)?;
+            }
+            tag::payload::STORED_SIZE => {
+                let n = u64::from_le_bytes(fixed(v, "stored_size", at)?);
+                set_once(&mut stored, n, "stored_size", rec_at)?;
+            }
+            tag::payload::SHA256 => {
+                let h: [u8; 32] = fixed(v, "sha256", at)?;
+                set_once(&mut sha, h, "sha256", rec_at)?;
+            }
+            other => unknown(other, rec_at, "payload entry")?,
+        }
+    }
+    let missing = |field| Error::MissingField {
+        field,
+        container: "payload entry",
+    };
+    let p = PayloadInfo {
+        role: role.ok_or_else(|| missing("role"))?,
+        compression: comp.ok_or_else(|| missing("compression"))?,
+        raw_size: raw.ok_or_else(|| missing("raw_size"))?,
+        stored_size: stored.ok_or_else(|| missing("stored_size"))?,
+        sha256: sha.ok_or_else(|| missing("sha256"))?,
+        offset: 0,
+    };
+    if p.compression == Compression::None && p.raw_size != p.stored_size {
+        return Err(Error::SizeDisagreement {
+            role: p.role,
+            raw: p.raw_size,
+            stored: p.stored_size,
+        });
+    }
+    Ok(p)
+}
+
+/// One entry of the signature block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignatureEntry {
+    /// Id of the key that made it.
+    pub key_id: KeyId,
+    /// The ed25519 signature over the exact header bytes.
+    pub signature: [u8; 64],
+}
+
+/// The signature block's length for `count` entries plus `room` more,
+/// padded so that `header_len + block_len` is a multiple of [`PAYLOAD_ALIGN`].
+pub fn signature_block_len(header_len: u64, slots: usize) -> u32 {
+    let min = SIGNATURE_BLOCK_FIXED_LEN as u64 + SIGNATURE_ENTRY_LEN as u64 * slots as u64;
+    let end = (header_len + min).div_ceil(PAYLOAD_ALIGN) * PAYLOAD_ALIGN;
+    let len = end - header_len;
+    // Never over the cap (slots <= MAX_SIGNATURES keeps `min` far below it).
+    len.min(MAX_SIGNATURE_BLOCK_LEN as u64).max(min) as u32
+}
+
+/// Encode a signature block of exactly `block_len` bytes.
+pub(crate) fn encode_signature_block(
+    entries: &[SignatureEntry],
+    block_len: u32,
+) -> Result<Vec<u8>> {
+    let need = SIGNATURE_BLOCK_FIXED_LEN as usize + SIGNATURE_ENTRY_LEN as usize * entries.len();
+    if entries.len() > MAX_SIGNATURES || need > block_len as usize {
+        return Err(Error::NoSignatureRoom {
+            count: entries.len(),
+            room: signature_room(block_len),
+        });
+    }
+    let mut out = Vec::with_capacity(block_len as usize);
+    out.extend_from_slice(&SIGNATURE_MAGIC);
+    out.extend_from_slice(&block_len.to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    for e in entries {
+        out.extend_from_slice(&e.key_id.0);
+        out.extend_from_slice(&e.signature);
+    }
+    out.resize(block_len as usize, 0);
+    Ok(out)
+}
+
+/// How many signatures a block of this length holds.
+pub fn signature_room(block_len: u32) -> usize {
+    let room = (block_len.saturating_sub(SIGNATURE_BLOCK_FIXED_LEN) / SIGNATURE_ENTRY_LEN) as usize;
+    room.min(MAX_SIGNATURES)
+}
+
+/// Parse a whole signature block (its length already bounded by the reader).
+/// `base` is the block's offset in the image.
+pub(crate) fn parse_signature_block(block: &[u8], base: u64) -> Result<Vec<SignatureEntry>> {
+    let fixed = SIGNATURE_BLOCK_FIXED_LEN as usize;
+    if block.len() < fixed || block[..8] != SIGNATURE_MAGIC {
+        return Err(Error::BadSignatureBlockMagic { offset: base });
+    }
+    let count = u16::from_le_bytes([block[12], block[13]]) as usize;
+    let reserved = u16::from_le_bytes([block[14], block[15]]);
+    if reserved != 0 {
+        return Err(Error::SignatureBlockReserved { offset: base + 14 });
+    }
+    let room = signature_room(block.len() as u32);
+    if count > room {
+        return Err(Error::TooManySignatures {
+            count: count as u64,
+            offset: base + 12,
+            max: room as u64,
+        });
+    }
+    let entry_len = SIGNATURE_ENTRY_LEN as usize;
+    let mut entries: Vec<SignatureEntry> = Vec::with_capacity(count);
+    for (index, raw) in block[fixed..fixed + count * entry_len]
+        .chunks_exact(entry_len)
+        .enumerate()
+    {
+        let offset = base + (fixed + index * entry_len) as u64;
+        if raw.iter().all(|&b| b == 0) {
+            return Err(Error::EmptySignatureEntry { index, offset });
+        }
+        let mut id = [0u8; KEY_ID_LEN];
+        id.copy_from_slice(&raw[..KEY_ID_LEN]);
+        let mut signature = [0u8; 64];
+        signature.copy_from_slice(&raw[KEY_ID_LEN..]);
+        let key_id = KeyId(id);
+        if entries.iter().any(|e| e.key_id == key_id) {
+            return Err(Error::DuplicateSignature { key_id });
+        }
+        entries.push(SignatureEntry { key_id, signature });
+    }
+    let used = fixed + count * entry_len;
+    if let Some(pos) = block[used..].iter().position(|&b| b != 0) {
+        return Err(Error::SignatureBlockPadding {
+            offset: base + (used + pos) as u64,
+        });
+    }
+    Ok(entries)
+}

@@ -1,0 +1,339 @@
+//! Packing and signing.
+//!
+//! `pack` makes one pass over each input: the header's length depends only on
+//! the strings and the number of payloads, so the header and signature block
+//! are reserved at the start of the (seekable) output, every payload is
+//! hashed and, for zstd, compressed straight into the output behind them, and
+//! then the header is encoded with the sizes and hashes, signed and written
+//! into the reserved room. Memory stays bounded by the copy buffer and the
+//! zstd workers, whatever the payload sizes.
+
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+use crate::error::{Error, Result};
+use crate::format::{
+    self, signature_block_len, signature_room, Compression, HeaderSpec, PayloadInfo,
+    SignatureEntry, DEFAULT_SIGNATURE_ROOM, MAX_PAYLOADS, MAX_SIGNATURES,
+};
+use crate::keys::SigningKey;
+use crate::payload::PayloadHasher;
+use crate::reader::ImageReader;
+
+const COPY_BUFFER: usize = 1 << 20;
+/// Highest zstd level accepted: up to 19 the window stays within
+/// [`format::ZSTD_WINDOW_LOG_MAX`], so every reader can decode it.
+pub const MAX_ZSTD_LEVEL: i32 = 19;
+
+/// zstd settings for packing.
+#[derive(Clone, Copy, Debug)]
+pub struct ZstdOptions {
+    /// Compression level, 1..=19.
+    pub level: i32,
+    /// Worker threads (0: compress on the calling thread).
+    pub workers: u32,
+}
+
+impl Default for ZstdOptions {
+    fn default() -> Self {
+        ZstdOptions {
+            level: 3,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        }
+    }
+}
+
+/// What to put in the header.
+#[derive(Clone, Debug)]
+pub struct PackSpec {
+    /// The device family.
+    pub compatible: String,
+    /// The release version.
+    pub version: semver::Version,
+    /// The anti-rollback index.
+    pub rollback_index: u64,
+    /// Creation time, seconds since the Unix epoch.
+    pub created: u64,
+    /// Signature entries to reserve room for (at least the number of signers).
+    pub signature_room: usize,
+    /// zstd settings for the parts that use it.
+    pub zstd: ZstdOptions,
+}
+
+impl PackSpec {
+    /// A spec with the default signature room and zstd settings.
+    pub fn new(
+        compatible: &str,
+        version: semver::Version,
+        rollback_index: u64,
+        created: u64,
+    ) -> Self {
+        PackSpec {
+            compatible: compatible.to_owned(),
+            version,
+            rollback_index,
+            created,
+            signature_room: DEFAULT_SIGNATURE_ROOM,
+            zstd: ZstdOptions::default(),
+        }
+    }
+}
+
+/// One payload to pack.
+pub struct PackPart<'a> {
+    /// Its role.
+    pub role: String,
+    /// How to store it.
+    pub compression: Compression,
+    /// Its raw bytes.
+    pub source: Box<dyn Read + 'a>,
+}
+
+/// Counts what goes through to the output.
+struct Counter<'a, W> {
+    inner: &'a mut W,
+    count: u64,
+}
+
+impl<W: Write> Write for Counter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn io_err(context: &'static str) -> impl Fn(io::Error) -> Error {
+    move |e| Error::io(context, e)
+}
+
+/// Write a signed image to `out` (from its current position 0: pass a fresh
+/// file). Returns the payload entries as written.
+pub fn pack<W: Write + Seek>(
+    out: &mut W,
+    spec: &PackSpec,
+    parts: Vec<PackPart<'_>>,
+    signers: &[&SigningKey],
+) -> Result<Vec<PayloadInfo>> {
+    if signers.is_empty() {
+        return Err(Error::InvalidInput(
+            "at least one signing key is needed".into(),
+        ));
+    }
+    for (i, k) in signers.iter().enumerate() {
+        if signers[..i].iter().any(|o| o.key_id() == k.key_id()) {
+            return Err(Error::DuplicateSignature { key_id: k.key_id() });
+        }
+    }
+    if parts.is_empty() {
+        return Err(Error::NoPayloads);
+    }
+    if parts.len() > MAX_PAYLOADS {
+        return Err(Error::TooManyPayloads {
+            count: parts.len(),
+            max: MAX_PAYLOADS,
+        });
+    }
+    if !(1..=MAX_ZSTD_LEVEL).contains(&spec.zstd.level) {
+        return Err(Error::InvalidInput(format!(
+            "zstd level {} is outside 1..={MAX_ZSTD_LEVEL}",
+            spec.zstd.level
+        )));
+    }
+    for (i, p) in parts.iter().enumerate() {
+        if parts[..i].iter().any(|q| q.role == p.role) {
+            return Err(Error::DuplicateRole {
+                role: p.role.clone(),
+            });
+        }
+    }
+    let room = spec.signature_room.max(signers.len());
+    if room > MAX_SIGNATURES {
+        return Err(Error::InvalidInput(format!(
+            "room for {room} signatures exceeds the limit of {MAX_SIGNATURES}"
+        )));
+    }
+
+    // The header's length is fixed by the strings and the payload count:
+    // encode it once with placeholder sizes and hashes.
+    let mut infos: Vec<PayloadInfo> = parts
+        .iter()
+        .map(|p| PayloadInfo {
+            role: p.role.clone(),
+            compression: p.compression,
+            raw_size: 0,
+            stored_size: 0,
+            sha256: [0; 32],
+            offset: 0,
+        })
+        .collect();
+    fn header_spec<'a>(spec: &'a PackSpec, payloads: &'a [PayloadInfo]) -> HeaderSpec<'a> {
+        HeaderSpec {
+            compatible: &spec.compatible,
+            version: &spec.version,
+            rollback_index: spec.rollback_index,
+            created: spec.created,
+            payloads,
+        }
+    }
+    let header_len = format::encode_header(&header_spec(spec, &infos))?.len() as u64;
+    let block_len = signature_block_len(header_len, room);
+    let mut offset = header_len + block_len as u64;
+    out.seek(SeekFrom::Start(offset))
+        .map_err(io_err("seeking the output"))?;
+
+    let mut buf = vec![0u8; COPY_BUFFER];
+    for (part, info) in parts.into_iter().zip(infos.iter_mut()) {
+        let mut source = part.source;
+        let mut hasher = PayloadHasher::new();
+        let mut counter = Counter {
+            inner: out,
+            count: 0,
+        };
+        match part.compression {
+            Compression::None => {
+                copy_hashing(&mut source, &mut counter, &mut hasher, &mut buf, &info.role)?
+            }
+            Compression::Zstd => {
+                let mut enc = zstd::stream::write::Encoder::new(&mut counter, spec.zstd.level)
+                    .map_err(io_err("creating the zstd encoder"))?;
+                if spec.zstd.workers > 0 {
+                    enc.multithread(spec.zstd.workers)
+                        .map_err(io_err("starting zstd workers"))?;
+                }
+                enc.include_checksum(false)
+                    .map_err(io_err("configuring zstd"))?;
+                copy_hashing(&mut source, &mut enc, &mut hasher, &mut buf, &info.role)?;
+                enc.finish().map_err(io_err("finishing the zstd stream"))?;
+            }
+        }
+        info.raw_size = hasher.len();
+        info.stored_size = counter.count;
+        info.offset = offset;
+        info.sha256 = hasher.digest();
+        offset += info.stored_size;
+    }
+
+    let header = format::encode_header(&header_spec(spec, &infos))?;
+    debug_assert_eq!(header.len() as u64, header_len);
+    let entries: Vec<SignatureEntry> = signers
+        .iter()
+        .map(|k| SignatureEntry {
+            key_id: k.key_id(),
+            signature: k.sign(&header),
+        })
+        .collect();
+    let block = format::encode_signature_block(&entries, block_len)?;
+    out.seek(SeekFrom::Start(0))
+        .map_err(io_err("seeking the output"))?;
+    out.write_all(&header)
+        .map_err(io_err("writing the header"))?;
+    out.write_all(&block)
+        .map_err(io_err("writing the signature block"))?;
+    out.flush().map_err(io_err("flushing the output"))?;
+    Ok(infos)
+}
+
+fn copy_hashing<W: Write>(
+    source: &mut dyn Read,
+    out: &mut W,
+    hasher: &mut PayloadHasher,
+    buf: &mut [u8],
+    role: &str,
+) -> Result<()> {
+    loop {
+        let n = match source.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(Error::Io {
+                    context: "reading a part",
+                    message: format!("{role}: {e}"),
+                    kind: e.kind(),
+                })
+            }
+        };
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])
+            .map_err(io_err("writing the image"))?;
+    }
+}
+
+/// Where a new signature went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignOutcome {
+    /// Written into the reserved room of the existing signature block.
+    InPlace,
+    /// The image was copied with a larger signature block.
+    Copied,
+}
+
+fn new_block_with(
+    reader: &ImageReader<impl Read>,
+    key: &SigningKey,
+    block_len: u32,
+) -> Result<Vec<u8>> {
+    if reader.signatures().iter().any(|e| e.key_id == key.key_id()) {
+        return Err(Error::DuplicateSignature {
+            key_id: key.key_id(),
+        });
+    }
+    let mut entries = reader.signatures().to_vec();
+    entries.push(SignatureEntry {
+        key_id: key.key_id(),
+        signature: key.sign(reader.header_bytes()),
+    });
+    format::encode_signature_block(&entries, block_len)
+}
+
+/// Add a signature in place, rewriting only the signature block, when it has
+/// room ([`Error::NoSignatureRoom`] otherwise: use [`sign_copy`]). The header
+/// must parse; checking the payloads is the caller's business (the CLI does).
+pub fn sign_in_place<F: Read + Write + Seek>(file: &mut F, key: &SigningKey) -> Result<()> {
+    file.seek(SeekFrom::Start(0))
+        .map_err(io_err("seeking the image"))?;
+    let reader = ImageReader::new(&mut *file)?;
+    let header_len = reader.header_bytes().len() as u64;
+    let block_len = reader.signature_block_bytes().len() as u32;
+    let count = reader.signatures().len();
+    if count + 1 > signature_room(block_len) {
+        return Err(Error::NoSignatureRoom {
+            count,
+            room: signature_room(block_len),
+        });
+    }
+    let block = new_block_with(&reader, key, block_len)?;
+    file.seek(SeekFrom::Start(header_len))
+        .map_err(io_err("seeking the image"))?;
+    file.write_all(&block)
+        .map_err(io_err("writing the signature block"))?;
+    file.flush().map_err(io_err("flushing the image"))?;
+    Ok(())
+}
+
+/// Copy `src` to `dst` with a signature added, in a signature block sized
+/// for the signatures plus [`DEFAULT_SIGNATURE_ROOM`] more. Streams the
+/// payload bytes unchanged.
+pub fn sign_copy<R: Read, W: Write>(src: R, dst: &mut W, key: &SigningKey) -> Result<()> {
+    let reader = ImageReader::new(src)?;
+    let header_len = reader.header_bytes().len() as u64;
+    let slots = (reader.signatures().len() + 1 + DEFAULT_SIGNATURE_ROOM).min(MAX_SIGNATURES);
+    if reader.signatures().len() + 1 > slots {
+        return Err(Error::NoSignatureRoom {
+            count: reader.signatures().len(),
+            room: MAX_SIGNATURES,
+        });
+    }
+    let block = new_block_with(&reader, key, signature_block_len(header_len, slots))?;
+    dst.write_all(reader.header_bytes())
+        .map_err(io_err("writing the header"))?;
+    dst.write_all(&block)
+        .map_err(io_err("writing the signature block"))?;
+    let mut rest = reader.into_untrusted()?.into_inner();
+    io::copy(&mut rest, dst).map_err(io_err("copying the payloads"))?;
+    dst.flush().map_err(io_err("flushing the image"))?;
+    Ok(())
+}

@@ -1,0 +1,349 @@
+//! Fixtures for the install, HTTP and boot-check tests: a fresh A/B disk
+//! image made by `slotctl disk init`, a signing key by `slotctl keygen`,
+//! images by `slotctl image pack`, and a config file pointing at all of it
+//! (lock file, keyring, reboot command, short HTTP timeouts) in a temp dir.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::Value;
+
+use crate::run_slotctl;
+
+pub const COMPATIBLE: &str = "acme-test-board";
+/// Role sizes of the test disk: BOOT (the flags partition) and ROOT.
+pub const BOOT_SIZE: u64 = 1 << 20;
+pub const ROOT_SIZE: u64 = 4 << 20;
+
+pub struct Fix {
+    pub dir: tempfile::TempDir,
+    pub disk: PathBuf,
+    pub config: PathBuf,
+    /// The signing key (PKCS#8 PEM) whose public half is in the keyring.
+    pub key: PathBuf,
+    pub keyring: PathBuf,
+    pub lock: PathBuf,
+    /// Created by the configured reboot command.
+    pub rebooted: PathBuf,
+}
+
+/// Panic with stdout and stderr unless the command succeeded.
+pub fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "slotctl failed ({:?})\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// Deterministic test bytes: the first half pseudo-random, the rest zero.
+pub fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = vec![0u8; len];
+    for b in v.iter_mut().take(len / 2) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = (x >> 24) as u8;
+    }
+    v
+}
+
+impl Default for Fix {
+    fn default() -> Self {
+        Fix::new()
+    }
+}
+
+impl Fix {
+    pub fn new() -> Fix {
+        Fix::with_config_extra("")
+    }
+
+    /// A fixture whose config gets `extra` appended (TOML).
+    pub fn with_config_extra(extra: &str) -> Fix {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let disk = d.join("disk.img");
+        ok(run_slotctl([
+            "disk".as_ref(),
+            "init".as_ref(),
+            disk.as_os_str(),
+            "--role".as_ref(),
+            format!("BOOT={BOOT_SIZE}").as_ref(),
+            "--role".as_ref(),
+            format!("ROOT={ROOT_SIZE}").as_ref(),
+        ]));
+        std::fs::create_dir_all(d.join("private")).unwrap();
+        let keyring = d.join("keyring");
+        std::fs::create_dir_all(&keyring).unwrap();
+        ok(run_slotctl([
+            "keygen".as_ref(),
+            "--out".as_ref(),
+            d.join("private/dev").as_os_str(),
+        ]));
+        std::fs::copy(d.join("private/dev.pub"), keyring.join("dev.pub")).unwrap();
+        let lock = d.join("slotctl.lock");
+        let rebooted = d.join("rebooted");
+        let config = d.join("slotctl.toml");
+        let text = format!(
+            r#"compatible = "{COMPATIBLE}"
+keyring = "{keyring}"
+lock_file = "{lock}"
+state_dir = "{state}"
+tries = 3
+
+[boot_check]
+reboot_on_failure = true
+reboot_command = ["touch", "{rebooted}"]
+
+[http]
+connect_timeout_secs = 2
+stall_timeout_secs = 1
+retries = 3
+backoff_initial_ms = 10
+backoff_max_ms = 50
+{extra}
+"#,
+            keyring = keyring.display(),
+            lock = lock.display(),
+            state = d.join("state").display(),
+            rebooted = rebooted.display(),
+        );
+        std::fs::write(&config, text).unwrap();
+        Fix {
+            key: d.join("private/dev.key"),
+            dir,
+            disk,
+            config,
+            keyring,
+            lock,
+            rebooted,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Run slotctl with `--disk` and `--config` of this fixture.
+    pub fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Output {
+        let mut v: Vec<std::ffi::OsString> = args.iter().map(|a| a.as_ref().into()).collect();
+        v.push("--disk".into());
+        v.push(self.disk.clone().into());
+        v.push("--config".into());
+        v.push(self.config.clone().into());
+        run_slotctl(v)
+    }
+
+    /// Write a payload file of `len` test bytes.
+    pub fn payload(&self, name: &str, len: usize, seed: u64) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, test_bytes(len, seed)).unwrap();
+        p
+    }
+
+    /// Pack and sign an image with this fixture's key.
+    pub fn pack(
+        &self,
+        name: &str,
+        version: &str,
+        rollback_index: u64,
+        parts: &[(&str, &Path)],
+        compression: &str,
+    ) -> PathBuf {
+        self.pack_with(
+            name,
+            version,
+            rollback_index,
+            COMPATIBLE,
+            parts,
+            compression,
+            &self.key,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn pack_with(
+        &self,
+        name: &str,
+        version: &str,
+        rollback_index: u64,
+        compatible: &str,
+        parts: &[(&str, &Path)],
+        compression: &str,
+        key: &Path,
+    ) -> PathBuf {
+        let out = self.path(name);
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "image".into(),
+            "pack".into(),
+            "--key".into(),
+            key.into(),
+            "--version".into(),
+            version.into(),
+            "--compatible".into(),
+            compatible.into(),
+            "--rollback-index".into(),
+            rollback_index.to_string().into(),
+            "--compression".into(),
+            compression.into(),
+            "-o".into(),
+            out.clone().into(),
+        ];
+        for (role, file) in parts {
+            args.push("--part".into());
+            let mut s = std::ffi::OsString::from(format!("{role}="));
+            s.push(file.as_os_str());
+            args.push(s);
+        }
+        ok(run_slotctl(args));
+        out
+    }
+
+    /// `install --factory --slot SLOT IMAGE`.
+    pub fn factory(&self, slot: &str, image: &Path) {
+        ok(self.run(&[
+            "install".as_ref(),
+            "--factory".as_ref(),
+            "--slot".as_ref(),
+            slot.as_ref(),
+            image.as_os_str(),
+        ]));
+    }
+
+    /// `status --json` (with `--booted` when given).
+    pub fn status(&self, booted: Option<&str>) -> Value {
+        let mut args = vec!["status", "--json"];
+        if let Some(b) = booted {
+            args.push("--booted");
+            args.push(b);
+        }
+        let out = ok(self.run(&args));
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+    }
+
+    /// (offset, size) of a slot's partition, from `status --json`.
+    pub fn partition(&self, slot: &str, role: &str) -> (u64, u64) {
+        let st = self.status(None);
+        let parts = st["slots"][slot]["partitions"]
+            .as_array()
+            .expect("partitions");
+        let p = parts
+            .iter()
+            .find(|p| p["role"] == role)
+            .unwrap_or_else(|| panic!("no {role} in slot {slot}: {st}"));
+        (p["offset"].as_u64().unwrap(), p["size"].as_u64().unwrap())
+    }
+
+    /// The bytes of a slot's partition.
+    pub fn read_partition(&self, slot: &str, role: &str) -> Vec<u8> {
+        let (off, size) = self.partition(slot, role);
+        let all = std::fs::read(&self.disk).unwrap();
+        all[off as usize..(off + size) as usize].to_vec()
+    }
+
+    pub fn disk_bytes(&self) -> Vec<u8> {
+        std::fs::read(&self.disk).unwrap()
+    }
+
+    /// Assert that a partition starts with exactly `payload`'s bytes.
+    pub fn assert_partition_holds(&self, slot: &str, role: &str, payload: &Path) {
+        let want = std::fs::read(payload).unwrap();
+        let got = self.read_partition(slot, role);
+        assert!(
+            got.len() >= want.len() && got[..want.len()] == want[..],
+            "partition {role}-{slot} does not hold {}",
+            payload.display()
+        );
+    }
+
+    /// The flags of a slot as (priority, tries, successful).
+    pub fn flags(&self, slot: &str) -> (u64, u64, bool) {
+        let st = self.status(None);
+        let s = &st["slots"][slot];
+        (
+            s["priority"].as_u64().unwrap(),
+            s["tries"].as_u64().unwrap(),
+            s["successful"].as_bool().unwrap(),
+        )
+    }
+}
+
+/// `status --json` with everything about slot `target` that an install may
+/// change (flags, record) blanked, and the derived `next` removed: what
+/// must be equal before and after a failed install.
+pub fn status_without_target(st: &Value, target: &str) -> Value {
+    let mut st = st.clone();
+    if let Some(o) = st.as_object_mut() {
+        o.remove("next");
+    }
+    if let Some(slot) = st["slots"][target].as_object_mut() {
+        for (k, v) in slot.iter_mut() {
+            if k != "partitions" && k != "flags_partition" {
+                *v = Value::Null;
+            }
+        }
+    }
+    st
+}
+
+/// Check the invariant of every failed install: `status` is exactly as
+/// before apart from the target slot, which is not bootable.
+pub fn assert_status_unchanged_but_target(before: &Value, after: &Value, target: &str) {
+    assert_eq!(
+        after["slots"][target]["bootable"],
+        Value::Bool(false),
+        "target slot {target} must be unbootable after a failed install: {after}"
+    );
+    assert_eq!(
+        status_without_target(before, target),
+        status_without_target(after, target),
+        "status changed beyond the target slot"
+    );
+}
+
+/// The one `slotctl: error:` line of a failed run (warnings, e.g. about
+/// retries, may precede it); panics unless there is exactly one, last.
+pub fn error_line(out: &Output) -> String {
+    let err = stderr(out);
+    let errors: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("slotctl: error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "expected one error line: {err}");
+    assert_eq!(
+        err.lines().last(),
+        Some(errors[0]),
+        "error line must be last: {err}"
+    );
+    assert!(
+        err.lines()
+            .all(|l| l.starts_with("slotctl: error: ") || l.starts_with("slotctl: warning: ")),
+        "unexpected stderr: {err}"
+    );
+    errors[0].to_string()
+}
+
+/// Assert a refusal: exit code `code`, one line on stderr naming `what`.
+pub fn assert_refused(out: &Output, code: i32, what: &str) {
+    let err = stderr(out);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "expected exit {code}; stderr: {err}"
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got: {err}");
+    assert!(
+        lines[0].starts_with("slotctl: error: ") && lines[0].contains(what),
+        "stderr should name {what:?}: {err}"
+    );
+}

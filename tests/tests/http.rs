@@ -1,0 +1,191 @@
+//! `slotctl install URL` against a real HTTP server on 127.0.0.1 that the
+//! tests start (tests/src/http.rs): each case either completes with the
+//! right bytes on the partition, or fails with one clear line and `status`
+//! exactly as before apart from the target slot being unbootable.
+
+use slotctl_tests::http::{Mode, TestServer};
+use slotctl_tests::installfix::*;
+
+use serde_json::Value;
+
+/// A provisioned disk (slot A good, 1.0.0) and an update image whose ROOT
+/// payload is large enough for faults mid-body.
+fn setup(compression: &str) -> (Fix, std::path::PathBuf, std::path::PathBuf) {
+    let f = Fix::new();
+    let r1 = f.payload("root1", 100_000, 1);
+    let v1 = f.pack("v1.img", "1.0.0", 1, &[("ROOT", &r1)], "zstd");
+    f.factory("A", &v1);
+    let root = f.payload("root2", 3_500_000, 2);
+    let img = f.pack("v2.img", "2.0.0", 1, &[("ROOT", &root)], compression);
+    (f, img, root)
+}
+
+fn install_url(f: &Fix, url: &str) -> std::process::Output {
+    f.run(&["install", "--booted", "A", url])
+}
+
+#[test]
+fn plain_download_installs() {
+    let (f, img, root) = setup("none");
+    let srv = TestServer::start(&img, Mode::Normal);
+    ok(install_url(&f, &srv.url("v2.img")));
+    f.assert_partition_holds("B", "ROOT", &root);
+    assert_eq!(f.flags("B"), (2, 3, false));
+    assert_eq!(srv.requests().len(), 1);
+}
+
+#[test]
+fn dropped_connection_resumes_with_range() {
+    let (f, img, root) = setup("none");
+    let srv = TestServer::start(&img, Mode::DropOnce(1_500_000));
+    let out = ok(f.run(&["install", "--booted", "A", "--json", &srv.url("v2.img")]));
+    f.assert_partition_holds("B", "ROOT", &root);
+    let reqs = srv.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[1].range.as_deref(), Some("bytes=1500000-"));
+    assert_eq!(reqs[1].status, 206);
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events.iter().any(|e| e["event"] == "warning"
+            && e["message"]
+                .as_str()
+                .unwrap()
+                .contains("retrying from byte 1500000")),
+        "{events:?}"
+    );
+    assert_eq!(events.last().unwrap()["ok"], true);
+}
+
+#[test]
+fn dropped_connection_resumes_zstd() {
+    let (f, img, root) = setup("zstd");
+    let len = std::fs::metadata(&img).unwrap().len();
+    let srv = TestServer::start(&img, Mode::DropOnce(len / 2));
+    ok(install_url(&f, &srv.url("v2.img")));
+    f.assert_partition_holds("B", "ROOT", &root);
+    assert_eq!(srv.requests().len(), 2);
+}
+
+#[test]
+fn drop_inside_the_header_resumes() {
+    let (f, img, root) = setup("none");
+    let srv = TestServer::start(&img, Mode::DropOnce(100));
+    ok(install_url(&f, &srv.url("v2.img")));
+    f.assert_partition_holds("B", "ROOT", &root);
+}
+
+#[test]
+fn stalled_body_resumes_after_the_stall_timeout() {
+    let (f, img, root) = setup("none");
+    let srv = TestServer::start(&img, Mode::StallOnce(2_000_000));
+    ok(install_url(&f, &srv.url("v2.img")));
+    f.assert_partition_holds("B", "ROOT", &root);
+    assert_eq!(srv.requests()[1].range.as_deref(), Some("bytes=2000000-"));
+}
+
+#[test]
+fn server_ignoring_range_restarts_and_skips() {
+    let (f, img, root) = setup("none");
+    let srv = TestServer::start(&img, Mode::IgnoreRangeDropOnce(1_000_000));
+    let out = ok(install_url(&f, &srv.url("v2.img")));
+    f.assert_partition_holds("B", "ROOT", &root);
+    assert!(
+        stderr(&out).contains("server ignored Range: re-reading 1000000 bytes from the start"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(srv.requests()[1].status, 200);
+}
+
+/// A failure before the header is read writes nothing at all.
+fn fails_cleanly_before_writing(mode: Mode, what: &str) {
+    let (f, img, _) = setup("none");
+    let srv = TestServer::start(&img, mode);
+    let before = f.disk_bytes();
+    let out = install_url(&f, &srv.url("v2.img"));
+    assert!(!out.status.success());
+    let err = error_line(&out);
+    assert!(err.contains(what), "{err}");
+    assert!(
+        f.disk_bytes() == before,
+        "a failed download before the header wrote to the disk"
+    );
+}
+
+#[test]
+fn not_found_fails_without_writing() {
+    fails_cleanly_before_writing(Mode::Status(404), "HTTP 404 Not Found");
+}
+
+#[test]
+fn server_error_fails_after_bounded_retries_without_writing() {
+    fails_cleanly_before_writing(Mode::Status(500), "after 3 retries: http://127.0.0.1");
+}
+
+#[test]
+fn connection_refused_fails_without_writing() {
+    let (f, _, _) = setup("none");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let before = f.disk_bytes();
+    let out = install_url(&f, &format!("http://127.0.0.1:{port}/v2.img"));
+    assert!(!out.status.success());
+    let err = error_line(&out);
+    assert!(
+        err.contains("download failed at byte 0 after 3 retries"),
+        "{err}"
+    );
+    assert!(f.disk_bytes() == before);
+}
+
+/// A failure mid-body: status unchanged apart from the target slot.
+fn fails_mid_body(mode: Mode, what: &[&str]) {
+    let (f, img, _) = setup("none");
+    let srv = TestServer::start(&img, mode);
+    let before = f.status(Some("A"));
+    let out = install_url(&f, &srv.url("v2.img"));
+    assert!(!out.status.success());
+    let err = error_line(&out);
+    assert!(what.iter().all(|w| err.contains(w)), "{err}");
+    let after = f.status(Some("A"));
+    assert_status_unchanged_but_target(&before, &after, "B");
+    f.assert_partition_holds("A", "ROOT", &f.path("root1"));
+    assert_refused(&f.run(&["verify-slot", "B"]), 3, "no slot record");
+}
+
+#[test]
+fn repeated_drops_exhaust_the_retries() {
+    fails_mid_body(
+        Mode::DropEvery(500_000),
+        &["download failed at byte 2000000 after 3 retries"],
+    );
+}
+
+#[test]
+fn repeated_stalls_exhaust_the_retries() {
+    fails_mid_body(
+        Mode::StallEvery(600_000),
+        &[
+            "download failed at byte 2400000 after 3 retries",
+            "stalled (no data for 1s)",
+        ],
+    );
+}
+
+#[test]
+fn unsupported_scheme_is_refused() {
+    let (f, _, _) = setup("none");
+    let out = install_url(&f, "ftp://127.0.0.1/v2.img");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unsupported source"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -1,0 +1,229 @@
+//! `slotctl image pack` and `slotctl image sign`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use image_format::{
+    Compression, Error, ImageReader, PackPart, PackSpec, SigningKey, ZstdOptions,
+    DEFAULT_SIGNATURE_ROOM,
+};
+
+use super::keys::signing_keys;
+use super::{image_error, persist, temp_beside};
+
+const IO_BUFFER: usize = 1 << 20;
+
+#[derive(Args, Debug)]
+pub struct PackArgs {
+    /// Signing key (PKCS#8 PEM); repeat for several signers. Default: the
+    /// PEM text in the SLOTCTL_SIGNING_KEY environment variable.
+    #[arg(long = "key", value_name = "FILE")]
+    pub keys: Vec<PathBuf>,
+    /// Release version (semantic version, e.g. 1.4.0).
+    #[arg(long, value_name = "SEMVER")]
+    pub version: String,
+    /// Device family the image is for; a device installs only its own.
+    #[arg(long, value_name = "STRING")]
+    pub compatible: String,
+    /// Anti-rollback index; devices refuse an image below their booted one.
+    #[arg(long, value_name = "N")]
+    pub rollback_index: u64,
+    /// A payload: its slot role and file, optionally its own compression
+    /// (ROOT=root.img, BOOT:none=boot.img). Order = stream order.
+    #[arg(long = "part", value_name = "ROLE[:COMPRESSION]=FILE", required = true)]
+    pub parts: Vec<String>,
+    /// Output image (written to a temporary file, then renamed).
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: PathBuf,
+    /// Compression of parts that do not name their own.
+    #[arg(long, value_name = "none|zstd", default_value = "zstd")]
+    pub compression: String,
+    /// zstd level (1..=19).
+    #[arg(long, value_name = "LEVEL", default_value_t = 3)]
+    pub zstd_level: i32,
+    /// zstd worker threads [default: number of CPUs].
+    #[arg(long, value_name = "N")]
+    pub zstd_workers: Option<u32>,
+    /// Signature entries to reserve, so `image sign` can add in place.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_SIGNATURE_ROOM)]
+    pub signature_room: usize,
+    /// Creation time, seconds since the epoch [default: $SOURCE_DATE_EPOCH, else now].
+    #[arg(long, value_name = "SECONDS")]
+    pub created: Option<u64>,
+}
+
+struct PartArg {
+    role: String,
+    compression: Compression,
+    file: PathBuf,
+}
+
+fn parse_part(s: &str, default: Compression) -> anyhow::Result<PartArg> {
+    let Some((lhs, file)) = s.split_once('=') else {
+        bail!("--part `{s}`: expected ROLE[:COMPRESSION]=FILE");
+    };
+    let (role, compression) = match lhs.split_once(':') {
+        Some((role, c)) => (role, c.parse::<Compression>()?),
+        None => (lhs, default),
+    };
+    if !image_format::valid_role(role) {
+        bail!(
+            "--part `{s}`: role `{role}` must be 1..={} characters of A-Z a-z 0-9 _",
+            image_format::MAX_ROLE_LEN
+        );
+    }
+    if file.is_empty() {
+        bail!("--part `{s}`: no file");
+    }
+    Ok(PartArg {
+        role: role.to_owned(),
+        compression,
+        file: PathBuf::from(file),
+    })
+}
+
+fn created(arg: Option<u64>) -> anyhow::Result<u64> {
+    if let Some(t) = arg {
+        return Ok(t);
+    }
+    if let Ok(s) = std::env::var("SOURCE_DATE_EPOCH") {
+        return s
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH `{s}` is not a number of seconds"));
+    }
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()))
+}
+
+pub fn pack(args: &PackArgs) -> anyhow::Result<()> {
+    let default: Compression = args.compression.parse()?;
+    let version = image_format::semver::Version::parse(&args.version).map_err(|e| {
+        anyhow::anyhow!(
+            "--version `{}` is not a semantic version: {e}",
+            args.version
+        )
+    })?;
+    let parts = args
+        .parts
+        .iter()
+        .map(|s| parse_part(s, default))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let keys = signing_keys(&args.keys)?;
+    let signers: Vec<&SigningKey> = keys.iter().collect();
+
+    let mut spec = PackSpec::new(
+        &args.compatible,
+        version,
+        args.rollback_index,
+        created(args.created)?,
+    );
+    spec.signature_room = args.signature_room;
+    spec.zstd = ZstdOptions {
+        level: args.zstd_level,
+        workers: args.zstd_workers.unwrap_or(ZstdOptions::default().workers),
+    };
+    let mut sources = Vec::with_capacity(parts.len());
+    for p in &parts {
+        let f =
+            File::open(&p.file).with_context(|| format!("opening part {}", p.file.display()))?;
+        sources.push(PackPart {
+            role: p.role.clone(),
+            compression: p.compression,
+            source: Box::new(f),
+        });
+    }
+
+    let tmp = temp_beside(&args.output)?;
+    let mut out = BufWriter::with_capacity(IO_BUFFER, tmp.reopen()?);
+    let infos = image_format::pack(&mut out, &spec, sources, &signers)
+        .map_err(|e| anyhow::anyhow!("packing {}: {e}", args.output.display()))?;
+    out.into_inner()
+        .map_err(|e| anyhow::anyhow!("writing {}: {}", args.output.display(), e.error()))?;
+    persist(tmp, &args.output)?;
+
+    let total = infos.last().map_or(0, |p| p.offset + p.stored_size);
+    println!("packed {} ({total} bytes)", args.output.display());
+    for p in &infos {
+        println!(
+            "  {:<8} {:<4} raw {} stored {} sha256 {}",
+            p.role,
+            p.compression.name(),
+            p.raw_size,
+            p.stored_size,
+            p.sha256_hex()
+        );
+    }
+    for k in &keys {
+        println!("  signed by key {}", k.key_id());
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct SignArgs {
+    /// Signing key (PKCS#8 PEM); repeat for several. Default: SLOTCTL_SIGNING_KEY.
+    #[arg(long = "key", value_name = "FILE")]
+    pub keys: Vec<PathBuf>,
+    /// The image to sign; rewritten in place (signature block only) when its
+    /// reserved room allows, else copied with a larger block and renamed.
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+}
+
+pub fn sign(args: &SignArgs) -> anyhow::Result<()> {
+    let keys = signing_keys(&args.keys)?;
+    let path = &args.image;
+    // Sign only what is consistent: the header parses and every payload
+    // matches its declared size and hash.
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let check = || -> image_format::Result<()> {
+        let mut img =
+            ImageReader::new(BufReader::with_capacity(IO_BUFFER, file))?.into_untrusted()?;
+        let mut sink = std::io::sink();
+        while let Some(mut p) = img.next_payload()? {
+            std::io::copy(&mut p, &mut sink).map_err(Error::from_io)?;
+        }
+        img.finish()
+    };
+    check().map_err(|e| image_error(path, e))?;
+
+    for key in &keys {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening {} for writing", path.display()))?;
+        match image_format::sign_in_place(&mut f, key) {
+            Ok(()) => {
+                f.sync_all()
+                    .with_context(|| format!("syncing {}", path.display()))?;
+                println!(
+                    "signed {} with key {} (in place)",
+                    path.display(),
+                    key.key_id()
+                );
+            }
+            Err(Error::NoSignatureRoom { .. }) => {
+                let tmp = temp_beside(path)?;
+                let mut out = BufWriter::with_capacity(IO_BUFFER, tmp.reopen()?);
+                let src = BufReader::with_capacity(IO_BUFFER, File::open(path)?);
+                image_format::sign_copy(src, &mut out, key).map_err(|e| image_error(path, e))?;
+                out.into_inner()
+                    .map_err(|e| anyhow::anyhow!("writing {}: {}", path.display(), e.error()))?;
+                persist(tmp, path)?;
+                println!(
+                    "signed {} with key {} (copied with a larger signature block)",
+                    path.display(),
+                    key.key_id()
+                );
+            }
+            Err(e) => return Err(image_error(path, e)),
+        }
+    }
+    Ok(())
+}
