@@ -145,7 +145,7 @@ pub enum Error {
         actual: u64,
     },
     /// A payload's SHA-256 does not match the header.
-    #[error("payload {role}: SHA-256 {actual} does not match the signed {expected}")]
+    #[error("payload {role}: SHA-256 {actual} does not match the header's {expected}")]
     HashMismatch {
         role: String,
         expected: String,

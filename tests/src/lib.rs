@@ -4,6 +4,8 @@
 //! it into the same target directory as the test executables; `SLOTCTL_BIN`
 //! overrides the path.
 
+pub mod image;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
