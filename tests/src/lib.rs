@@ -62,7 +62,7 @@ pub fn require_tool(name: &str) {
     );
 }
 
-pub mod http;
-pub mod sim;
 pub mod disk;
+pub mod http;
 pub mod installfix;
+pub mod sim;

@@ -82,7 +82,7 @@ pub fn seed_from_env() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0x5107_c7)
+        .unwrap_or(0x0051_07c7)
 }
 
 /// True when the long mode was asked for (`SLOTCTL_RELIABILITY=full`).
@@ -449,7 +449,10 @@ impl Trace {
                        build: &dyn Fn(&mut Vec<u8>),
                        durable: &[u8],
                        stats: &mut CrashStats| {
-            disk.copy_from_slice(durable);
+            // `disk` and `durable` differ only inside the touched ranges.
+            for &(s, e) in &touched {
+                disk[s..e].copy_from_slice(&durable[s..e]);
+            }
             build(&mut disk);
             stats.generated += 1;
             let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -615,3 +618,5 @@ mod tests {
         assert_eq!(stats.cut_points, 5);
     }
 }
+
+pub mod flagdisk;
