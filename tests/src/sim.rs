@@ -251,6 +251,118 @@ impl BlockDevice for SimDevice {
     // drop_cache happening to fsync.
 }
 
+/// A read-only view of disk bytes (a crash state), without copying them.
+/// Writes and flushes fail.
+#[derive(Debug)]
+pub struct SliceDevice<'a> {
+    /// The bytes.
+    pub bytes: &'a [u8],
+    /// What the device reports as its logical sector size.
+    pub sector_size: Option<u32>,
+}
+
+impl BlockDevice for SliceDevice<'_> {
+    fn len(&mut self) -> io::Result<u64> {
+        Ok(self.bytes.len() as u64)
+    }
+    fn read_exact_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        let s = usize::try_from(off).map_err(|_| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        let src = s
+            .checked_add(buf.len())
+            .and_then(|e| self.bytes.get(s..e))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+    fn write_all_at(&mut self, _off: u64, _buf: &[u8]) -> io::Result<()> {
+        Err(io::Error::other("read-only crash state"))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Err(io::Error::other("read-only crash state"))
+    }
+    fn logical_sector_size(&mut self) -> io::Result<Option<u32>> {
+        Ok(self.sector_size)
+    }
+}
+
+/// A copy-on-write view of disk bytes (a crash state): reads see the bytes
+/// with the writes made through it; the bytes themselves are not copied.
+/// Writes are kept per sector of `unit` bytes. Flushes succeed (the boot
+/// after a crash is not itself cut here).
+#[derive(Debug)]
+pub struct CowDevice<'a> {
+    base: &'a [u8],
+    unit: usize,
+    over: std::collections::HashMap<usize, Vec<u8>>,
+    sector_size: Option<u32>,
+}
+
+impl<'a> CowDevice<'a> {
+    /// A view of `base`; `sector_size` is what the device reports.
+    pub fn new(base: &'a [u8], sector_size: Option<u32>) -> CowDevice<'a> {
+        CowDevice {
+            base,
+            unit: 512,
+            over: std::collections::HashMap::new(),
+            sector_size,
+        }
+    }
+
+    /// The bytes as they read now (a copy).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = self.base.to_vec();
+        for (&i, d) in &self.over {
+            v[i * self.unit..(i + 1) * self.unit].copy_from_slice(d);
+        }
+        v
+    }
+
+    fn range(&self, off: u64, len: usize) -> io::Result<(usize, usize)> {
+        let s = usize::try_from(off).map_err(|_| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        match s.checked_add(len) {
+            Some(e) if e <= self.base.len() => Ok((s, e)),
+            _ => Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+        }
+    }
+}
+
+impl BlockDevice for CowDevice<'_> {
+    fn len(&mut self) -> io::Result<u64> {
+        Ok(self.base.len() as u64)
+    }
+    fn read_exact_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        let (s, e) = self.range(off, buf.len())?;
+        buf.copy_from_slice(&self.base[s..e]);
+        if self.over.is_empty() {
+            return Ok(());
+        }
+        for sec in s / self.unit..e.div_ceil(self.unit) {
+            if let Some(d) = self.over.get(&sec) {
+                let (a, b) = ((sec * self.unit).max(s), ((sec + 1) * self.unit).min(e));
+                buf[a - s..b - s].copy_from_slice(&d[a - sec * self.unit..b - sec * self.unit]);
+            }
+        }
+        Ok(())
+    }
+    fn write_all_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
+        let (s, e) = self.range(off, buf.len())?;
+        for sec in s / self.unit..e.div_ceil(self.unit) {
+            let (lo, hi) = (sec * self.unit, (sec + 1) * self.unit);
+            let base = &self.base[lo..hi];
+            let d = self.over.entry(sec).or_insert_with(|| base.to_vec());
+            let (a, b) = (lo.max(s), hi.min(e));
+            d[a - lo..b - lo].copy_from_slice(&buf[a - s..b - s]);
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    fn logical_sector_size(&mut self) -> io::Result<Option<u32>> {
+        Ok(self.sector_size)
+    }
+}
+
 /// How a crash state was made, for messages and reproduction.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Variant {
@@ -575,6 +687,22 @@ mod tests {
     }
 
     #[test]
+    fn cow_device_reads_its_writes_over_the_base() {
+        let base: Vec<u8> = (0..4096u32).map(|i| i as u8).collect();
+        let mut c = CowDevice::new(&base, None);
+        c.write_all_at(500, &[0xaa; 30]).unwrap();
+        let mut buf = vec![0u8; 100];
+        c.read_exact_at(480, &mut buf).unwrap();
+        let mut want = base[480..580].to_vec();
+        want[20..50].fill(0xaa);
+        assert_eq!(buf, want);
+        let mut all = base.clone();
+        all[500..530].fill(0xaa);
+        assert_eq!(c.to_vec(), all);
+        assert!(c.read_exact_at(4090, &mut buf).is_err());
+    }
+
+    #[test]
     fn enumeration_covers_prefixes_tears_and_subsets() {
         let mut d = dev();
         let ((), trace) = Trace::record(&mut d, |d| {
@@ -620,3 +748,4 @@ mod tests {
 }
 
 pub mod flagdisk;
+pub mod strace;

@@ -5,7 +5,7 @@ use boot_flags::{
     BlockDevice, BootChoice, Disk, Flags, Gpt, Guid, NewPartition, SlotFlags, SlotId,
 };
 
-use super::SimDevice;
+use super::{CowDevice, SimDevice, SliceDevice};
 
 /// Size of the simulated disk.
 pub const DISK_LEN: usize = 4 << 20;
@@ -75,8 +75,11 @@ pub fn fl(priority: u8, tries: u8, successful: bool) -> Flags {
 /// What a reader sees on a disk: the entry array of the copy in use and
 /// both slots' flags. `Err` when the table cannot be read.
 pub fn read_view(bytes: &[u8], sector: u32, report: bool) -> Result<(Vec<u8>, SlotFlags), String> {
-    let mut dev = SimDevice::new(bytes.to_vec(), sector, report);
-    let disk = Disk::open(&mut dev, None).map_err(|e| e.to_string())?;
+    let dev = SliceDevice {
+        bytes,
+        sector_size: report.then_some(sector),
+    };
+    let disk = Disk::open(dev, None).map_err(|e| e.to_string())?;
     Ok((disk.gpt().entry_bytes().to_vec(), disk.slot_flags()))
 }
 
@@ -87,15 +90,20 @@ pub struct Booted {
     pub choice: BootChoice,
     /// The flags as read before the boot.
     pub before: SlotFlags,
-    /// The disk after the boot stage's writes (all flushed).
-    pub dev: SimDevice,
+    /// The disk after the boot stage's writes (empty unless asked for).
+    pub after: Vec<u8>,
 }
 
 /// Boot a crash disk as the boot stage does (`slotctl boot-select`: open,
 /// repair a bad copy, pick, use a try), then check that the table is
 /// healthy afterwards and holds what boot selection decided.
 pub fn boot(bytes: &[u8], sector: u32, report: bool) -> Result<Booted, String> {
-    let mut dev = SimDevice::new(bytes.to_vec(), sector, report);
+    boot_with(bytes, sector, report, false)
+}
+
+/// [`boot`], returning the disk after the boot when `keep`.
+pub fn boot_with(bytes: &[u8], sector: u32, report: bool, keep: bool) -> Result<Booted, String> {
+    let mut dev = CowDevice::new(bytes, report.then_some(sector));
     let (choice, before) = {
         let mut disk = Disk::open(&mut dev, None).map_err(|e| format!("open: {e}"))?;
         let before = disk.slot_flags();
@@ -124,6 +132,6 @@ pub fn boot(bytes: &[u8], sector: u32, report: bool) -> Result<Booted, String> {
     Ok(Booted {
         choice,
         before,
-        dev,
+        after: if keep { dev.to_vec() } else { Vec::new() },
     })
 }
