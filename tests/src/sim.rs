@@ -317,6 +317,17 @@ impl<'a> CowDevice<'a> {
         v
     }
 
+    /// Byte ranges written through this view (512-byte units, sorted).
+    pub fn written(&self) -> Vec<(u64, u64)> {
+        let mut v: Vec<(u64, u64)> = self
+            .over
+            .keys()
+            .map(|&i| ((i * self.unit) as u64, self.unit as u64))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     fn range(&self, off: u64, len: usize) -> io::Result<(usize, usize)> {
         let s = usize::try_from(off).map_err(|_| io::Error::from(io::ErrorKind::UnexpectedEof))?;
         match s.checked_add(len) {
