@@ -6,6 +6,9 @@
 //! answers one request and closes (`Connection: close`). Each request is
 //! logged so a test can check, for example, that a resume used `Range`.
 //! Dropping the [`TestServer`] stops it and joins its threads.
+//!
+//! [`TestServer::start_tls`] serves https with a certificate made by the
+//! real `openssl` ([`make_tls_files`]): a test CA and a leaf for 127.0.0.1.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -52,6 +55,7 @@ pub struct Request {
 
 pub struct TestServer {
     addr: SocketAddr,
+    tls: bool,
     stop: Arc<AtomicBool>,
     log: Arc<Mutex<Vec<Request>>>,
     accept: Option<JoinHandle<()>>,
@@ -61,6 +65,7 @@ pub struct TestServer {
 struct Shared {
     file: PathBuf,
     mode: Mode,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: Arc<AtomicBool>,
     log: Arc<Mutex<Vec<Request>>>,
     served: AtomicUsize,
@@ -69,6 +74,29 @@ struct Shared {
 impl TestServer {
     /// Serve `file` (at any path) on 127.0.0.1 with an ephemeral port.
     pub fn start(file: &Path, mode: Mode) -> TestServer {
+        TestServer::start_inner(file, mode, None)
+    }
+
+    /// Like [`TestServer::start`], over TLS with `tls`'s leaf certificate.
+    pub fn start_tls(file: &Path, mode: Mode, tls: &TlsFiles) -> TestServer {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
+            .expect("read cert")
+            .collect::<Result<_, _>>()
+            .expect("parse cert");
+        let key = PrivateKeyDer::from_pem_file(&tls.key).expect("read key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server cert");
+        TestServer::start_inner(file, mode, Some(Arc::new(cfg)))
+    }
+
+    fn start_inner(file: &Path, mode: Mode, tls: Option<Arc<rustls::ServerConfig>>) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local_addr");
         let stop = Arc::new(AtomicBool::new(false));
@@ -77,10 +105,12 @@ impl TestServer {
         let shared = Arc::new(Shared {
             file: file.to_path_buf(),
             mode,
+            tls,
             stop: stop.clone(),
             log: log.clone(),
             served: AtomicUsize::new(0),
         });
+        let is_tls = shared.tls.is_some();
         let w = workers.clone();
         let accept = std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -97,6 +127,7 @@ impl TestServer {
         });
         TestServer {
             addr,
+            tls: is_tls,
             stop,
             log,
             accept: Some(accept),
@@ -104,9 +135,10 @@ impl TestServer {
         }
     }
 
-    /// `http://127.0.0.1:PORT/NAME`.
+    /// `http://127.0.0.1:PORT/NAME` (`https://` for a TLS server).
     pub fn url(&self, name: &str) -> String {
-        format!("http://{}/{}", self.addr, name.trim_start_matches('/'))
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/{}", self.addr, name.trim_start_matches('/'))
     }
 
     /// The requests served so far.
@@ -130,6 +162,88 @@ impl Drop for TestServer {
     }
 }
 
+/// A test CA and a server certificate for 127.0.0.1 signed by it, made by
+/// the real `openssl` (PEM files in `dir`).
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn make_tls_files(dir: &Path) -> TlsFiles {
+    crate::require_tool("openssl");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut a = vec!["req", "-x509"];
+    a.extend(ec);
+    a.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=slotctl test CA",
+    ]);
+    run(&a);
+    let mut a = vec!["req"];
+    a.extend(ec);
+    a.extend([
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&a);
+    std::fs::write(
+        dir.join("srv.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "srv.ext",
+    ]);
+    TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("srv.pem"),
+        key: dir.join("srv.key"),
+    }
+}
+
 /// Parse `bytes=N-` or `bytes=N-M` into (start, inclusive end).
 fn parse_range(v: &str, len: u64) -> Option<(u64, u64)> {
     let spec = v.trim().strip_prefix("bytes=")?;
@@ -145,7 +259,17 @@ fn parse_range(v: &str, len: u64) -> Option<(u64, u64)> {
 
 fn serve(conn: TcpStream, s: &Shared) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(conn.try_clone()?);
+    match &s.tls {
+        None => serve_stream(conn, s),
+        Some(cfg) => {
+            let tls = rustls::ServerConnection::new(cfg.clone()).map_err(std::io::Error::other)?;
+            serve_stream(rustls::StreamOwned::new(tls, conn), s)
+        }
+    }
+}
+
+fn serve_stream<S: Read + Write>(conn: S, s: &Shared) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn);
     let mut line = String::new();
     reader.read_line(&mut line)?;
     if s.stop.load(Ordering::SeqCst) || line.is_empty() {
@@ -167,7 +291,7 @@ fn serve(conn: TcpStream, s: &Shared) -> std::io::Result<()> {
         }
     }
     let nth = s.served.fetch_add(1, Ordering::SeqCst);
-    let mut out = conn;
+    let out = reader.get_mut();
     let record = |status: u16| {
         s.log.lock().unwrap().push(Request {
             method: method.clone(),

@@ -189,3 +189,29 @@ fn unsupported_scheme_is_refused() {
         stderr(&out)
     );
 }
+
+#[test]
+fn https_with_the_configured_ca() {
+    let (f0, img, root) = setup("zstd");
+    let tls = slotctl_tests::http::make_tls_files(f0.dir.path());
+    let srv = TestServer::start_tls(&img, Mode::DropOnce(50_000), &tls);
+    // Without the CA: the web PKI roots do not know the test CA.
+    let before = f0.disk_bytes();
+    let out = install_url(&f0, &srv.url("v2.img"));
+    assert!(!out.status.success());
+    let err = error_line(&out);
+    assert!(
+        err.contains("https://127.0.0.1") && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    assert!(f0.disk_bytes() == before);
+    // With `[tls] ca_file`: installs, resuming over TLS too.
+    let cfg = std::fs::read_to_string(&f0.config).unwrap()
+        + &format!("\n[tls]\nca_file = \"{}\"\n", tls.ca.display());
+    std::fs::write(&f0.config, cfg).unwrap();
+    let srv = TestServer::start_tls(&img, Mode::DropOnce(50_000), &tls);
+    ok(install_url(&f0, &srv.url("v2.img")));
+    f0.assert_partition_holds("B", "ROOT", &root);
+    assert_eq!(srv.requests().len(), 2);
+    assert_eq!(srv.requests()[1].range.as_deref(), Some("bytes=50000-"));
+}

@@ -474,3 +474,74 @@ fn unknown_config_key_is_named() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("extra"), "{}", stderr(&out));
 }
+
+#[test]
+fn reboot_after_activation_runs_the_reboot_command() {
+    let f = provisioned();
+    let (img, _) = update_image(&f, "zstd");
+    ok(f.run(&[
+        os("install"),
+        os("--booted"),
+        os("A"),
+        os("--reboot"),
+        img.as_os_str(),
+    ]));
+    assert!(f.rebooted.exists(), "reboot command not run");
+    assert_eq!(f.flags("B"), (2, 3, false));
+}
+
+#[test]
+fn factory_refuses_booted_and_compatible_needs_factory() {
+    let f = provisioned();
+    let (img, _) = update_image(&f, "zstd");
+    refused(
+        &f,
+        &[
+            os("install"),
+            os("--factory"),
+            os("--slot"),
+            os("B"),
+            os("--booted"),
+            os("A"),
+            img.as_os_str(),
+        ],
+        3,
+        "drop --booted",
+    );
+    refused(
+        &f,
+        &[
+            os("install"),
+            os("--booted"),
+            os("A"),
+            os("--compatible"),
+            os("x"),
+            img.as_os_str(),
+        ],
+        3,
+        "--compatible is only for --factory",
+    );
+}
+
+#[test]
+fn factory_with_compatible_option_and_pubkey_without_config_keys() {
+    let f = Fix::new();
+    // A config without compatible: --compatible and --pubkey provide them.
+    std::fs::write(&f.config, format!("lock_file = \"{}\"\n", f.lock.display())).unwrap();
+    let root = f.payload("r", 70_000, 5);
+    let img = f.pack("f.img", "1.0.0", 1, &[("ROOT", &root)], "zstd");
+    let out = f.run(&[
+        os("install"),
+        os("--factory"),
+        os("--slot"),
+        os("B"),
+        os("--compatible"),
+        os(COMPATIBLE),
+        os("--pubkey"),
+        f.path("private/dev.pub").as_os_str(),
+        img.as_os_str(),
+    ]);
+    ok(out);
+    assert_eq!(f.flags("B"), (2, 0, true));
+    f.assert_partition_holds("B", "ROOT", &root);
+}

@@ -172,9 +172,13 @@ impl HttpReader {
             req = req.header("Range", format!("bytes={}-", self.pos));
         }
         let resp = req.call().map_err(|e| match e {
-            ureq::Error::BadUri(_) | ureq::Error::RequireHttpsOnly(_) => {
-                Failure::Fatal(format!("{}: {e}", self.url))
-            }
+            // Retrying cannot fix a bad URL or a certificate the device
+            // does not trust.
+            ureq::Error::BadUri(_)
+            | ureq::Error::RequireHttpsOnly(_)
+            | ureq::Error::Tls(_)
+            | ureq::Error::Rustls(_)
+            | ureq::Error::Pem(_) => Failure::Fatal(format!("{}: {e}", self.url)),
             e => Failure::Transient(format!("{}: {e}", self.url)),
         })?;
         let status = resp.status().as_u16();

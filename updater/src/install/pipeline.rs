@@ -257,6 +257,54 @@ fn reader_stage(
     Ok(())
 }
 
+/// Stage 2 for an uncompressed payload: hash the source buffers and hand
+/// the same buffers to the writer (no copy); the writer returns them to the
+/// reader's pool.
+fn pass_through(job: &Job, rx: &Receiver<In>, tx: &SyncSender<Out>) -> Result<(), PipelineError> {
+    let mut hasher = Sha256::new();
+    let mut total: u64 = 0;
+    loop {
+        match rx.recv() {
+            Ok(In::Data(buf)) => {
+                total += buf.len() as u64;
+                if total > job.raw_size {
+                    return Err(PipelineError::TooLong {
+                        role: job.role.clone(),
+                        raw_size: job.raw_size,
+                    });
+                }
+                hasher.update(&buf);
+                if tx.send(Out::Data(buf)).is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(In::End) => break,
+            // The reader stopped: it reports its own error.
+            Err(_) => {
+                return Err(PipelineError::Source {
+                    role: job.role.clone(),
+                    err: io::Error::other("source stage stopped"),
+                })
+            }
+        }
+    }
+    if total < job.raw_size {
+        return Err(PipelineError::TooShort {
+            role: job.role.clone(),
+            raw_size: job.raw_size,
+            got: total,
+        });
+    }
+    if hasher.finalize().as_slice() != job.sha256 {
+        return Err(PipelineError::HashMismatch {
+            role: job.role.clone(),
+            phase: "while writing",
+        });
+    }
+    let _ = tx.send(Out::Done);
+    Ok(())
+}
+
 /// Stage 2: decompress, hash, check sizes.
 fn decode_stage(
     jobs: &[Job],
@@ -266,6 +314,10 @@ fn decode_stage(
     pool: Receiver<Vec<u8>>,
 ) -> Result<(), PipelineError> {
     for job in jobs {
+        if job.compression == Compression::None {
+            pass_through(job, &rx, &tx)?;
+            continue;
+        }
         let mut input = ChannelReader {
             rx: &rx,
             back: &back,
@@ -286,18 +338,9 @@ fn decode_stage(
         loop {
             let mut buf = pool.try_recv().unwrap_or_default();
             buf.resize(CHUNK, 0);
-            let got = read_full(&mut dec, &mut buf).map_err(|err| {
-                if job.compression == Compression::None {
-                    PipelineError::Source {
-                        role: job.role.clone(),
-                        err,
-                    }
-                } else {
-                    PipelineError::Decode {
-                        role: job.role.clone(),
-                        err,
-                    }
-                }
+            let got = read_full(&mut dec, &mut buf).map_err(|err| PipelineError::Decode {
+                role: job.role.clone(),
+                err,
             })?;
             if got == 0 {
                 break;
@@ -363,6 +406,7 @@ pub fn write_payloads(
 
     std::thread::scope(|s| {
         let reader = s.spawn(move || reader_stage(src, jobs, in_tx, in_back_rx));
+        let reader_pool = in_back_tx.clone();
         let decoder = s.spawn(move || decode_stage(jobs, in_rx, in_back_tx, out_tx, out_back_rx));
 
         let mut write_result = Ok(());
@@ -382,7 +426,14 @@ pub fn write_payloads(
                         }
                         off += buf.len() as u64;
                         progress.update(off - job.dest_offset);
-                        let _ = out_back_tx.try_send(buf);
+                        // Uncompressed payloads pass the reader's buffers
+                        // through: give them back to the reader.
+                        let pool = if job.compression == Compression::None {
+                            &reader_pool
+                        } else {
+                            &out_back_tx
+                        };
+                        let _ = pool.try_send(buf);
                     }
                     Ok(Out::Done) => break,
                     // The decoder stopped early: it has the error.
