@@ -66,7 +66,8 @@ pub use format::{
 };
 pub use keys::{KeyId, Keyring, PublicKey, SigningKey, KEY_ID_LEN};
 pub use pack::{
-    pack, sign_copy, sign_in_place, PackPart, PackSpec, SignOutcome, ZstdOptions, MAX_ZSTD_LEVEL,
+    pack, sign_copy, sign_in_place, PackPart, PackSpec, ZstdOptions, DEFAULT_ZSTD_JOB_SIZE,
+    MAX_ZSTD_LEVEL,
 };
 pub use payload::{decompressor, PayloadHasher, PayloadReader};
 pub use reader::{

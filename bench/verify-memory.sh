@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Peak RSS of packing and verifying a 4 GiB payload (the bounded-memory
+# claim: < 32 MiB), with compression none and zstd, under /usr/bin/time -v.
+# The payload is a sparse 4 GiB file with a 1 MiB random block every 256 MiB,
+# so it is quick to make; the image itself is written out in full (4 GiB of
+# disk for `none`).
+#
+# Usage: bash bench/verify-memory.sh   (env SIZE_GIB=4, LIMIT_KIB=32768)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_GIB=${SIZE_GIB:-4}
+LIMIT_KIB=${LIMIT_KIB:-32768}
+
+cargo build --release -p slotctl >&2
+BIN=$PWD/target/release/slotctl
+W=$(mktemp -d "${TMPDIR:-/var/tmp}/slotctl-mem.XXXXXX")
+trap 'rm -rf "$W"' EXIT
+
+"$BIN" keygen --out "$W/k" >/dev/null
+truncate -s "${SIZE_GIB}G" "$W/root.raw"
+for ((off = 0; off < SIZE_GIB * 1024; off += 256)); do
+  head -c 1M /dev/urandom | dd of="$W/root.raw" bs=1M seek="$((off + 1))" conv=notrunc status=none
+done
+
+measure() { # label, command...: prints "label: S s, P KiB peak RSS"
+  local label=$1
+  shift
+  /usr/bin/time -f '%e %M' -o "$W/time" "$@" >/dev/null
+  read -r secs kib < "$W/time"
+  echo "$label: ${secs} s, ${kib} KiB peak RSS"
+  if ((kib >= LIMIT_KIB)); then
+    echo "FAILED: $label peaked at $kib KiB (limit $LIMIT_KIB KiB)" >&2
+    status=1
+  fi
+}
+
+status=0
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs, $(free -g | awk '/^Mem:/ {print $2}') GiB RAM"
+echo "payload: ${SIZE_GIB} GiB ($(stat -c %s "$W/root.raw") bytes), sparse with random blocks"
+for comp in none zstd; do
+  measure "pack   ($comp)" "$BIN" image pack --key "$W/k.key" --version 1.0.0 --compatible mem \
+    --rollback-index 1 --compression "$comp" --part "ROOT=$W/root.raw" -o "$W/img"
+  echo "        image: $(stat -c %s "$W/img") bytes"
+  measure "verify ($comp)" "$BIN" image verify --pubkey "$W/k.pub" "$W/img"
+  measure "verify ($comp, stdin)" sh -c "\"$BIN\" image verify --pubkey \"$W/k.pub\" - < \"$W/img\""
+  rm -f "$W/img"
+done
+exit "$status"
