@@ -17,6 +17,7 @@ PACKAGES=(
   time              # /usr/bin/time -v for peak RSS in benchmarks
   util-linux        # lsblk, blockdev
   mount             # losetup (Debian ships it in mount, not util-linux): 4K-sector images in tests
+  strace            # records the real install's writes and flushes for the power-cut suite
 )
 
 missing=()
@@ -29,7 +30,7 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for tool in cgpt sgdisk sfdisk openssl zstd qemu-system-x86_64 cpio mkfs.ext4; do
+for tool in cgpt sgdisk sfdisk openssl zstd qemu-system-x86_64 cpio mkfs.ext4 strace; do
   command -v "$tool" >/dev/null || { echo "setup: $tool still missing" >&2; exit 1; }
 done
 echo "setup: all tools present"

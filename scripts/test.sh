@@ -5,4 +5,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace
+# Everything but the long reliability suites (docs/reliability.md)...
+cargo test --workspace -- --skip reliability_
+# ...which run once, on their own, with their counts (crash states, fuzz
+# cases, tampering cases) in the log.
+cargo test -p slotctl-tests --test power_cut --test power_cut_install --test fuzz_gpt \
+    --test tamper_install -- --nocapture reliability_

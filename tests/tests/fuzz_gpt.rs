@@ -343,7 +343,7 @@ fn exercise(disk: &[u8], ss: u32, report: bool) -> Result<bool, String> {
 }
 
 #[test]
-fn fuzz_gpt_reader_with_corrupted_tables() {
+fn reliability_fuzz_gpt_reader_with_corrupted_tables() {
     let _serial = serial();
     let seed = seed_from_env();
     let mut rng = Rng::new(seed);

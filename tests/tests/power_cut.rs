@@ -255,7 +255,9 @@ fn check_scenario(
     opts: &CrashOptions,
     rng: &mut Rng,
     tag: u64,
+    tool_budget: &mut usize,
 ) -> CrashStats {
+    let mut tick = 0usize;
     let (fa, fb) = (fl(sc.a.0, sc.a.1, sc.a.2), fl(sc.b.0, sc.b.1, sc.b.2));
     let mut dev = with_flags(fresh_disk(sector, report), fa, fb);
     damage(&mut dev, sc.damage, sector, report);
@@ -292,6 +294,11 @@ fn check_scenario(
                 assert!(flags.get(id).bootable(), "{}: slot {id} stopped being bootable", ctx());
             }
         }
+        // The real readers agree: cgpt and sfdisk see the same flags.
+        if sector == 512 && !report && *tool_budget > 0 && rng_tick(&mut tick, 3) {
+            *tool_budget -= 1;
+            cross_check_tools(disk, &flags, &ctx());
+        }
         // The boot: repair, select, use a try; the table is healthy after.
         let booted = boot(disk, sector, report).unwrap_or_else(|e| panic!("{}: boot failed: {e}", ctx()));
         if flags.next_boot().is_some() {
@@ -311,6 +318,68 @@ fn check_scenario(
     stats
 }
 
+/// Every n-th call is true.
+fn rng_tick(tick: &mut usize, n: usize) -> bool {
+    *tick += 1;
+    *tick % n == 1
+}
+
+/// Write a (512-byte sector) crash disk to a file and check that cgpt and
+/// sfdisk read the same flags for both flags partitions (BOOT-A = 1,
+/// BOOT-B = 3) as boot-flags did.
+fn cross_check_tools(disk: &[u8], flags: &SlotFlags, ctx: &str) {
+    slotctl_tests::require_tool("cgpt");
+    slotctl_tests::require_tool("sfdisk");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crash.img");
+    std::fs::write(&path, disk).unwrap();
+    let run = |cmd: &str, args: &[&str]| -> String {
+        let out = std::process::Command::new(cmd)
+            .args(args)
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{ctx}: {cmd} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let sf: serde_json::Value = serde_json::from_str(&run("sfdisk", &["--json"])).unwrap();
+    let parts = sf["partitiontable"]["partitions"]
+        .as_array()
+        .expect("sfdisk partitions")
+        .clone();
+    for (id, index) in [(SlotId::A, 1u32), (SlotId::B, 3)] {
+        let f = flags.get(id);
+        let want = (f.priority.get(), f.tries.get(), u8::from(f.successful));
+        let i = index.to_string();
+        let num = |flag: &str| {
+            run("cgpt", &["show", "-i", &i, flag])
+                .parse::<u8>()
+                .unwrap()
+        };
+        let cg = (num("-P"), num("-T"), num("-S"));
+        assert_eq!(cg, want, "{ctx}: cgpt reads slot {id} differently");
+        let p = &parts[index as usize - 1];
+        let mut word = 0u64;
+        for tok in p["attrs"].as_str().unwrap_or_default().split_whitespace() {
+            if let Some(bits) = tok.strip_prefix("GUID:") {
+                for b in bits.split(',') {
+                    word |= 1 << b.parse::<u32>().unwrap();
+                }
+            }
+        }
+        let sfw = (
+            ((word >> 48) & 0xf) as u8,
+            ((word >> 52) & 0xf) as u8,
+            ((word >> 56) & 1) as u8,
+        );
+        assert_eq!(sfw, want, "{ctx}: sfdisk reads slot {id} differently");
+    }
+}
+
 fn opts() -> CrashOptions {
     CrashOptions {
         max_tears: if full_mode() { usize::MAX } else { 64 },
@@ -319,17 +388,19 @@ fn opts() -> CrashOptions {
 }
 
 #[test]
-fn power_cut_every_flags_operation() {
+fn reliability_power_cut_every_flags_operation() {
     let seed = seed_from_env();
     eprintln!("power_cut: seed {seed} (SLOTCTL_SEED={seed} reproduces)");
     let mut rng = Rng::new(seed);
     let start = Instant::now();
     let mut total = CrashStats::default();
     let opts = opts();
+    let tool_budget_start = if full_mode() { usize::MAX } else { 48 };
+    let mut tool_budget = tool_budget_start;
     for (sector, report) in [(512u32, false), (4096, true), (4096, false)] {
         for (i, sc) in scenarios().iter().enumerate() {
             let tag = (u64::from(sector) << 32) | (u64::from(report) << 16) | i as u64;
-            let s = check_scenario(sc, sector, report, &opts, &mut rng, tag);
+            let s = check_scenario(sc, sector, report, &opts, &mut rng, tag, &mut tool_budget);
             total += s;
         }
     }
@@ -339,6 +410,12 @@ fn power_cut_every_flags_operation() {
         total.generated,
         total.cut_points,
         start.elapsed()
+    );
+    let checked_by_tools = tool_budget_start.saturating_sub(tool_budget);
+    eprintln!("power_cut: {checked_by_tools} of them cross-checked with cgpt and sfdisk");
+    assert!(
+        checked_by_tools >= 20,
+        "too few crash states cross-checked with the real tools"
     );
     assert!(
         total.distinct >= 250,
@@ -361,7 +438,7 @@ fn gpt_region_hash(bytes: &[u8], sector: usize) -> u64 {
 /// reachable disk boots something, the slot marked good is never lost,
 /// and a slot on trial is never chosen once its tries are spent.
 #[test]
-fn repeated_power_cuts_during_boot_never_leave_nothing_to_boot() {
+fn reliability_repeated_power_cuts_during_boot_never_leave_nothing_to_boot() {
     let start = Instant::now();
     let seed = seed_from_env();
     let mut rng = Rng::new(seed ^ 0x683);

@@ -376,7 +376,7 @@ fn rng_pick(i: usize, sample: usize) -> bool {
 }
 
 #[test]
-fn power_cut_install_every_write_and_flush() {
+fn reliability_power_cut_install_every_write_and_flush() {
     let seed = seed_from_env();
     eprintln!("power_cut_install: seed {seed} (SLOTCTL_SEED={seed} reproduces)");
     let mut rng = Rng::new(seed);

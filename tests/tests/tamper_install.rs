@@ -242,7 +242,7 @@ fn flip(image: &[u8], at: usize, bit: u8) -> Vec<u8> {
 }
 
 #[test]
-fn tampered_images_are_refused_at_install_time() {
+fn reliability_tampered_images_are_refused_at_install_time() {
     let seed = seed_from_env();
     eprintln!("tamper_install: seed {seed} (SLOTCTL_SEED={seed} reproduces)");
     let mut rng = Rng::new(seed);
