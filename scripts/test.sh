@@ -9,5 +9,5 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace -- --skip reliability_
 # ...which run once, on their own, with their counts (crash states, fuzz
 # cases, tampering cases) in the log.
-cargo test -p slotctl-tests --test power_cut --test power_cut_install --test fuzz_gpt \
+cargo test -p slotctl-tests --test power_cut --test power_cut_cli --test power_cut_install --test fuzz_gpt \
     --test tamper_install -- --nocapture reliability_
