@@ -402,7 +402,7 @@ fn reliability_power_cut_install_every_write_and_flush() {
         total.distinct
     );
     assert!(
-        total.distinct >= 8000,
+        total.distinct >= 10_000,
         "too few crash states: {}",
         total.distinct
     );
