@@ -66,6 +66,19 @@ pub enum Error {
         /// The configured role.
         role: String,
     },
+    /// Two partitions share sectors: an install into one would overwrite
+    /// the other.
+    #[error("partitions {first} ({first_name}) and {second} ({second_name}) overlap")]
+    Overlap {
+        /// Number of the partition that starts first.
+        first: u32,
+        /// Its name.
+        first_name: String,
+        /// Number of the partition that starts inside it.
+        second: u32,
+        /// Its name.
+        second_name: String,
+    },
     /// A partition number that is not in use.
     #[error("partition {0} does not exist")]
     NoSuchPartition(u32),

@@ -176,6 +176,7 @@ impl SlotLayout {
                 size,
             });
         }
+        check_disjoint(gpt.partitions())?;
         let [a, b] = parts;
         match (a.is_empty(), b.is_empty()) {
             (true, true) => {
@@ -242,5 +243,74 @@ impl SlotLayout {
         SlotId::ALL
             .into_iter()
             .find(|&id| self.slot(id).partitions.iter().any(|p| p.index == index))
+    }
+}
+
+/// Refuse a table in which two partitions share a sector: an install into
+/// one slot must never touch the other (power-loss invariant 3), nor a
+/// shared partition.
+fn check_disjoint(mut parts: Vec<Partition>) -> Result<()> {
+    parts.sort_by_key(|p| (p.first_lba, p.index));
+    for w in parts.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        if b.first_lba <= a.last_lba {
+            return Err(Error::Overlap {
+                first: a.index,
+                first_name: a.name.clone(),
+                second: b.index,
+                second_name: b.name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod disjoint_tests {
+    use super::*;
+    use crate::Guid;
+
+    fn part(index: u32, name: &str, first_lba: u64, last_lba: u64) -> Partition {
+        Partition {
+            index,
+            type_guid: Guid::LINUX_DATA,
+            unique_guid: Guid::from_random_bytes([index as u8; 16]),
+            first_lba,
+            last_lba,
+            attributes: 0,
+            name: name.to_string(),
+        }
+    }
+
+    #[test]
+    fn overlapping_partitions_are_refused_naming_both() {
+        // ROOT-B (4) starts inside ROOT-A (2); table order differs from disk order.
+        let parts = vec![
+            part(4, "ROOT-B", 3000, 5000),
+            part(2, "ROOT-A", 2048, 3000),
+            part(5, "DATA", 6000, 7000),
+        ];
+        let err = check_disjoint(parts).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Overlap {
+                    first: 2,
+                    second: 4,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "partitions 2 (ROOT-A) and 4 (ROOT-B) overlap"
+        );
+    }
+
+    #[test]
+    fn adjacent_partitions_are_fine() {
+        let parts = vec![part(1, "ROOT-A", 2048, 4095), part(2, "ROOT-B", 4096, 8191)];
+        check_disjoint(parts).unwrap();
     }
 }

@@ -52,17 +52,18 @@ mod keys;
 mod pack;
 mod payload;
 mod reader;
+mod sigblock;
 
 #[cfg(test)]
 mod tests;
 
 pub use error::{Error, Result};
 pub use format::{
-    signature_block_len, signature_room, tag, valid_role, Compression, PayloadInfo, SignatureEntry,
-    CRITICAL, DEFAULT_SIGNATURE_ROOM, FORMAT_VERSION, HEADER_FIXED_LEN, IMAGE_MAGIC,
-    MAX_COMPATIBLE_LEN, MAX_HEADER_LEN, MAX_PAYLOADS, MAX_RECORD_LEN, MAX_ROLE_LEN, MAX_SIGNATURES,
-    MAX_SIGNATURE_BLOCK_LEN, MAX_VERSION_LEN, PAYLOAD_ALIGN, SIGNATURE_BLOCK_FIXED_LEN,
-    SIGNATURE_ENTRY_LEN, SIGNATURE_MAGIC, ZSTD_WINDOW_LOG_MAX,
+    tag, valid_role, Compression, PayloadInfo, CRITICAL, DEFAULT_SIGNATURE_ROOM, FORMAT_VERSION,
+    HEADER_FIXED_LEN, IMAGE_MAGIC, MAX_COMPATIBLE_LEN, MAX_HEADER_LEN, MAX_PAYLOADS,
+    MAX_RECORD_LEN, MAX_ROLE_LEN, MAX_SIGNATURES, MAX_SIGNATURE_BLOCK_LEN, MAX_VERSION_LEN,
+    PAYLOAD_ALIGN, SIGNATURE_BLOCK_FIXED_LEN, SIGNATURE_ENTRY_LEN, SIGNATURE_MAGIC,
+    ZSTD_WINDOW_LOG_MAX,
 };
 pub use keys::{KeyId, Keyring, PublicKey, SigningKey, KEY_ID_LEN};
 pub use pack::{
@@ -74,6 +75,7 @@ pub use reader::{
     ImageReader, SignatureStatus, UntrustedHeader, UntrustedImage, VerifiedHeader, VerifiedImage,
 };
 pub use semver;
+pub use sigblock::{signature_block_len, signature_room, SignatureEntry};
 
 /// Lowercase hex of bytes.
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -12,12 +12,13 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    self, signature_block_len, signature_room, Compression, HeaderSpec, PayloadInfo,
-    SignatureEntry, DEFAULT_SIGNATURE_ROOM, MAX_PAYLOADS, MAX_SIGNATURES,
+    self, Compression, HeaderSpec, PayloadInfo, DEFAULT_SIGNATURE_ROOM, MAX_PAYLOADS,
+    MAX_SIGNATURES,
 };
 use crate::keys::SigningKey;
 use crate::payload::PayloadHasher;
 use crate::reader::ImageReader;
+use crate::sigblock::{signature_block_len, signature_room, SignatureEntry};
 
 const COPY_BUFFER: usize = 1 << 20;
 /// Default zstd job size for multithreaded packing: keeps peak memory at
@@ -236,7 +237,7 @@ pub fn pack<W: Write + Seek>(
             signature: k.sign(&header),
         })
         .collect();
-    let block = format::encode_signature_block(&entries, block_len)?;
+    let block = crate::sigblock::encode_signature_block(&entries, block_len)?;
     out.seek(SeekFrom::Start(0))
         .map_err(io_err("seeking the output"))?;
     out.write_all(&header)
@@ -288,7 +289,7 @@ fn new_block_with(
         key_id: key.key_id(),
         signature: key.sign(reader.header_bytes()),
     });
-    format::encode_signature_block(&entries, block_len)
+    crate::sigblock::encode_signature_block(&entries, block_len)
 }
 
 /// Add a signature in place, rewriting only the signature block, when it has

@@ -2,12 +2,19 @@
 //! underlying stream, decompressed and hashed on the way, with the checks at
 //! the end of each payload.
 
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Write};
+use std::sync::mpsc::sync_channel;
 
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::format::{Compression, PayloadInfo, ZSTD_WINDOW_LOG_MAX};
+
+/// Chunk handed from the reading thread to the hashing thread: large enough
+/// that the per-chunk cost vanishes next to SHA-256, small enough for L2.
+const COPY_CHUNK: usize = 256 * 1024;
+/// Chunks in flight between the two threads.
+const COPY_QUEUE: usize = 4;
 
 /// Buffer between the stream and the zstd decoder.
 const ZSTD_INPUT_BUFFER: usize = 128 * 1024;
@@ -366,4 +373,65 @@ impl PayloadHasher {
         }
         Ok(())
     }
+}
+
+/// Fill `buf` as far as the payload goes; 0 only at its (checked) end.
+fn read_full<R: Read>(p: &mut PayloadReader<'_, R>, buf: &mut [u8]) -> Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match p.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::from_io(e)),
+        }
+    }
+    Ok(filled)
+}
+
+/// Read an unhashed payload to its end, writing its raw bytes to `out`, while
+/// a second thread hashes them (each chunk handed over without a copy), so
+/// that reading and decompressing overlap SHA-256. Checks size and hash
+/// before returning `Ok`; `out` has then received exactly the raw bytes.
+pub(crate) fn copy_with_hasher_thread<R: Read>(
+    p: &mut PayloadReader<'_, R>,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    debug_assert!(p.hasher.is_none(), "the payload would be hashed twice");
+    let info = p.info.clone();
+    std::thread::scope(|scope| {
+        let (full_tx, full_rx) = sync_channel::<Vec<u8>>(COPY_QUEUE);
+        let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(COPY_QUEUE + 2);
+        let hasher = scope.spawn(move || {
+            let mut h = PayloadHasher::new();
+            for buf in full_rx {
+                h.update(&buf);
+                let _ = empty_tx.try_send(buf);
+            }
+            h
+        });
+        let read = (|| loop {
+            let mut buf = empty_rx.try_recv().unwrap_or_default();
+            buf.resize(COPY_CHUNK, 0);
+            let n = read_full(p, &mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.truncate(n);
+            out.write_all(&buf)
+                .map_err(|e| Error::io("writing the payload", e))?;
+            if full_tx.send(buf).is_err() {
+                return Err(Error::io(
+                    "hashing the payload",
+                    io::Error::other("hashing thread ended"),
+                ));
+            }
+        })();
+        drop(full_tx);
+        let hasher = hasher.join().expect("the hashing thread does not panic");
+        read?;
+        let len = hasher.len();
+        hasher.finish(&info)?;
+        Ok(len)
+    })
 }

@@ -11,11 +11,12 @@ use std::io::Read;
 
 use crate::error::{Error, Result};
 use crate::format::{
-    self, HeaderFields, PayloadInfo, SignatureEntry, HEADER_FIXED_LEN, IMAGE_MAGIC, MAX_HEADER_LEN,
+    self, HeaderFields, PayloadInfo, HEADER_FIXED_LEN, IMAGE_MAGIC, MAX_HEADER_LEN,
     MAX_SIGNATURE_BLOCK_LEN, SIGNATURE_BLOCK_FIXED_LEN, SIGNATURE_MAGIC,
 };
 use crate::keys::{KeyId, Keyring};
 use crate::payload::Stream;
+use crate::sigblock::SignatureEntry;
 
 /// Read exactly `buf.len()` bytes; a short stream is [`Error::Truncated`].
 pub(crate) fn read_exact_at<R: Read + ?Sized>(
@@ -110,7 +111,7 @@ impl<R: Read> ImageReader<R> {
             "signature block",
             (hlen + SIGNATURE_BLOCK_FIXED_LEN as usize) as u64,
         )?;
-        let signatures = format::parse_signature_block(&record[hlen..], hlen as u64)?;
+        let signatures = crate::sigblock::parse_signature_block(&record[hlen..], hlen as u64)?;
         Ok(ImageReader {
             inner,
             record,
@@ -417,6 +418,22 @@ macro_rules! stream_methods {
         /// before trusting the data (for pipelines that hash on another thread).
         pub fn next_payload_unhashed(&mut self) -> Result<Option<crate::PayloadReader<'_, R>>> {
             self.stream.next_payload(false)
+        }
+
+        /// Copy the next payload's raw bytes to `out`, checking its size and
+        /// SHA-256; reading (and decompressing) runs on the calling thread,
+        /// hashing on a second one. Returns the payload's entry, or `None`
+        /// after the last one. On an error, `out` may have received bytes
+        /// that are not to be trusted.
+        pub fn copy_next_payload(
+            &mut self,
+            out: &mut dyn std::io::Write,
+        ) -> Result<Option<PayloadInfo>> {
+            let Some(mut p) = self.stream.next_payload(false)? else {
+                return Ok(None);
+            };
+            crate::payload::copy_with_hasher_thread(&mut p, out)?;
+            Ok(Some(p.info().clone()))
         }
 
         /// Read past the next payload without decoding or checking it.

@@ -252,3 +252,43 @@ fn keys_round_trip_pem() {
     assert!(!format!("{k:?}").contains(&pem[30..60]));
     assert!(SigningKey::from_pkcs8_pem(&pubpem).is_err());
 }
+
+#[test]
+fn copy_next_payload_checks_on_a_second_thread() {
+    let k = key(1);
+    let keyring = ring(&[&k]);
+    let img = sample_image(&[&k]);
+    let mut v = ImageReader::new(&img[..])
+        .unwrap()
+        .verify(&keyring, 1)
+        .unwrap();
+    let mut boot = Vec::new();
+    let info = v.copy_next_payload(&mut boot).unwrap().unwrap();
+    assert_eq!(info.role, "BOOT");
+    assert_eq!(boot, b"boot loader and kernel ".repeat(300));
+    let mut root = Vec::new();
+    v.copy_next_payload(&mut root).unwrap().unwrap();
+    assert_eq!(root, noise(9000, 7));
+    assert!(v.copy_next_payload(&mut Vec::new()).unwrap().is_none());
+    v.finish().unwrap();
+
+    // A flipped byte in either payload: the copy fails with the hash (or
+    // zstd) error, never Ok.
+    let hlen = ImageReader::new(&img[..]).unwrap().header_bytes().len();
+    for off in [hlen + 4096 + 10, img.len() - 1] {
+        let mut bad = img.clone();
+        bad[off] ^= 4;
+        let mut v = ImageReader::new(&bad[..])
+            .unwrap()
+            .verify(&keyring, 1)
+            .unwrap();
+        let r = v
+            .copy_next_payload(&mut Vec::new())
+            .and_then(|_| v.copy_next_payload(&mut Vec::new()));
+        let e = r.unwrap_err();
+        assert!(
+            matches!(e, Error::HashMismatch { .. } | Error::CorruptPayload { .. }),
+            "offset {off}: {e}"
+        );
+    }
+}

@@ -118,3 +118,19 @@ pub fn doc_openssl_script() -> String {
     let body = &rest[rest.find("```sh\n").expect("sh block") + 6..];
     body[..body.find("\n```").expect("end of block")].to_owned() + "\n"
 }
+
+/// A fresh temporary directory.
+pub fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// BOOT (zstd, compressible) and ROOT (none, random) parts in `dir`, as
+/// `--part` values.
+pub fn parts(dir: &Path) -> Vec<String> {
+    std::fs::write(dir.join("boot.img"), b"kernel and initramfs ".repeat(5000)).unwrap();
+    write_noise(&dir.join("root.img"), 300_000, 11);
+    vec![
+        format!("BOOT={}", dir.join("boot.img").display()),
+        format!("ROOT:none={}", dir.join("root.img").display()),
+    ]
+}

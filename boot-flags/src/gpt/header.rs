@@ -203,7 +203,7 @@ impl Header {
         if needed >= disk_sectors || self.last_usable_lba >= disk_sectors {
             return Err(format!(
                 "it describes a disk of at least {} sectors, the disk has {disk_sectors}",
-                needed.max(self.last_usable_lba) + 1
+                needed.max(self.last_usable_lba).saturating_add(1)
             ));
         }
         Ok(())

@@ -425,7 +425,10 @@ impl Gpt {
     pub fn byte_range(&self, p: &Partition) -> (u64, u64) {
         let ss = u64::from(self.sector_size);
         let sectors = p.last_lba.saturating_sub(p.first_lba).saturating_add(1);
-        (p.first_lba * ss, sectors * ss)
+        // Saturating: an entry is untrusted table content and may hold any
+        // LBA; callers that write check the range against the usable area
+        // (SlotLayout::discover does) before using it.
+        (p.first_lba.saturating_mul(ss), sectors.saturating_mul(ss))
     }
 
     /// Set a partition's whole attribute word in memory (nothing is written

@@ -6,9 +6,8 @@ use std::io::Read;
 use sha2::{Digest, Sha256};
 
 use super::{key, ring, verify_all};
-use crate::format::{
-    encode_signature_block, signature_block_len, tag, wrap_header, Records, SignatureEntry,
-};
+use crate::format::{tag, wrap_header, Records};
+use crate::sigblock::{encode_signature_block, signature_block_len, SignatureEntry};
 use crate::*;
 
 /// Sign `header` with key 1 and put `payload` bytes behind it.

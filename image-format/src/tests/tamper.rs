@@ -3,7 +3,7 @@
 use std::io::{self, Read};
 
 use super::{key, noise, ring, sample_image, verify_all};
-use crate::format::{encode_signature_block, SignatureEntry};
+use crate::sigblock::{encode_signature_block, SignatureEntry};
 use crate::*;
 
 /// The error of a tampered image, asserting it is one clear line.

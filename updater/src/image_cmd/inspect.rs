@@ -1,27 +1,17 @@
 //! `slotctl image verify`, `image info` and `image extract`.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use image_format::{
-    Error, ImageReader, PayloadHasher, PayloadInfo, SignatureStatus, UntrustedHeader,
-    VerifiedHeader,
-};
+use image_format::{ImageReader, PayloadInfo, SignatureStatus, UntrustedHeader, VerifiedHeader};
 use serde_json::json;
 
 use super::{image_error, persist, temp_beside, TrustArgs};
 use crate::cli::Globals;
 use crate::exit;
-
-/// Chunk handed from the reading thread to the hashing thread: large enough
-/// that the per-chunk cost vanishes next to SHA-256, small enough to stay in L2.
-const READ_CHUNK: usize = 256 * 1024;
-/// Chunks in flight between the two threads.
-const QUEUE: usize = 4;
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
@@ -47,77 +37,13 @@ fn require_trust(trust: &TrustArgs) -> anyhow::Result<image_format::Keyring> {
     }
 }
 
-/// Read a payload (made by `next_payload_unhashed`) to its end, writing its
-/// raw bytes to `out`, while a second thread hashes them: reading (and
-/// decompressing) overlaps SHA-256, and each chunk is handed over without a
-/// copy. The hash is checked before this returns `Ok`.
-pub(super) fn drain<R: Read>(
-    p: &mut image_format::PayloadReader<'_, R>,
-    out: &mut dyn Write,
-) -> image_format::Result<()> {
-    let info = p.info().clone();
-    std::thread::scope(|scope| {
-        let (full_tx, full_rx) = sync_channel::<Vec<u8>>(QUEUE);
-        let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(QUEUE + 2);
-        let hasher = scope.spawn(move || {
-            let mut h = PayloadHasher::new();
-            for buf in full_rx {
-                h.update(&buf);
-                let _ = empty_tx.try_send(buf);
-            }
-            h
-        });
-        let read = (|| loop {
-            let mut buf = empty_rx.try_recv().unwrap_or_default();
-            buf.resize(READ_CHUNK, 0);
-            let n = read_full(p, &mut buf)?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.truncate(n);
-            out.write_all(&buf)
-                .map_err(|e| Error::io("writing the payload", e))?;
-            if full_tx.send(buf).is_err() {
-                return Err(Error::io(
-                    "hashing the payload",
-                    std::io::Error::other("hashing thread ended"),
-                ));
-            }
-        })();
-        drop(full_tx);
-        let hasher = hasher.join().expect("the hashing thread does not panic");
-        read?;
-        hasher.finish(&info)
-    })
-}
-
-/// Fill `buf` as far as the payload goes; 0 only at its (checked) end.
-fn read_full<R: Read>(
-    p: &mut image_format::PayloadReader<'_, R>,
-    buf: &mut [u8],
-) -> image_format::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match p.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::from_io(e)),
-        }
-    }
-    Ok(filled)
-}
-
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
     let ring = require_trust(&args.trust)?;
     let path = &args.image;
     let input = open_image(path)?;
     let run = || -> image_format::Result<VerifiedHeader> {
         let mut img = ImageReader::new(input)?.verify(&ring, args.trust.threshold)?;
-        let mut sink = std::io::sink();
-        while let Some(mut p) = img.next_payload_unhashed()? {
-            drain(&mut p, &mut sink)?;
-        }
+        while img.copy_next_payload(&mut std::io::sink())?.is_some() {}
         let header = img.header().clone();
         img.finish()?;
         Ok(header)
@@ -321,18 +247,13 @@ pub fn extract(args: &ExtractArgs) -> anyhow::Result<()> {
                     roles.join(", ")
                 )));
             }
-            loop {
-                let Some(mut p) = img
-                    .next_payload_unhashed()
-                    .map_err(|e| image_error(path, e))?
-                else {
-                    break;
-                };
-                if p.info().role == role {
-                    drain(&mut p, &mut out).map_err(|e| image_error(path, e))?;
+            for r in roles {
+                if r == role {
+                    img.copy_next_payload(&mut out)
+                        .map_err(|e| image_error(path, e))?;
                     break;
                 }
-                drain(&mut p, &mut std::io::sink()).map_err(|e| image_error(path, e))?;
+                img.skip_payload().map_err(|e| image_error(path, e))?;
             }
         }};
     }

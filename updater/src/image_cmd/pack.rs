@@ -189,9 +189,7 @@ pub fn sign(args: &SignArgs) -> anyhow::Result<()> {
     let check = || -> image_format::Result<()> {
         let mut img =
             ImageReader::new(BufReader::with_capacity(IO_BUFFER, file))?.into_untrusted()?;
-        while let Some(mut p) = img.next_payload_unhashed()? {
-            super::inspect::drain(&mut p, &mut std::io::sink())?;
-        }
+        while img.copy_next_payload(&mut std::io::sink())?.is_some() {}
         img.finish()
     };
     check().map_err(|e| image_error(path, e))?;

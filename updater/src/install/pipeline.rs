@@ -32,6 +32,13 @@ use crate::progress::Progress;
 pub const CHUNK: usize = 1 << 20;
 /// Buffers in flight per channel.
 const DEPTH: usize = 4;
+/// Read size and depth of the read-back (see [`hash_region`]).
+const READBACK_CHUNK: usize = 4 << 20;
+const READBACK_DEPTH: usize = 2;
+/// Room of a return channel: more than can ever be in flight, so a spent
+/// buffer is always kept for reuse (no allocation churn, no page faults)
+/// while the number of buffers stays bounded by the channels' depth.
+const POOL: usize = 2 * DEPTH + 4;
 pub use image_format::Compression;
 
 /// One payload to write.
@@ -400,9 +407,9 @@ pub fn write_payloads(
     progress: &Progress,
 ) -> Result<(), PipelineError> {
     let (in_tx, in_rx) = sync_channel::<In>(DEPTH);
-    let (in_back_tx, in_back_rx) = sync_channel::<Vec<u8>>(DEPTH + 2);
+    let (in_back_tx, in_back_rx) = sync_channel::<Vec<u8>>(POOL);
     let (out_tx, out_rx) = sync_channel::<Out>(DEPTH);
-    let (out_back_tx, out_back_rx) = sync_channel::<Vec<u8>>(DEPTH + 2);
+    let (out_back_tx, out_back_rx) = sync_channel::<Vec<u8>>(POOL);
 
     std::thread::scope(|s| {
         let reader = s.spawn(move || reader_stage(src, jobs, in_tx, in_back_rx));
@@ -495,8 +502,12 @@ pub fn hash_region(
     len: u64,
     mut on_progress: impl FnMut(u64),
 ) -> Result<[u8; 32], (u64, io::Error)> {
-    let (tx, rx) = sync_channel::<Vec<u8>>(DEPTH);
-    let (back_tx, back_rx) = sync_channel::<Vec<u8>>(DEPTH + 2);
+    // Reads are synchronous here (the device has no read-ahead hint), so
+    // they are larger than the write pipeline's: a few big requests keep the
+    // disk busy while the other thread hashes. At most READBACK_DEPTH + 2
+    // buffers exist.
+    let (tx, rx) = sync_channel::<Vec<u8>>(READBACK_DEPTH);
+    let (back_tx, back_rx) = sync_channel::<Vec<u8>>(READBACK_DEPTH + 4);
     std::thread::scope(|s| {
         let hasher = s.spawn(move || {
             let mut h = Sha256::new();
@@ -510,7 +521,7 @@ pub fn hash_region(
         let mut pos = 0u64;
         let mut result = Ok(());
         while pos < len {
-            let n = (CHUNK as u64).min(len - pos) as usize;
+            let n = (READBACK_CHUNK as u64).min(len - pos) as usize;
             let mut buf = back_rx.try_recv().unwrap_or_default();
             buf.resize(n, 0);
             if let Err(e) = dev.read_exact_at(off + pos, &mut buf) {
