@@ -330,7 +330,10 @@ fn exercise(disk: &[u8], ss: u32, report: bool) -> Result<bool, String> {
     let usable = (h.first_usable_lba * ssz, (h.last_usable_lba + 1) * ssz);
     for (off, len) in dev.written() {
         if off < ssz {
-            return Err(format!("boot-select wrote bytes {off}..{} of LBA 0 (the protective MBR)", off + len));
+            return Err(format!(
+                "boot-select wrote bytes {off}..{} of LBA 0 (the protective MBR)",
+                off + len
+            ));
         }
         if off < usable.1 && off + len > usable.0 {
             return Err(format!(

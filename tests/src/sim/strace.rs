@@ -93,7 +93,9 @@ pub fn parse(text: &str, disk: &Path) -> Result<Vec<Event>, String> {
     let mut events = Vec::new();
     let mut writer_pid: Option<String> = None;
     for raw in text.lines() {
+        // strace pads the pid column ("123   call(...)").
         let (pid, rest) = raw.split_once(' ').ok_or("a line without a pid")?;
+        let rest = rest.trim_start();
         let line: String = if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
             unfinished.insert(pid.to_string(), head.to_string());
             continue;
@@ -165,7 +167,7 @@ mod tests {
         let h = hex_path(p);
         let log = format!(
             "10 pwrite64(3<{h}>, \"\\x61\\x62\", 2, 512) = 2\n\
-             11 write(1<\\x2f>, \"\\x41\", 1) = 1\n\
+             11   write(1<\\x2f>, \"\\x41\", 1) = 1\n\
              10 pwrite64(3<{h}>, \"\\x63\", 1, 7 <unfinished ...>\n\
              11 write(1<\\x2f>, \"\\x41\", 1) = 1\n\
              10 <... pwrite64 resumed>) = 1\n\
