@@ -444,6 +444,7 @@ fn reliability_repeated_power_cuts_during_boot_never_leave_nothing_to_boot() {
     let mut rng = Rng::new(seed ^ 0x683);
     let mut explored = 0usize;
     let mut crash_states = 0usize;
+    let mut marked_good = 0usize;
     let cases = [
         // A good, B freshly activated.
         ((1, 0, true), (2, 3, false)),
@@ -541,6 +542,31 @@ fn reliability_repeated_power_cuts_during_boot_never_leave_nothing_to_boot() {
                 );
                 crash_states += s.distinct;
                 let fin = trace.final_disk();
+                // The booted system's boot-check marks a trial boot good; the
+                // power may be cut during that commit too.
+                if matches!(choice.kind, boot_flags::BootKind::Trial { .. }) {
+                    let mut dev = SimDevice::new(fin.clone(), sector, report);
+                    let (res, trace) = Trace::record(&mut dev, |d| -> Result<(), String> {
+                        let mut disk = Disk::open(d, None).map_err(|e| e.to_string())?;
+                        disk.set_booted(Some(choice.slot));
+                        disk.mark_good().map_err(|e| e.to_string())
+                    });
+                    res.unwrap_or_else(|e| panic!("mark-good after a trial boot failed: {e}"));
+                    let mut seen = HashSet::new();
+                    let s = trace.for_each_crash(
+                        &CrashOptions::default(),
+                        &mut rng,
+                        1,
+                        &mut seen,
+                        |_, _, d| {
+                            if !visited.contains(&gpt_region_hash(d, sector as usize)) {
+                                queue.push_back(d.to_vec());
+                            }
+                        },
+                    );
+                    crash_states += s.distinct;
+                    marked_good += 1;
+                }
                 if !visited.contains(&gpt_region_hash(&fin, sector as usize)) {
                     queue.push_back(fin);
                 }
@@ -548,7 +574,7 @@ fn reliability_repeated_power_cuts_during_boot_never_leave_nothing_to_boot() {
         }
     }
     eprintln!(
-        "power_cut: repeated boots: {explored} distinct disks explored, {crash_states} crash states of boot-select, in {:.1?}",
+        "power_cut: repeated boots: {explored} distinct disks explored, {crash_states} crash states of boot-select and of mark-good after {marked_good} trial boots, in {:.1?}",
         start.elapsed()
     );
     assert!(explored >= 20);
