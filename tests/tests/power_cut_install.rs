@@ -263,6 +263,7 @@ fn power_cut_install(
     let mut seen = HashSet::new();
     let mut classes = HashSet::new();
     let mut candidates: Vec<(Vec<u8>, String)> = Vec::new();
+    let mut sampled: Vec<(Vec<u8>, String)> = Vec::new();
     let mut total_distinct = 0usize;
     let mut mid: Option<Vec<u8>> = None;
     let stats = trace.for_each_crash(
@@ -320,12 +321,25 @@ fn power_cut_install(
                     mid = Some(disk.to_vec());
                 }
             }
-            let class = format!("{flags:?}/{rec}");
-            if classes.insert(class.clone())
-                || full_mode()
-                || rng_pick(total_distinct, reinstall_sample)
-            {
+            // One re-run per (flags, record, health of each GPT copy) class.
+            let health = {
+                let d = Disk::open(
+                    SliceDevice {
+                        bytes: disk,
+                        sector_size: None,
+                    },
+                    None,
+                )
+                .unwrap();
+                let g = d.gpt();
+                [boot_flags::GptCopy::Primary, boot_flags::GptCopy::Backup]
+                    .map(|c| g.health(c).is_ok())
+            };
+            let class = format!("{flags:?}/{rec}/{health:?}");
+            if classes.insert(class.clone()) {
                 candidates.push((disk.to_vec(), format!("{} [{class}]", ctx())));
+            } else if full_mode() || rng_pick(total_distinct, reinstall_sample) {
+                sampled.push((disk.to_vec(), format!("{} [{class}]", ctx())));
             }
         },
     );
@@ -333,10 +347,9 @@ fn power_cut_install(
     // 4. The same install, run again on the crash disk, succeeds.
     let mut reinstalls = 0;
     let crash_path = fix.path("crash.img");
-    for (disk, ctx) in candidates {
-        if !full_mode() && reinstalls >= reinstall_sample.max(classes.len()) {
-            break;
-        }
+    // Every class representative, and up to `reinstall_sample` others.
+    sampled.truncate(reinstall_sample);
+    for (disk, ctx) in candidates.into_iter().chain(sampled) {
         std::fs::write(&crash_path, &disk).unwrap();
         let out = install_cmd(fix, &crash_path, &v2.image, "B")
             .output()
