@@ -262,8 +262,35 @@ fn power_cut_install(
     };
     let mut seen = HashSet::new();
     let mut classes = HashSet::new();
-    let mut candidates: Vec<(Vec<u8>, String)> = Vec::new();
-    let mut sampled: Vec<(Vec<u8>, String)> = Vec::new();
+    // 4. The same install, run again (the real binary) on a crash disk,
+    // succeeds and boots the new slot. Run inline, so that no crash disk
+    // is kept in memory.
+    let mut reinstalls = 0usize;
+    let mut sampled = 0usize;
+    let crash_path = fix.path("crash.img");
+    let rerun = |disk: &[u8], ctx: &str| {
+        std::fs::write(&crash_path, disk).unwrap();
+        let out = install_cmd(fix, &crash_path, &v2.image, "B")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{ctx}: re-running the install failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let after = std::fs::read(&crash_path).unwrap();
+        assert_eq!(
+            read_flags(&after).unwrap(),
+            s2,
+            "{ctx}: the re-run did not activate A"
+        );
+        assert_eq!(
+            slot_holds(&after, &pa, &versions),
+            Ok("v2"),
+            "{ctx}: after the re-run"
+        );
+        assert_eq!(boot(&after, sector, false).unwrap().choice.slot, SlotId::A);
+    };
     let mut total_distinct = 0usize;
     let mut mid: Option<Vec<u8>> = None;
     let stats = trace.for_each_crash(
@@ -336,43 +363,19 @@ fn power_cut_install(
                     .map(|c| g.health(c).is_ok())
             };
             let class = format!("{flags:?}/{rec}/{health:?}");
-            if classes.insert(class.clone()) {
-                candidates.push((disk.to_vec(), format!("{} [{class}]", ctx())));
-            } else if full_mode() || rng_pick(total_distinct, reinstall_sample) {
-                sampled.push((disk.to_vec(), format!("{} [{class}]", ctx())));
+            // Every class representative, and up to `reinstall_sample` others.
+            let new_class = classes.insert(class.clone());
+            let sample = !new_class
+                && sampled < reinstall_sample
+                && (full_mode() || rng_pick(total_distinct, reinstall_sample));
+            if new_class || sample {
+                sampled += usize::from(sample);
+                rerun(disk, &format!("{} [{class}]", ctx()));
+                reinstalls += 1;
             }
         },
     );
 
-    // 4. The same install, run again on the crash disk, succeeds.
-    let mut reinstalls = 0;
-    let crash_path = fix.path("crash.img");
-    // Every class representative, and up to `reinstall_sample` others.
-    sampled.truncate(reinstall_sample);
-    for (disk, ctx) in candidates.into_iter().chain(sampled) {
-        std::fs::write(&crash_path, &disk).unwrap();
-        let out = install_cmd(fix, &crash_path, &v2.image, "B")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{ctx}: re-running the install failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let after = std::fs::read(&crash_path).unwrap();
-        assert_eq!(
-            read_flags(&after).unwrap(),
-            s2,
-            "{ctx}: the re-run did not activate A"
-        );
-        assert_eq!(
-            slot_holds(&after, &pa, &versions),
-            Ok("v2"),
-            "{ctx}: after the re-run"
-        );
-        assert_eq!(boot(&after, sector, false).unwrap().choice.slot, SlotId::A);
-        reinstalls += 1;
-    }
     let o = Outcome {
         stats,
         reinstalls,
