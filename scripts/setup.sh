@@ -16,6 +16,7 @@ PACKAGES=(
   e2fsprogs         # mkfs.ext4 -d for slot root filesystems
   time              # /usr/bin/time -v for peak RSS in benchmarks
   util-linux        # lsblk, blockdev
+  systemd           # systemd-analyze verify of the units in packaging/
   mount             # losetup (Debian ships it in mount, not util-linux): 4K-sector images in tests
   strace            # records the real install's writes and flushes for the power-cut suite
 )

@@ -16,7 +16,14 @@
 //! - [`VerifiedImage::next_payload`] gives a [`PayloadReader`] that
 //!   decompresses and hashes as it streams, and whose final `read` fails
 //!   when the size or the SHA-256 disagree, so no caller sees a clean end of
-//!   bad data.
+//!   bad data; [`VerifiedImage::copy_next_payload`] does the same with the
+//!   hashing on a second thread, and [`PayloadHasher`] and [`decompressor`]
+//!   are the pieces for pipelines of one's own;
+//! - [`VerifiedHeader::record_bytes`] are the exact signed bytes to keep in a
+//!   slot record, and [`VerifiedHeader::from_record_bytes`] re-verifies them;
+//! - [`ImageReader::into_untrusted`] parses without a signature (for
+//!   `image info` without keys and `image sign`) into distinct `Untrusted*`
+//!   types that nothing installing accepts.
 //!
 //! ```
 //! use image_format::*;

@@ -292,3 +292,65 @@ fn copy_next_payload_checks_on_a_second_thread() {
         );
     }
 }
+
+#[test]
+fn keyring_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Keyring::load_dir(dir.path()).unwrap_err();
+    assert!(
+        e.to_string().contains("no *.pub or *.pem public key"),
+        "{e}"
+    );
+    let (a, b) = (key(1), key(2));
+    std::fs::write(dir.path().join("a.pub"), a.public_key().to_public_key_pem()).unwrap();
+    std::fs::write(dir.path().join("b.pem"), b.public_key().to_public_key_pem()).unwrap();
+    std::fs::write(dir.path().join("README"), "not a key, ignored").unwrap();
+    let ring = Keyring::load_dir(dir.path()).unwrap();
+    assert_eq!(ring.len(), 2);
+    assert!(ring.get(&a.key_id()).is_some() && ring.get(&b.key_id()).is_some());
+    // A broken key file is an error naming it, not silently skipped.
+    std::fs::write(
+        dir.path().join("c.pub"),
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    let e = Keyring::load_dir(dir.path()).unwrap_err();
+    assert!(e.to_string().contains("c.pub"), "{e}");
+    // A private key is not a public key.
+    let e = PublicKey::from_public_key_pem(&a.to_pkcs8_pem().unwrap()).unwrap_err();
+    assert!(
+        !e.to_string().contains("PRIVATE"),
+        "no key material in: {e}"
+    );
+}
+
+#[test]
+fn hasher_and_decompressor_building_blocks() {
+    let k = key(1);
+    let img = sample_image(&[&k]);
+    let v = ImageReader::new(&img[..])
+        .unwrap()
+        .verify(&ring(&[&k]), 1)
+        .unwrap();
+    let boot = v.header().payload("BOOT").unwrap().clone();
+    let stored = &img[boot.offset as usize..(boot.offset + boot.stored_size) as usize];
+    let mut raw = Vec::new();
+    decompressor(boot.compression, stored)
+        .unwrap()
+        .read_to_end(&mut raw)
+        .unwrap();
+    let mut h = PayloadHasher::new();
+    for chunk in raw.chunks(1000) {
+        h.update(chunk);
+    }
+    h.clone().finish(&boot).unwrap();
+    h.update(b"x");
+    assert!(matches!(
+        h.finish(&boot),
+        Err(Error::RawSizeMismatch { .. })
+    ));
+    let mut h = PayloadHasher::new();
+    raw[0] ^= 1;
+    h.update(&raw);
+    assert!(matches!(h.finish(&boot), Err(Error::HashMismatch { .. })));
+}

@@ -215,3 +215,71 @@ fn https_with_the_configured_ca() {
     assert_eq!(srv.requests().len(), 2);
     assert_eq!(srv.requests()[1].range.as_deref(), Some("bytes=50000-"));
 }
+
+/// Start `slotctl install URL` in the background (stdout/stderr piped).
+fn spawn_install(f: &Fix, url: &str) -> std::process::Child {
+    slotctl_tests::slotctl()
+        .args(["install", "--booted", "A", url, "--disk"])
+        .arg(&f.disk)
+        .arg("--config")
+        .arg(&f.config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait until the server has seen `n` requests.
+fn wait_requests(srv: &TestServer, n: usize) {
+    let t = std::time::Instant::now();
+    while srv.requests().len() < n {
+        assert!(
+            t.elapsed().as_secs() < 20,
+            "server never saw {n} request(s)"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn second_updater_is_busy_while_the_first_downloads() {
+    let (f, img, root) = setup("none");
+    // Stall the first download for the stall timeout (1 s) mid-body.
+    let srv = TestServer::start(&img, Mode::StallOnce(1_000_000));
+    let first = spawn_install(&f, &srv.url("v2.img"));
+    wait_requests(&srv, 1);
+    let out = install_url(&f, &srv.url("v2.img"));
+    assert_refused(
+        &out,
+        4,
+        &format!(
+            "busy: another slotctl (pid {}) holds {}",
+            first.id(),
+            f.lock.display()
+        ),
+    );
+    let first_out = first.wait_with_output().unwrap();
+    ok(first_out);
+    f.assert_partition_holds("B", "ROOT", &root);
+}
+
+#[test]
+fn killed_mid_download_leaves_old_slot_and_the_install_can_be_rerun() {
+    let (f, img, root) = setup("none");
+    let before = f.status(Some("A"));
+    let srv = TestServer::start(&img, Mode::StallOnce(2_000_000));
+    let mut child = spawn_install(&f, &srv.url("v2.img"));
+    wait_requests(&srv, 1);
+    // Let it write what it has, then kill it (SIGKILL, by the pid we started).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let after = f.status(Some("A"));
+    assert_status_unchanged_but_target(&before, &after, "B");
+    f.assert_partition_holds("A", "ROOT", &f.path("root1"));
+    // The same install, run again, completes.
+    let srv2 = TestServer::start(&img, Mode::Normal);
+    ok(install_url(&f, &srv2.url("v2.img")));
+    f.assert_partition_holds("B", "ROOT", &root);
+    assert_eq!(f.flags("B"), (2, 3, false));
+}

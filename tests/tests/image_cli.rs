@@ -47,7 +47,7 @@ fn sign_adds_signatures_in_place_then_by_copy() {
             assert_eq!(now.len(), original.len());
         } else {
             assert!(
-                out.contains("copied with a larger signature block"),
+                out.contains("(copied, with room for more signatures)"),
                 "{out}"
             );
             assert!(now.len() > original.len());
@@ -84,6 +84,34 @@ fn sign_adds_signatures_in_place_then_by_copy() {
             img.to_str().unwrap(),
         ]),
         "threshold 2",
+    );
+    // --copy: a new file renamed into place, same header, one more signature.
+    let (kc, pc) = keygen(dir, "kc");
+    let out = ok(
+        run_slotctl([
+            "image",
+            "sign",
+            "--copy",
+            "--key",
+            kc.to_str().unwrap(),
+            img.to_str().unwrap(),
+        ]),
+        "sign --copy",
+    );
+    assert!(
+        out.contains("(copied, with room for more signatures)"),
+        "{out}"
+    );
+    assert_eq!(&std::fs::read(&img).unwrap()[..h], &original[..h]);
+    ok(
+        run_slotctl([
+            "image",
+            "verify",
+            "--pubkey",
+            pc.to_str().unwrap(),
+            img.to_str().unwrap(),
+        ]),
+        "verify after sign --copy",
     );
     // Signing twice with one key is refused, and leaves the file as it was.
     let before = std::fs::read(&img).unwrap();

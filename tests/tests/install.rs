@@ -545,3 +545,34 @@ fn factory_with_compatible_option_and_pubkey_without_config_keys() {
     assert_eq!(f.flags("B"), (2, 0, true));
     f.assert_partition_holds("B", "ROOT", &root);
 }
+
+#[test]
+fn refuses_a_flags_partition_too_small_for_the_record() {
+    let f = Fix::new();
+    let small = f.path("small.img");
+    ok(slotctl_tests::run_slotctl([
+        os("disk"),
+        os("init"),
+        small.as_os_str(),
+        os("--role"),
+        os("BOOT=64K"),
+        os("--role"),
+        os("ROOT=1M"),
+    ]));
+    let root = f.payload("r", 1000, 4);
+    let img = f.pack("s.img", "1.0.0", 1, &[("ROOT", &root)], "zstd");
+    let before = std::fs::read(&small).unwrap();
+    let out = slotctl_tests::run_slotctl([
+        os("install"),
+        os("--factory"),
+        os("--slot"),
+        os("A"),
+        img.as_os_str(),
+        os("--disk"),
+        small.as_os_str(),
+        os("--config"),
+        f.config.as_os_str(),
+    ]);
+    assert_refused(&out, 3, "too small to hold a record (BOOT-A)");
+    assert!(std::fs::read(&small).unwrap() == before);
+}

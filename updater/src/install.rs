@@ -281,7 +281,10 @@ fn plan(
             dest_offset: part.offset,
             skip_before: p.offset - pos,
         });
-        pos = p.offset + p.stored_size;
+        pos = p
+            .offset
+            .checked_add(p.stored_size)
+            .ok_or_else(|| refused(format!("payload {}: offset + stored size overflow", p.role)))?;
     }
     Ok(Plan {
         jobs,

@@ -174,6 +174,10 @@ pub struct SignArgs {
     /// Signing key (PKCS#8 PEM); repeat for several. Default: SLOTCTL_SIGNING_KEY.
     #[arg(long = "key", value_name = "FILE")]
     pub keys: Vec<PathBuf>,
+    /// Always write a new copy and rename it over IMAGE (atomic, costs a
+    /// full copy), instead of rewriting the signature block in place.
+    #[arg(long)]
+    pub copy: bool,
     /// The image to sign; rewritten in place (signature block only) when its
     /// reserved room allows, else copied with a larger block and renamed.
     #[arg(value_name = "IMAGE")]
@@ -200,7 +204,12 @@ pub fn sign(args: &SignArgs) -> anyhow::Result<()> {
             .write(true)
             .open(path)
             .with_context(|| format!("opening {} for writing", path.display()))?;
-        match image_format::sign_in_place(&mut f, key) {
+        let in_place = if args.copy {
+            Err(Error::NoSignatureRoom { count: 0, room: 0 })
+        } else {
+            image_format::sign_in_place(&mut f, key)
+        };
+        match in_place {
             Ok(()) => {
                 f.sync_all()
                     .with_context(|| format!("syncing {}", path.display()))?;
@@ -219,7 +228,7 @@ pub fn sign(args: &SignArgs) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("writing {}: {}", path.display(), e.error()))?;
                 persist(tmp, path)?;
                 println!(
-                    "signed {} with key {} (copied with a larger signature block)",
+                    "signed {} with key {} (copied, with room for more signatures)",
                     path.display(),
                     key.key_id()
                 );

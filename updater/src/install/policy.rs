@@ -175,6 +175,9 @@ pub fn check_header(
     }
 
     let slot = disk.layout().slot(target);
+    let fp = slot.flags_partition();
+    record::region_offset(fp.offset, fp.size)
+        .map_err(|e| refused(format!("slot {target}: {e} ({})", fp.name)))?;
     for p in header.payloads() {
         let Some(part) = slot.partition(&p.role) else {
             let roles: Vec<&str> = slot.roles().collect();

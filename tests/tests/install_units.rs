@@ -1,0 +1,46 @@
+//! The systemd units in packaging/ pass `systemd-analyze verify` (with
+//! ExecStart pointed at the binary under test, which must exist and run),
+//! and the boot check is ordered before boot-complete.target.
+
+use slotctl_tests::{require_tool, slotctl_bin};
+
+fn packaging(name: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../packaging")
+        .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn verify(unit_name: &str, text: &str) {
+    require_tool("systemd-analyze");
+    let dir = tempfile::tempdir().unwrap();
+    let text = text.replace("/usr/bin/slotctl", &slotctl_bin().display().to_string());
+    let path = dir.path().join(unit_name);
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify {unit_name}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn boot_check_unit_verifies_and_is_ordered_before_boot_complete() {
+    let text = packaging("slotctl-boot-check.service");
+    assert!(text.contains("Before=boot-complete.target"));
+    assert!(text.contains("ExecStart=/usr/bin/slotctl boot-check"));
+    verify("slotctl-boot-check.service", &text);
+}
+
+#[test]
+fn install_template_unit_verifies() {
+    let text = packaging("slotctl-install@.service");
+    assert!(text.contains("ExecStart=/usr/bin/slotctl install --json %I"));
+    verify("slotctl-install@example.service", &text);
+}

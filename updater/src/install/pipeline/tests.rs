@@ -1,0 +1,105 @@
+//! Pipeline tests on an in-memory device.
+
+use super::*;
+use crate::progress::Mode;
+
+struct Mem(Vec<u8>);
+impl BlockDevice for Mem {
+    fn len(&mut self) -> io::Result<u64> {
+        Ok(self.0.len() as u64)
+    }
+    fn read_exact_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        let o = off as usize;
+        buf.copy_from_slice(&self.0[o..o + buf.len()]);
+        Ok(())
+    }
+    fn write_all_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
+        let o = off as usize;
+        self.0[o..o + buf.len()].copy_from_slice(buf);
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn data(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2654435761) | 1;
+    (0..n)
+        .map(|i| {
+            if i % 3 == 0 {
+                0
+            } else {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            }
+        })
+        .collect()
+}
+
+fn job(role: &str, c: Compression, raw: &[u8], stored: usize, off: u64, skip: u64) -> Job {
+    Job {
+        role: role.into(),
+        compression: c,
+        stored_size: stored as u64,
+        raw_size: raw.len() as u64,
+        sha256: Sha256::digest(raw).into(),
+        dest_offset: off,
+        skip_before: skip,
+    }
+}
+
+#[test]
+fn writes_zstd_and_plain_and_reads_back() {
+    let a = data(3 * CHUNK + 123, 1);
+    let b = data(CHUNK / 2, 2);
+    let bz = zstd::encode_all(&b[..], 3).unwrap();
+    let mut stream = a.clone();
+    stream.extend_from_slice(&[0u8; 7]);
+    stream.extend_from_slice(&bz);
+    let jobs = vec![
+        job("ROOT", Compression::None, &a, a.len(), 4096, 0),
+        job("BOOT", Compression::Zstd, &b, bz.len(), 8 * CHUNK as u64, 7),
+    ];
+    let mut dev = Mem(vec![0u8; 10 * CHUNK]);
+    let p = Progress::with_mode(Mode::Quiet);
+    let mut src: &[u8] = &stream;
+    write_payloads(&mut src, &jobs, &mut dev, &p).unwrap();
+    assert_eq!(&dev.0[4096..4096 + a.len()], &a[..]);
+    assert_eq!(&dev.0[8 * CHUNK..8 * CHUNK + b.len()], &b[..]);
+    readback(&jobs, &mut dev, &p).unwrap();
+    dev.0[5000] ^= 1;
+    let e = readback(&jobs, &mut dev, &p).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("ROOT: SHA-256 mismatch on read-back"),
+        "{e}"
+    );
+}
+
+#[test]
+fn refuses_bad_hash_short_and_long() {
+    let a = data(CHUNK + 5, 3);
+    let mut j = job("ROOT", Compression::None, &a, a.len(), 0, 0);
+    let p = Progress::with_mode(Mode::Quiet);
+    let mut dev = Mem(vec![0u8; 4 * CHUNK]);
+    let mut bad = a.clone();
+    bad[10] ^= 1;
+    let e = write_payloads(&mut &bad[..], &[j.clone()], &mut dev, &p).unwrap_err();
+    assert!(matches!(e, PipelineError::HashMismatch { .. }), "{e}");
+    let e = write_payloads(&mut &a[..100], &[j.clone()], &mut dev, &p).unwrap_err();
+    assert!(matches!(e, PipelineError::Source { .. }), "{e}");
+    // zstd stream that decompresses to more than raw_size
+    let big = data(2 * CHUNK, 4);
+    let z = zstd::encode_all(&big[..], 1).unwrap();
+    j.compression = Compression::Zstd;
+    j.stored_size = z.len() as u64;
+    let e = write_payloads(&mut &z[..], &[j.clone()], &mut dev, &p).unwrap_err();
+    assert!(matches!(e, PipelineError::TooLong { .. }), "{e}");
+    // garbage instead of zstd
+    j.stored_size = a.len() as u64;
+    let e = write_payloads(&mut &a[..], &[j], &mut dev, &p).unwrap_err();
+    assert!(matches!(e, PipelineError::Decode { .. }), "{e}");
+}
