@@ -5,7 +5,15 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace
+# The slotctl binary the integration tests run (cargo test alone does not
+# always build it).
+cargo build -p slotctl
+# Everything but the long reliability suites (docs/reliability.md)...
+cargo test --workspace -- --skip reliability_
+# ...which run once, on their own, with their counts (crash states, fuzz
+# cases, tampering cases) in the log.
+cargo test -p slotctl-tests --test power_cut --test power_cut_cli --test power_cut_install --test fuzz_gpt \
+    --test tamper_install -- --nocapture reliability_
 # End to end on a booting QEMU machine (TCG): prints "qemu: N boots, M/7
 # scenarios passed" and fails if any scenario failed.
 bash qemu/run-tests.sh

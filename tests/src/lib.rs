@@ -66,3 +66,4 @@ pub mod disk;
 pub mod feedsrv;
 pub mod http;
 pub mod installfix;
+pub mod sim;

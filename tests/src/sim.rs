@@ -1,0 +1,762 @@
+//! A simulated block device for power-cut testing, and the enumeration of
+//! the disks a power cut can leave behind.
+//!
+//! [`SimDevice`] implements boot-flags' [`BlockDevice`]. It keeps what was
+//! flushed (`durable`) and the writes issued since the last flush
+//! (`pending`); reads see `durable` with `pending` applied in order, as a
+//! page cache would. [`BlockDevice::flush`] makes everything pending durable.
+//! While recording, every write (with its bytes) and every flush is kept in
+//! a [`Trace`].
+//!
+//! A [`Trace`] of one operation, started on a fully flushed disk, yields the
+//! crash states ([`Trace::for_each_crash`]): for every cut point (before
+//! each write and each flush, and after the last event), with `p1..pk` the
+//! writes issued since the last flush and `w` the write in flight (if the
+//! cut is before a write):
+//!
+//! - **clean cut**: durable + `p1..pk` in order (what a device that keeps
+//!   order leaves; earlier prefixes are the clean cuts of earlier points);
+//! - **torn**: the clean cut plus the first `t` sectors of `w`, for each
+//!   sector boundary `0 < t < sectors(w)` (exhaustive up to
+//!   [`CrashOptions::max_tears`] boundaries, evenly spread and random
+//!   beyond);
+//! - **reordered**: durable + any subset of `p1..pk` (applied in order:
+//!   the block layer may persist unflushed writes to different sectors in
+//!   any order, so any subset can be on the medium), exhaustive when
+//!   `k <= CrashOptions::max_exhaustive_pending`, [`CrashOptions::random_subsets`]
+//!   random subsets beyond; and each such subset with one of the missing
+//!   writes torn at a sector boundary (first, middle and last boundary).
+//!
+//! States are identified by the bytes of the sectors the operation touched
+//! (everything else is the disk as it was before the operation), so two
+//! variants that leave the same bytes count once: [`CrashStats::distinct`]
+//! is the number of distinct post-crash disks checked.
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::io;
+
+use boot_flags::BlockDevice;
+
+/// A small deterministic PRNG (SplitMix64): the suites print their seed,
+/// and a seed reproduces a run exactly on any machine.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        assert!(n > 0, "Rng::below(0)");
+        self.next_u64() % n
+    }
+
+    /// True with probability `1/n`.
+    pub fn one_in(&mut self, n: u64) -> bool {
+        self.below(n) == 0
+    }
+}
+
+/// A seed: from `SLOTCTL_SEED` when set (to reproduce a printed run), else
+/// from the clock.
+pub fn seed_from_env() -> u64 {
+    if let Some(s) = std::env::var("SLOTCTL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return s;
+    }
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0x0051_07c7)
+}
+
+/// True when the long mode was asked for (`SLOTCTL_RELIABILITY=full`).
+pub fn full_mode() -> bool {
+    std::env::var("SLOTCTL_RELIABILITY").is_ok_and(|v| v == "full")
+}
+
+/// One write: its byte offset and its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Write {
+    /// Byte offset on the disk.
+    pub off: u64,
+    /// The bytes written.
+    pub data: Vec<u8>,
+}
+
+/// What an operation did to the device, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A write (not yet durable).
+    Write(Write),
+    /// A durability barrier.
+    Flush,
+}
+
+/// The device under the code under test.
+#[derive(Clone, Debug)]
+pub struct SimDevice {
+    durable: Vec<u8>,
+    cache: Vec<u8>,
+    pending: Vec<Write>,
+    sector: u32,
+    reported_sector: Option<u32>,
+    recording: Option<Vec<Event>>,
+    fail_writes_after: Option<usize>,
+}
+
+impl SimDevice {
+    /// A device holding `bytes` (all durable). `sector` is the granularity
+    /// of torn writes; the device reports it as its logical sector size
+    /// when `report_sector_size`.
+    pub fn new(bytes: Vec<u8>, sector: u32, report_sector_size: bool) -> SimDevice {
+        SimDevice {
+            cache: bytes.clone(),
+            durable: bytes,
+            pending: Vec::new(),
+            sector,
+            reported_sector: report_sector_size.then_some(sector),
+            recording: None,
+            fail_writes_after: None,
+        }
+    }
+
+    /// What a reader sees (durable + pending).
+    pub fn bytes(&self) -> &[u8] {
+        &self.cache
+    }
+
+    /// What survived the last flush.
+    pub fn durable(&self) -> &[u8] {
+        &self.durable
+    }
+
+    /// Writes issued since the last flush.
+    pub fn pending(&self) -> &[Write] {
+        &self.pending
+    }
+
+    /// The tearing granularity.
+    pub fn sector(&self) -> u32 {
+        self.sector
+    }
+
+    /// Start recording writes and flushes. The disk must be fully flushed,
+    /// so that the trace starts from a durable state.
+    pub fn start_recording(&mut self) {
+        assert!(
+            self.pending.is_empty(),
+            "start recording on a flushed device"
+        );
+        self.recording = Some(Vec::new());
+    }
+
+    /// Stop recording and return the trace, starting from `base` (the
+    /// durable bytes when recording started).
+    pub fn take_events(&mut self) -> Vec<Event> {
+        self.recording.take().unwrap_or_default()
+    }
+
+    /// Make the device fail every write after `n` more writes (an I/O
+    /// error, not a power cut).
+    pub fn fail_writes_after(&mut self, n: Option<usize>) {
+        self.fail_writes_after = n;
+    }
+
+    /// Lose the pending writes (a power cut that kept none of them).
+    pub fn power_cut_clean(&mut self) {
+        self.pending.clear();
+        self.cache.clone_from(&self.durable);
+    }
+
+    fn check_range(&self, off: u64, len: usize) -> io::Result<usize> {
+        let start = usize::try_from(off)
+            .map_err(|_| io::Error::new(io::ErrorKind::UnexpectedEof, "offset past the end"))?;
+        match start.checked_add(len) {
+            Some(end) if end <= self.cache.len() => Ok(start),
+            _ => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "access {off}+{len} past the end of a {}-byte device",
+                    self.cache.len()
+                ),
+            )),
+        }
+    }
+}
+
+impl BlockDevice for SimDevice {
+    fn len(&mut self) -> io::Result<u64> {
+        Ok(self.cache.len() as u64)
+    }
+
+    fn read_exact_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        let s = self.check_range(off, buf.len())?;
+        buf.copy_from_slice(&self.cache[s..s + buf.len()]);
+        Ok(())
+    }
+
+    fn write_all_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
+        let s = self.check_range(off, buf.len())?;
+        if let Some(n) = self.fail_writes_after.as_mut() {
+            if *n == 0 {
+                return Err(io::Error::other("simulated write error"));
+            }
+            *n -= 1;
+        }
+        self.cache[s..s + buf.len()].copy_from_slice(buf);
+        let w = Write {
+            off,
+            data: buf.to_vec(),
+        };
+        if let Some(r) = self.recording.as_mut() {
+            r.push(Event::Write(w.clone()));
+        }
+        self.pending.push(w);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        for w in self.pending.drain(..) {
+            let s = w.off as usize;
+            self.durable[s..s + w.data.len()].copy_from_slice(&w.data);
+        }
+        if let Some(r) = self.recording.as_mut() {
+            r.push(Event::Flush);
+        }
+        Ok(())
+    }
+
+    fn logical_sector_size(&mut self) -> io::Result<Option<u32>> {
+        Ok(self.reported_sector)
+    }
+
+    // drop_cache: the default (no-op). It is deliberately not a barrier: the
+    // code under test must flush for durability, not rely on FileDevice's
+    // drop_cache happening to fsync.
+}
+
+/// A read-only view of disk bytes (a crash state), without copying them.
+/// Writes and flushes fail.
+#[derive(Debug)]
+pub struct SliceDevice<'a> {
+    /// The bytes.
+    pub bytes: &'a [u8],
+    /// What the device reports as its logical sector size.
+    pub sector_size: Option<u32>,
+}
+
+impl BlockDevice for SliceDevice<'_> {
+    fn len(&mut self) -> io::Result<u64> {
+        Ok(self.bytes.len() as u64)
+    }
+    fn read_exact_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        let s = usize::try_from(off).map_err(|_| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        let src = s
+            .checked_add(buf.len())
+            .and_then(|e| self.bytes.get(s..e))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+    fn write_all_at(&mut self, _off: u64, _buf: &[u8]) -> io::Result<()> {
+        Err(io::Error::other("read-only crash state"))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Err(io::Error::other("read-only crash state"))
+    }
+    fn logical_sector_size(&mut self) -> io::Result<Option<u32>> {
+        Ok(self.sector_size)
+    }
+}
+
+/// A copy-on-write view of disk bytes (a crash state): reads see the bytes
+/// with the writes made through it; the bytes themselves are not copied.
+/// Writes are kept per sector of `unit` bytes. Flushes succeed (the boot
+/// after a crash is not itself cut here).
+#[derive(Debug)]
+pub struct CowDevice<'a> {
+    base: &'a [u8],
+    unit: usize,
+    over: std::collections::HashMap<usize, Vec<u8>>,
+    sector_size: Option<u32>,
+}
+
+impl<'a> CowDevice<'a> {
+    /// A view of `base`; `sector_size` is what the device reports.
+    pub fn new(base: &'a [u8], sector_size: Option<u32>) -> CowDevice<'a> {
+        CowDevice {
+            base,
+            unit: 512,
+            over: std::collections::HashMap::new(),
+            sector_size,
+        }
+    }
+
+    /// The bytes as they read now (a copy).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = self.base.to_vec();
+        for (&i, d) in &self.over {
+            v[i * self.unit..(i + 1) * self.unit].copy_from_slice(d);
+        }
+        v
+    }
+
+    /// Byte ranges written through this view (512-byte units, sorted).
+    pub fn written(&self) -> Vec<(u64, u64)> {
+        let mut v: Vec<(u64, u64)> = self
+            .over
+            .keys()
+            .map(|&i| ((i * self.unit) as u64, self.unit as u64))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn range(&self, off: u64, len: usize) -> io::Result<(usize, usize)> {
+        let s = usize::try_from(off).map_err(|_| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        match s.checked_add(len) {
+            Some(e) if e <= self.base.len() => Ok((s, e)),
+            _ => Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+        }
+    }
+}
+
+impl BlockDevice for CowDevice<'_> {
+    fn len(&mut self) -> io::Result<u64> {
+        Ok(self.base.len() as u64)
+    }
+    fn read_exact_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        let (s, e) = self.range(off, buf.len())?;
+        buf.copy_from_slice(&self.base[s..e]);
+        if self.over.is_empty() {
+            return Ok(());
+        }
+        for sec in s / self.unit..e.div_ceil(self.unit) {
+            if let Some(d) = self.over.get(&sec) {
+                let (a, b) = ((sec * self.unit).max(s), ((sec + 1) * self.unit).min(e));
+                buf[a - s..b - s].copy_from_slice(&d[a - sec * self.unit..b - sec * self.unit]);
+            }
+        }
+        Ok(())
+    }
+    fn write_all_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
+        let (s, e) = self.range(off, buf.len())?;
+        for sec in s / self.unit..e.div_ceil(self.unit) {
+            let (lo, hi) = (sec * self.unit, (sec + 1) * self.unit);
+            let base = &self.base[lo..hi];
+            let d = self.over.entry(sec).or_insert_with(|| base.to_vec());
+            let (a, b) = (lo.max(s), hi.min(e));
+            d[a - lo..b - lo].copy_from_slice(&buf[a - s..b - s]);
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    fn logical_sector_size(&mut self) -> io::Result<Option<u32>> {
+        Ok(self.sector_size)
+    }
+}
+
+/// How a crash state was made, for messages and reproduction.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// Every pending write landed, in order.
+    Clean,
+    /// Every pending write, and the first `sectors` sectors of the write in
+    /// flight.
+    Torn {
+        /// Sectors of the in-flight write that landed.
+        sectors: u64,
+    },
+    /// Only the pending writes whose bit is set in `mask` landed (bit i =
+    /// i-th pending write), and optionally one other pending write torn.
+    Reordered {
+        /// Bit i set: pending write i landed.
+        mask: u64,
+        /// A pending write not in `mask` that landed partly: (index, sectors).
+        torn: Option<(usize, u64)>,
+    },
+}
+
+/// Knobs of the enumeration.
+#[derive(Clone, Debug)]
+pub struct CrashOptions {
+    /// Tear the in-flight write at every sector boundary when it has at
+    /// most this many boundaries; beyond, this many boundaries (first,
+    /// last, evenly spread and random).
+    pub max_tears: usize,
+    /// Enumerate all subsets of the pending writes when there are at most
+    /// this many.
+    pub max_exhaustive_pending: usize,
+    /// Random subsets when there are more pending writes.
+    pub random_subsets: usize,
+    /// Include the reordered variants.
+    pub reorder: bool,
+}
+
+impl Default for CrashOptions {
+    fn default() -> Self {
+        CrashOptions {
+            max_tears: 64,
+            max_exhaustive_pending: 8,
+            random_subsets: 64,
+            reorder: true,
+        }
+    }
+}
+
+/// Counts from an enumeration.
+#[derive(Clone, Debug, Default)]
+pub struct CrashStats {
+    /// Cut points (before each event, and after the last).
+    pub cut_points: usize,
+    /// Variants generated (before removing duplicates).
+    pub generated: usize,
+    /// Distinct post-crash disks (by the bytes of the touched sectors),
+    /// each checked once.
+    pub distinct: usize,
+}
+
+/// One operation's writes and flushes, from a fully flushed disk.
+#[derive(Clone, Debug)]
+pub struct Trace {
+    /// The disk before the operation.
+    pub base: Vec<u8>,
+    /// What the operation did.
+    pub events: Vec<Event>,
+    /// Tearing granularity.
+    pub sector: u32,
+}
+
+fn apply(disk: &mut [u8], w: &Write) {
+    let s = w.off as usize;
+    disk[s..s + w.data.len()].copy_from_slice(&w.data);
+}
+
+/// Sector boundaries strictly inside a write, as byte counts from its start.
+fn boundaries(w: &Write, sector: u64) -> Vec<u64> {
+    let end = w.off + w.data.len() as u64;
+    let first = (w.off / sector + 1) * sector;
+    (0..)
+        .map(|i| first + i * sector)
+        .take_while(|&b| b < end)
+        .map(|b| b - w.off)
+        .collect()
+}
+
+/// Pick at most `max` of `all` (all of them when few): first, last, evenly
+/// spread, and random.
+fn pick(all: &[u64], max: usize, rng: &mut Rng) -> Vec<u64> {
+    if all.len() <= max {
+        return all.to_vec();
+    }
+    let mut out: Vec<u64> = Vec::with_capacity(max);
+    let spread = max / 2;
+    for i in 0..spread {
+        out.push(all[i * (all.len() - 1) / (spread - 1).max(1)]);
+    }
+    while out.len() < max {
+        out.push(all[rng.below(all.len() as u64) as usize]);
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+fn apply_torn(disk: &mut [u8], w: &Write, bytes: u64) {
+    let s = w.off as usize;
+    let n = bytes as usize;
+    disk[s..s + n].copy_from_slice(&w.data[..n]);
+}
+
+impl Trace {
+    /// Run `op` on `dev` and record what it did. The device must be fully
+    /// flushed before.
+    pub fn record<T>(dev: &mut SimDevice, op: impl FnOnce(&mut SimDevice) -> T) -> (T, Trace) {
+        let base = dev.durable().to_vec();
+        dev.start_recording();
+        let out = op(dev);
+        let events = dev.take_events();
+        (
+            out,
+            Trace {
+                base,
+                events,
+                sector: dev.sector(),
+            },
+        )
+    }
+
+    /// Number of writes.
+    pub fn writes(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|e| matches!(e, Event::Write(_)))
+            .count()
+    }
+
+    /// Number of flushes.
+    pub fn flushes(&self) -> usize {
+        self.events.len() - self.writes()
+    }
+
+    /// The disk after the whole operation, everything durable.
+    pub fn final_disk(&self) -> Vec<u8> {
+        let mut d = self.base.clone();
+        for e in &self.events {
+            if let Event::Write(w) = e {
+                apply(&mut d, w);
+            }
+        }
+        d
+    }
+
+    /// Merged byte ranges of all writes (start, end).
+    fn touched(&self) -> Vec<(usize, usize)> {
+        let mut r: Vec<(usize, usize)> = self
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Write(w) => Some((w.off as usize, w.off as usize + w.data.len())),
+                Event::Flush => None,
+            })
+            .collect();
+        r.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::new();
+        for (s, e) in r {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        merged
+    }
+
+    /// Call `check(cut, variant, disk)` once for every distinct post-crash
+    /// disk (see the module docs). `seen` holds the identities already
+    /// checked (share it across traces of the same scenario to count
+    /// distinct states across them); `tag` separates scenarios.
+    pub fn for_each_crash(
+        &self,
+        opts: &CrashOptions,
+        rng: &mut Rng,
+        tag: u64,
+        seen: &mut HashSet<u64>,
+        mut check: impl FnMut(usize, &Variant, &[u8]),
+    ) -> CrashStats {
+        let touched = self.touched();
+        let sector = u64::from(self.sector);
+        let mut stats = CrashStats::default();
+        let mut durable = self.base.clone();
+        let mut pending: Vec<&Write> = Vec::new();
+        let mut disk = self.base.clone();
+        let mut run = |variant: Variant,
+                       cut: usize,
+                       build: &dyn Fn(&mut Vec<u8>),
+                       durable: &[u8],
+                       stats: &mut CrashStats| {
+            // `disk` and `durable` differ only inside the touched ranges.
+            for &(s, e) in &touched {
+                disk[s..e].copy_from_slice(&durable[s..e]);
+            }
+            build(&mut disk);
+            stats.generated += 1;
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            tag.hash(&mut h);
+            for &(s, e) in &touched {
+                disk[s..e].hash(&mut h);
+            }
+            if seen.insert(h.finish()) {
+                stats.distinct += 1;
+                check(cut, &variant, &disk);
+            }
+        };
+        for cut in 0..=self.events.len() {
+            stats.cut_points += 1;
+            let all = |d: &mut Vec<u8>| pending.iter().for_each(|w| apply(d, w));
+            run(Variant::Clean, cut, &all, &durable, &mut stats);
+            if let Some(Event::Write(w)) = self.events.get(cut) {
+                for t in pick(&boundaries(w, sector), opts.max_tears, rng) {
+                    let f = |d: &mut Vec<u8>| {
+                        all(d);
+                        apply_torn(d, w, t);
+                    };
+                    let v = Variant::Torn {
+                        sectors: t / sector,
+                    };
+                    run(v, cut, &f, &durable, &mut stats);
+                }
+            }
+            if opts.reorder && pending.len() > 1 {
+                let k = pending.len().min(63);
+                let masks: Vec<u64> = if k <= opts.max_exhaustive_pending {
+                    (0..(1u64 << k) - 1).collect()
+                } else {
+                    (0..opts.random_subsets)
+                        .map(|_| rng.next_u64() & ((1u64 << k) - 1))
+                        .collect()
+                };
+                for mask in masks {
+                    let sub = |d: &mut Vec<u8>| {
+                        for (i, w) in pending.iter().enumerate().take(k) {
+                            if mask & (1 << i) != 0 {
+                                apply(d, w);
+                            }
+                        }
+                    };
+                    run(
+                        Variant::Reordered { mask, torn: None },
+                        cut,
+                        &sub,
+                        &durable,
+                        &mut stats,
+                    );
+                    for (i, w) in pending.iter().enumerate().take(k) {
+                        if mask & (1 << i) != 0 {
+                            continue;
+                        }
+                        let b = boundaries(w, sector);
+                        let mut few: Vec<u64> = [b.first(), b.get(b.len() / 2), b.last()]
+                            .into_iter()
+                            .flatten()
+                            .copied()
+                            .collect();
+                        few.dedup();
+                        for t in few {
+                            let f = |d: &mut Vec<u8>| {
+                                sub(d);
+                                apply_torn(d, w, t);
+                            };
+                            let v = Variant::Reordered {
+                                mask,
+                                torn: Some((i, t / sector)),
+                            };
+                            run(v, cut, &f, &durable, &mut stats);
+                        }
+                    }
+                }
+            }
+            match self.events.get(cut) {
+                Some(Event::Write(w)) => pending.push(w),
+                Some(Event::Flush) => {
+                    for w in pending.drain(..) {
+                        apply(&mut durable, w);
+                    }
+                }
+                None => {}
+            }
+        }
+        stats
+    }
+}
+
+impl std::ops::AddAssign for CrashStats {
+    fn add_assign(&mut self, o: CrashStats) {
+        self.cut_points += o.cut_points;
+        self.generated += o.generated;
+        self.distinct += o.distinct;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev() -> SimDevice {
+        SimDevice::new(vec![0u8; 8 * 512], 512, false)
+    }
+
+    #[test]
+    fn reads_see_pending_and_flush_makes_durable() {
+        let mut d = dev();
+        d.write_all_at(512, &[7u8; 512]).unwrap();
+        let mut b = [0u8; 4];
+        d.read_exact_at(512, &mut b).unwrap();
+        assert_eq!(b, [7; 4]);
+        assert_eq!(d.durable()[512], 0);
+        d.flush().unwrap();
+        assert_eq!(d.durable()[512], 7);
+        assert!(d.pending().is_empty());
+        assert!(d.write_all_at(8 * 512 - 1, &[1, 2]).is_err());
+    }
+
+    #[test]
+    fn cow_device_reads_its_writes_over_the_base() {
+        let base: Vec<u8> = (0..4096u32).map(|i| i as u8).collect();
+        let mut c = CowDevice::new(&base, None);
+        c.write_all_at(500, &[0xaa; 30]).unwrap();
+        let mut buf = vec![0u8; 100];
+        c.read_exact_at(480, &mut buf).unwrap();
+        let mut want = base[480..580].to_vec();
+        want[20..50].fill(0xaa);
+        assert_eq!(buf, want);
+        let mut all = base.clone();
+        all[500..530].fill(0xaa);
+        assert_eq!(c.to_vec(), all);
+        assert!(c.read_exact_at(4090, &mut buf).is_err());
+    }
+
+    #[test]
+    fn enumeration_covers_prefixes_tears_and_subsets() {
+        let mut d = dev();
+        let ((), trace) = Trace::record(&mut d, |d| {
+            d.write_all_at(0, &[1u8; 1024]).unwrap(); // 2 sectors: 1 boundary
+            d.write_all_at(2048, &[2u8; 512]).unwrap();
+            d.flush().unwrap();
+            d.write_all_at(3072, &[3u8; 512]).unwrap();
+        });
+        assert_eq!((trace.writes(), trace.flushes()), (3, 1));
+        let mut states: Vec<Vec<u8>> = Vec::new();
+        let mut seen = HashSet::new();
+        let stats = trace.for_each_crash(
+            &CrashOptions::default(),
+            &mut Rng::new(1),
+            0,
+            &mut seen,
+            |_, _, disk| states.push(disk.to_vec()),
+        );
+        let s = |a: u8, a2: u8, b: u8, c: u8| {
+            let mut v = vec![0u8; 8 * 512];
+            v[..512].fill(a);
+            v[512..1024].fill(a2);
+            v[2048..2560].fill(b);
+            v[3072..3584].fill(c);
+            v
+        };
+        let want = [
+            s(0, 0, 0, 0), // nothing
+            s(1, 0, 0, 0), // first write torn
+            s(1, 1, 0, 0), // first write
+            s(1, 1, 2, 0), // both (clean cut before the flush)
+            s(0, 0, 2, 0), // reordered: only the second
+            s(1, 0, 2, 0), // reordered: second, first torn
+            s(1, 1, 2, 3), // all
+        ];
+        for w in &want {
+            assert!(states.contains(w), "missing a crash state");
+        }
+        assert_eq!(stats.distinct, want.len());
+        assert_eq!(states.len(), want.len());
+        assert_eq!(stats.cut_points, 5);
+    }
+}
+
+pub mod flagdisk;
+pub mod strace;
