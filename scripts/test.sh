@@ -17,3 +17,7 @@ cargo test -p slotctl-tests --test power_cut --test power_cut_cli --test power_c
 # End to end on a booting QEMU machine (TCG): prints "qemu: N boots, M/7
 # scenarios passed" and fails if any scenario failed.
 bash qemu/run-tests.sh
+# The OTA agent on the booting machine: takes an update from a signed feed
+# served on the host's 127.0.0.1, commits it, then a bad release rolls back
+# and is not retried.
+bash qemu/scenario-agent.sh
