@@ -636,3 +636,37 @@ fn report(sector: u32, what: &str, o: &Outcome, start: Instant) {
     );
     assert!(o.reinstalls >= 8, "too few re-runs: {}", o.reinstalls);
 }
+
+/// `install_on` refuses, before writing anything, to write the booted slot
+/// or an image whose header does not verify (run in the normal pass).
+#[test]
+fn install_on_refuses_before_writing() {
+    let env = Env::new();
+    let field = env.field_device(512);
+
+    let mut dev = field.clone();
+    dev.start_recording();
+    let err = env
+        .install(&mut dev, &env.v2, SlotId::B, Some(SlotId::B))
+        .expect_err("installing into the booted slot");
+    assert!(err.contains("is the booted slot"), "{err}");
+    assert!(dev.take_events().is_empty(), "a refusal wrote or flushed");
+    assert_eq!(dev.bytes(), field.bytes());
+
+    let mut image = env.v2.image.to_vec();
+    image[100] ^= 0x01;
+    let tampered = Version {
+        name: "tampered",
+        image: image.into(),
+        boot: env.v2.boot.clone(),
+        root: env.v2.root.clone(),
+    };
+    let mut dev = field.clone();
+    dev.start_recording();
+    let err = env
+        .install(&mut dev, &tampered, SlotId::A, Some(SlotId::B))
+        .expect_err("installing a tampered image");
+    assert!(err.starts_with("tampered.img: "), "{err}");
+    assert!(dev.take_events().is_empty(), "a refusal wrote or flushed");
+    assert_eq!(dev.bytes(), field.bytes());
+}
