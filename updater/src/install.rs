@@ -24,8 +24,9 @@ pub mod verify;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use boot_flags::{BlockDevice, Flags, Nibble, SlotId};
+use boot_flags::{BlockDevice, Disk, Flags, Nibble, SlotId};
 use clap::{Args, Subcommand};
+use image_format::Keyring;
 use serde_json::json;
 
 use crate::cli::Globals;
@@ -159,28 +160,133 @@ fn install_inner(
 
     let mut opened = device::open(globals, cfg, true)?;
     let target = policy::choose_target(args, &opened)?;
-    let disk = &mut opened.disk;
 
-    // Open the source and verify the header before anything is written.
     let warn_progress = progress.clone();
     let src = source::open(
         &args.source,
         &source::HttpOptions::from_config(cfg),
         Box::new(move |m| warn_progress.warn(m)),
     )?;
+    let report = install_on(
+        &mut opened.disk,
+        target,
+        src,
+        &keyring,
+        cfg,
+        &InstallOptions::from(args),
+        progress,
+    )?;
+    Ok(report.to_json())
+}
+
+/// How an install behaves: the command-line switches of `slotctl install`
+/// that [`install_on`] needs.
+#[derive(Debug, Clone, Default)]
+pub struct InstallOptions {
+    /// Factory provisioning: invalidate with P=0 T=0 S=0 whatever the state
+    /// machine says (no booted slot), and mark the slot good at the end
+    /// (P=2 T=0 S=1) instead of activating it.
+    pub factory: bool,
+    /// With `factory`: the compatible string, over the config's.
+    pub compatible: Option<String>,
+    /// Skip re-reading and re-hashing what was written.
+    pub no_readback: bool,
+    /// Write, verify and record, but leave the slot invalidated.
+    pub no_activate: bool,
+    /// Allow a version lower than the booted slot's record.
+    pub allow_downgrade: bool,
+}
+
+impl From<&InstallArgs> for InstallOptions {
+    fn from(a: &InstallArgs) -> InstallOptions {
+        InstallOptions {
+            factory: a.factory,
+            compatible: a.compatible.clone(),
+            no_readback: a.no_readback,
+            no_activate: a.no_activate,
+            allow_downgrade: a.allow_downgrade,
+        }
+    }
+}
+
+/// What an install did ([`install_on`]'s result).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallReport {
+    /// The slot written.
+    pub slot: SlotId,
+    /// The image's version.
+    pub version: String,
+    /// The image's rollback index.
+    pub rollback_index: u64,
+    /// Whether the slot boots next (activated, or marked good by a factory
+    /// install).
+    pub activated: bool,
+    /// Whether the payloads were read back and re-hashed.
+    pub readback: bool,
+    /// The one-line summary `slotctl install` prints.
+    pub message: String,
+}
+
+impl InstallReport {
+    /// The `--json` result fields.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "slot": self.slot.as_str(),
+            "version": self.version,
+            "rollback_index": self.rollback_index,
+            "activated": self.activated,
+            "readback": self.readback,
+            "message": self.message,
+        })
+    }
+}
+
+/// The core of `slotctl install`, on an opened disk: everything after the
+/// lock, the keyring and the choice of the target slot.
+///
+/// In order: check that `target` may be written (the booted slot is
+/// `disk.booted()`; see [`policy::check_target`]); read the image header
+/// from `src` and verify its signatures against `keyring` (with the
+/// config's `signature_threshold`), `compatible`, rollback index and version
+/// against the booted slot's record, roles and sizes, all before any byte is
+/// written; then invalidate `target` (one GPT commit) and erase its record,
+/// stream the payloads onto its partitions, flush, read them back and
+/// re-hash (unless `opts.no_readback`), write the slot record, flush and
+/// read it back, and finally activate `target` with the config's `tries`
+/// (or mark it good with `opts.factory`, or leave it with
+/// `opts.no_activate`).
+///
+/// The caller holds the updater lock ([`crate::lock`]) if other updaters may
+/// run. A refusal (exit code 3, [`crate::exit`]) leaves the disk as it was;
+/// an error after the invalidation leaves the target slot invalidated (never
+/// bootable) and the booted slot untouched.
+///
+/// The disk is any [`BlockDevice`]: the binary passes the opened disk, the
+/// reliability suite a simulated device it cuts the power of.
+pub fn install_on<D: BlockDevice>(
+    disk: &mut Disk<D>,
+    target: SlotId,
+    src: source::Source,
+    keyring: &Keyring,
+    cfg: &Config,
+    opts: &InstallOptions,
+    progress: &Progress,
+) -> anyhow::Result<InstallReport> {
+    policy::check_target(disk, target, opts.factory)?;
+    // Verify the header before anything is written.
     let reader = image_format::ImageReader::new(src.reader)
         .map_err(|e| policy::image_error(e, &src.name))?;
     let verified = reader
-        .verify(&keyring, cfg.signature_threshold)
+        .verify(keyring, cfg.signature_threshold)
         .map_err(|e| policy::image_error(e, &src.name))?;
     let header = verified.header().clone();
-    policy::check_header(args, cfg, disk, target, &header)?;
+    policy::check_header(opts, cfg, disk, target, &header)?;
     let plan = plan(disk, target, &header)?;
     let mut stream = verified.into_inner();
 
     // --- From here on the target slot is written. ---
     let flags_part = disk.layout().slot(target).flags_partition().clone();
-    if args.factory {
+    if opts.factory {
         disk.set_flags(target, Flags::ZERO)
             .with_context(|| format!("invalidating slot {target}"))?;
     } else {
@@ -194,7 +300,7 @@ fn install_inner(
     pipeline::write_payloads(&mut stream, &plan.jobs, dev, progress)
         .map_err(|e| pipeline_error(e, target, "installing into"))?;
     dev.flush().context("flushing the written payloads")?;
-    if !args.no_readback {
+    if !opts.no_readback {
         pipeline::readback(&plan.jobs, dev, progress)
             .map_err(|e| pipeline_error(e, target, "verifying"))?;
     }
@@ -203,7 +309,7 @@ fn install_inner(
     dev.flush().context("flushing the slot record")?;
     verify::check_record_matches(dev, &flags_part, &plan.record)?;
 
-    let (activated, message) = if args.factory {
+    let (activated, message) = if opts.factory {
         let good = Flags::new(2, 0, true).context("flags")?;
         disk.set_flags(target, good)
             .with_context(|| format!("marking slot {target} good"))?;
@@ -214,7 +320,7 @@ fn install_inner(
                 plan.version
             ),
         )
-    } else if args.no_activate {
+    } else if opts.no_activate {
         (
             false,
             format!(
@@ -234,14 +340,14 @@ fn install_inner(
             ),
         )
     };
-    Ok(json!({
-        "slot": target.as_str(),
-        "version": plan.version,
-        "rollback_index": plan.rollback_index,
-        "activated": activated,
-        "readback": !args.no_readback,
-        "message": message,
-    }))
+    Ok(InstallReport {
+        slot: target,
+        version: plan.version,
+        rollback_index: plan.rollback_index,
+        activated,
+        readback: !opts.no_readback,
+        message,
+    })
 }
 
 fn pipeline_error(e: pipeline::PipelineError, target: SlotId, doing: &str) -> anyhow::Error {
@@ -253,8 +359,8 @@ fn pipeline_error(e: pipeline::PipelineError, target: SlotId, doing: &str) -> an
 }
 
 /// The pipeline jobs for the verified header's payloads.
-fn plan(
-    disk: &boot_flags::Disk<boot_flags::FileDevice>,
+fn plan<D: BlockDevice>(
+    disk: &Disk<D>,
     target: SlotId,
     header: &image_format::VerifiedHeader,
 ) -> anyhow::Result<Plan> {

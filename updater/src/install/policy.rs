@@ -4,10 +4,10 @@
 use std::cmp::Ordering;
 
 use anyhow::Context;
-use boot_flags::{state, FileDevice, Op, SlotId};
+use boot_flags::{state, BlockDevice, Disk, Op, SlotId};
 use image_format::{Keyring, PublicKey, VerifiedHeader};
 
-use super::{InstallArgs, KeyArgs};
+use super::{InstallArgs, InstallOptions, KeyArgs};
 use crate::config::Config;
 use crate::device::{self, BootedSource, Opened};
 use crate::exit::refused;
@@ -80,11 +80,35 @@ pub fn choose_target(args: &InstallArgs, opened: &Opened) -> anyhow::Result<Slot
             )));
         }
     }
-    // The state machine decides, without writing, whether the target may be
-    // invalidated (not booted, booted slot not on trial).
+    check_target(disk, target, false)?;
+    Ok(target)
+}
+
+/// Whether `target` may be written on `disk`. A factory install writes a
+/// fresh disk's slot (no booted slot, nothing to protect). Otherwise the
+/// disk must know its booted slot, the target must be the other one, and the
+/// state machine decides, without writing, whether the target may be
+/// invalidated (not booted, booted slot not on trial).
+pub fn check_target<D: BlockDevice>(
+    disk: &Disk<D>,
+    target: SlotId,
+    factory: bool,
+) -> anyhow::Result<()> {
+    if factory {
+        return Ok(());
+    }
+    let booted = disk
+        .booted()
+        .ok_or_else(|| refused("install needs the booted slot, and the disk has none set"))?;
+    if target == booted {
+        return Err(refused(format!(
+            "target slot {target} is the booted slot; install writes the other slot ({})",
+            booted.other()
+        )));
+    }
     state::apply(disk.slot_flags(), Some(booted), &Op::Invalidate(target))
         .map_err(|r| refused(r.to_string()))?;
-    Ok(target)
+    Ok(())
 }
 
 /// Semantic-version precedence (build metadata ignored).
@@ -102,8 +126,8 @@ pub struct Installed {
 }
 
 /// Read a slot's record, if it has one.
-pub fn installed(
-    disk: &mut boot_flags::Disk<FileDevice>,
+pub fn installed<D: BlockDevice>(
+    disk: &mut Disk<D>,
     slot: SlotId,
 ) -> anyhow::Result<Option<Installed>> {
     let part = disk.layout().slot(slot).flags_partition().clone();
@@ -123,10 +147,10 @@ pub fn installed(
 }
 
 /// compatible, rollback index, version, roles and sizes.
-pub fn check_header(
-    args: &InstallArgs,
+pub fn check_header<D: BlockDevice>(
+    args: &InstallOptions,
     cfg: &Config,
-    disk: &mut boot_flags::Disk<FileDevice>,
+    disk: &mut Disk<D>,
     target: SlotId,
     header: &VerifiedHeader,
 ) -> anyhow::Result<()> {
