@@ -329,6 +329,13 @@ impl Gpt {
         if let Some(err) = failure {
             return Err(err);
         }
+        // Neither copy was found. A disk that cannot even be read is an I/O
+        // error, not a disk without a GPT: say so, with the cause.
+        if disk_len >= 3 * 512 {
+            let mut probe = [0u8; 512];
+            dev.read_exact_at(512, &mut probe)
+                .map_err(|e| Error::io("cannot read the partition table", e))?;
+        }
         let mut mbr = [0u8; 512];
         let has_mbr = dev.read_exact_at(0, &mut mbr).is_ok() && mbr[510..512] == [0x55, 0xaa];
         Err(Error::NoGpt(if disk_len < 3 * 512 {

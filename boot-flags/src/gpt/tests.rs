@@ -235,3 +235,31 @@ fn no_room_for_a_rebuilt_backup_writes_nothing() {
     assert!(err.to_string().contains("no room for the backup"), "{err}");
     assert!(dev.data == before);
 }
+
+/// A device whose reads fail (a dead disk, or the power gone mid-operation).
+struct FailingReads(MemDevice);
+
+impl crate::BlockDevice for FailingReads {
+    fn len(&mut self) -> std::io::Result<u64> {
+        self.0.len()
+    }
+    fn read_exact_at(&mut self, _off: u64, _buf: &mut [u8]) -> std::io::Result<()> {
+        Err(std::io::Error::other("simulated read failure"))
+    }
+    fn write_all_at(&mut self, off: u64, buf: &[u8]) -> std::io::Result<()> {
+        self.0.write_all_at(off, buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+#[test]
+fn unreadable_disk_is_an_io_error_not_no_gpt() {
+    let mut dev = FailingReads(sample_disk(512));
+    let err = Gpt::read(&mut dev).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert_eq!(err.to_string(), "cannot read the partition table");
+    let source = std::error::Error::source(&err).unwrap().to_string();
+    assert_eq!(source, "simulated read failure");
+}
