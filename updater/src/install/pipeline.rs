@@ -295,6 +295,14 @@ fn pass_through(job: &Job, rx: &Receiver<In>, tx: &SyncSender<Out>) -> Result<()
             }
         }
     }
+    check_end(job, total, hasher)?;
+    let _ = tx.send(Out::Done);
+    Ok(())
+}
+
+/// The end of a payload's stream: every raw byte arrived and they hash to
+/// the signed SHA-256 (too many bytes are refused as they arrive).
+fn check_end(job: &Job, total: u64, hasher: Sha256) -> Result<(), PipelineError> {
     if total < job.raw_size {
         return Err(PipelineError::TooShort {
             role: job.role.clone(),
@@ -308,7 +316,6 @@ fn pass_through(job: &Job, rx: &Receiver<In>, tx: &SyncSender<Out>) -> Result<()
             phase: "while writing",
         });
     }
-    let _ = tx.send(Out::Done);
     Ok(())
 }
 
@@ -379,19 +386,7 @@ fn decode_stage(
                 err: io::Error::other("trailing bytes after the compressed stream"),
             });
         }
-        if total < job.raw_size {
-            return Err(PipelineError::TooShort {
-                role: job.role.clone(),
-                raw_size: job.raw_size,
-                got: total,
-            });
-        }
-        if hasher.finalize().as_slice() != job.sha256 {
-            return Err(PipelineError::HashMismatch {
-                role: job.role.clone(),
-                phase: "while writing",
-            });
-        }
+        check_end(job, total, hasher)?;
         if tx.send(Out::Done).is_err() {
             return Ok(());
         }
