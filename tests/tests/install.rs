@@ -457,6 +457,31 @@ fn truncated_image_fails_and_leaves_target_unbootable() {
 }
 
 #[test]
+fn trailing_bytes_after_the_last_payload_fail_before_the_record() {
+    // Every payload is intact; 3 bytes follow the last one. The source is
+    // read to its end before the slot record is written: refused, B left
+    // invalid without a record, A untouched.
+    let f = provisioned();
+    let (img, _) = update_image(&f, "zstd");
+    let mut b = std::fs::read(&img).unwrap();
+    let end = b.len();
+    b.extend_from_slice(b"xyz");
+    let long = f.path("trailing.img");
+    std::fs::write(&long, &b).unwrap();
+    let before = f.status(Some("A"));
+    let out = f.run(&[os("install"), os("--booted"), os("A"), long.as_os_str()]);
+    assert_refused(
+        &out,
+        3,
+        &format!("trailing data after the last payload (at byte {end})"),
+    );
+    let after = f.status(Some("A"));
+    assert_status_unchanged_but_target(&before, &after, "B");
+    let v = f.run(&["verify-slot", "B"]);
+    assert_refused(&v, 3, "slot B has no slot record");
+}
+
+#[test]
 fn verify_slot_detects_a_changed_partition() {
     let f = provisioned();
     let (off, _) = f.partition("A", "ROOT");

@@ -112,6 +112,8 @@ pub fn run(cmd: InstallCommand, globals: &Globals) -> anyhow::Result<()> {
 /// Everything the write phase needs from the verified header.
 struct Plan {
     jobs: Vec<Job>,
+    /// The image byte just past the last payload: nothing may follow it.
+    end: u64,
     record: Vec<u8>,
     version: String,
     rollback_index: u64,
@@ -299,6 +301,10 @@ pub fn install_on<D: BlockDevice>(
 
     pipeline::write_payloads(&mut stream, &plan.jobs, dev, progress)
         .map_err(|e| pipeline_error(e, target, "installing into"))?;
+    // The image ends with its last payload (as `image verify` demands):
+    // read the source to its end before anything is recorded.
+    check_end(&mut stream, plan.end, &src.name)
+        .with_context(|| format!("installing into slot {target} (left invalid, not activated)"))?;
     dev.flush().context("flushing the written payloads")?;
     if !opts.no_readback {
         pipeline::readback(&plan.jobs, dev, progress)
@@ -350,6 +356,22 @@ pub fn install_on<D: BlockDevice>(
     })
 }
 
+/// The source must be at its end: one more read returns 0 bytes.
+fn check_end(src: &mut dyn std::io::Read, end: u64, name: &str) -> anyhow::Result<()> {
+    let mut byte = [0u8; 1];
+    loop {
+        return match src.read(&mut byte) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(policy::image_error(
+                image_format::Error::TrailingData { offset: end },
+                name,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(anyhow::Error::new(e).context(format!("reading image {name}"))),
+        };
+    }
+}
+
 fn pipeline_error(e: pipeline::PipelineError, target: SlotId, doing: &str) -> anyhow::Error {
     if e.is_refusal() {
         refused(format!("{doing} slot {target}: {e}"))
@@ -394,6 +416,7 @@ fn plan<D: BlockDevice>(
     }
     Ok(Plan {
         jobs,
+        end: pos,
         record: header.record_bytes().to_vec(),
         version: header.version().to_string(),
         rollback_index: header.rollback_index(),
