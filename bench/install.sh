@@ -86,6 +86,9 @@ done
 
 median() { python3 -c "import statistics,sys; print(f'{statistics.median(map(float,sys.argv[1:])):.3f}')" "$@"; }
 maxof() { python3 -c "import sys; print(max(map(int,sys.argv[1:])))" "$@"; }
+# T[...] and RSS[...] hold space-separated lists of numbers: their word
+# splitting below is what passes each number as its own argument.
+# shellcheck disable=SC2086
 DD=$(median ${T[dd]})
 echo
 echo "payload ${SIZE_MIB} MiB, ${RUNS} interleaved runs, medians; ratio = dd time / install time"
@@ -93,7 +96,9 @@ echo
 echo "| what | median s | MiB/s | ratio vs dd | peak RSS KiB (max) |"
 echo "| --- | --- | --- | --- | --- |"
 for n in dd zstd none none_readback zstd_readback; do
+    # shellcheck disable=SC2086
     m=$(median ${T[$n]})
+    # shellcheck disable=SC2086
     printf '| %s | %s | %s | %s | %s |\n' "$n" "$m" \
         "$(python3 -c "print(f'{$SIZE_MIB/$m:.0f}')")" \
         "$(python3 -c "print(f'{$DD/$m:.2f}')")" \

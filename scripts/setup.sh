@@ -20,6 +20,7 @@ PACKAGES=(
   mount             # losetup (Debian ships it in mount, not util-linux): 4K-sector images in tests
   jq                # the QEMU harness reads slotctl status --json
   strace            # records the real install's writes and flushes for the power-cut suite
+  shellcheck        # lints the project's shell scripts (test.sh)
 )
 
 missing=()
@@ -32,7 +33,7 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for tool in cgpt sgdisk sfdisk openssl zstd qemu-system-x86_64 cpio mkfs.ext4 jq strace; do
+for tool in cgpt sgdisk sfdisk openssl zstd qemu-system-x86_64 cpio mkfs.ext4 jq strace shellcheck; do
   command -v "$tool" >/dev/null || { echo "setup: $tool still missing" >&2; exit 1; }
 done
 echo "setup: all tools present"

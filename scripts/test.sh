@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --all -- --check
+shellcheck scripts/*.sh qemu/*.sh bench/*.sh qemu/guest/* .ci/run
 cargo clippy --workspace --all-targets -- -D warnings
 # The slotctl binary the integration tests run (cargo test alone does not
 # always build it).
