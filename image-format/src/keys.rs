@@ -95,14 +95,7 @@ impl PublicKey {
 
     /// Read an SPKI PEM public key file.
     pub fn load_file(path: &Path) -> Result<PublicKey> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::KeyFile {
-            path: path.to_owned(),
-            detail: e.to_string(),
-        })?;
-        PublicKey::from_public_key_pem(&text).map_err(|e| Error::KeyFile {
-            path: path.to_owned(),
-            detail: e.to_string(),
-        })
+        load_pem_file(path, PublicKey::from_public_key_pem)
     }
 
     /// The SPKI PEM text (what `openssl pkey -pubout` writes).
@@ -175,14 +168,7 @@ impl SigningKey {
 
     /// Read a PKCS#8 PEM private key file.
     pub fn load_file(path: &Path) -> Result<SigningKey> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::KeyFile {
-            path: path.to_owned(),
-            detail: e.to_string(),
-        })?;
-        SigningKey::from_pkcs8_pem(&text).map_err(|e| Error::KeyFile {
-            path: path.to_owned(),
-            detail: e.to_string(),
-        })
+        load_pem_file(path, SigningKey::from_pkcs8_pem)
     }
 
     /// The PKCS#8 v1 PEM text (the form `openssl genpkey` writes). The
@@ -308,4 +294,14 @@ impl Keyring {
     pub fn iter(&self) -> impl Iterator<Item = &PublicKey> {
         self.keys.values()
     }
+}
+
+/// Read a PEM key file and parse it; either failure names the file.
+fn load_pem_file<T>(path: &Path, parse: fn(&str) -> Result<T>) -> Result<T> {
+    let key_file_error = |detail: String| Error::KeyFile {
+        path: path.to_owned(),
+        detail,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| key_file_error(e.to_string()))?;
+    parse(&text).map_err(|e| key_file_error(e.to_string()))
 }
