@@ -72,15 +72,7 @@ impl Fix {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         let disk = d.join("disk.img");
-        ok(run_slotctl([
-            "disk".as_ref(),
-            "init".as_ref(),
-            disk.as_os_str(),
-            "--role".as_ref(),
-            format!("BOOT={BOOT_SIZE}").as_ref(),
-            "--role".as_ref(),
-            format!("ROOT={ROOT_SIZE}").as_ref(),
-        ]));
+        init_disk(&disk, 512);
         std::fs::create_dir_all(d.join("private")).unwrap();
         let keyring = d.join("keyring");
         std::fs::create_dir_all(&keyring).unwrap();
@@ -127,6 +119,13 @@ backoff_max_ms = 50
             lock,
             rebooted,
         }
+    }
+
+    /// Replace the fixture's disk by a fresh one (same layout) with
+    /// `sector_size`-byte logical sectors.
+    pub fn reinit_disk(&self, sector_size: u32) {
+        std::fs::remove_file(&self.disk).unwrap();
+        init_disk(&self.disk, sector_size);
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -346,4 +345,19 @@ pub fn assert_refused(out: &Output, code: i32, what: &str) {
         lines[0].starts_with("slotctl: error: ") && lines[0].contains(what),
         "stderr should name {what:?}: {err}"
     );
+}
+
+/// `slotctl disk init` of the fixtures' layout (BOOT and ROOT per slot).
+fn init_disk(disk: &Path, sector_size: u32) {
+    ok(run_slotctl([
+        "disk".as_ref(),
+        "init".as_ref(),
+        disk.as_os_str(),
+        "--sector-size".as_ref(),
+        sector_size.to_string().as_ref(),
+        "--role".as_ref(),
+        format!("BOOT={BOOT_SIZE}").as_ref(),
+        "--role".as_ref(),
+        format!("ROOT={ROOT_SIZE}").as_ref(),
+    ]));
 }

@@ -675,6 +675,30 @@ impl std::ops::AddAssign for CrashStats {
     }
 }
 
+/// Where a slot's BOOT and ROOT partitions lie: (byte offset, length).
+#[derive(Clone, Debug)]
+pub struct SlotPlace {
+    pub boot: (usize, usize),
+    pub root: (usize, usize),
+}
+
+/// The places of slots A and B on a disk whose table reads.
+pub fn slot_places(dev: impl BlockDevice) -> [SlotPlace; 2] {
+    let d = boot_flags::Disk::open(dev, None).expect("the disk's table reads");
+    let p = |id: boot_flags::SlotId| {
+        let s = d.layout().slot(id);
+        let r = |role: &str| {
+            let q = s.partition(role).expect("the slot has the role");
+            (q.offset as usize, q.size as usize)
+        };
+        SlotPlace {
+            boot: r("BOOT"),
+            root: r("ROOT"),
+        }
+    };
+    [p(boot_flags::SlotId::A), p(boot_flags::SlotId::B)]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use boot_flags::SlotId;
-use slotctl_tests::installfix::{ok, Fix, BOOT_SIZE, ROOT_SIZE};
+use slotctl_tests::installfix::{ok, Fix};
 use slotctl_tests::sim::flagdisk::{boot, read_view};
 use slotctl_tests::sim::strace::record_binary;
 use slotctl_tests::sim::{full_mode, seed_from_env, CrashOptions, CrashStats, Rng};
@@ -30,18 +30,7 @@ fn cmd(fix: &Fix, args: &[&str]) -> Command {
 fn history(sector: u32, rng: &mut Rng) -> (CrashStats, usize) {
     let fix = Fix::new();
     if sector != 512 {
-        std::fs::remove_file(&fix.disk).unwrap();
-        ok(slotctl_tests::run_slotctl([
-            "disk".as_ref(),
-            "init".as_ref(),
-            fix.disk.as_os_str(),
-            "--sector-size".as_ref(),
-            sector.to_string().as_ref(),
-            "--role".as_ref(),
-            format!("BOOT={BOOT_SIZE}").as_ref(),
-            "--role".as_ref(),
-            format!("ROOT={ROOT_SIZE}").as_ref(),
-        ]));
+        fix.reinit_disk(sector);
     }
     let b = fix.payload("boot.bin", 64 << 10, 1);
     let r = fix.payload("root.bin", 256 << 10, 2);

@@ -22,10 +22,12 @@ use std::process::Command;
 use std::time::Instant;
 
 use boot_flags::{Disk, FileDevice, SlotFlags, SlotId};
-use slotctl_tests::installfix::{ok, Fix, BOOT_SIZE, ROOT_SIZE};
+use slotctl_tests::installfix::{ok, Fix};
 use slotctl_tests::sim::flagdisk::boot;
 use slotctl_tests::sim::strace::record_binary;
-use slotctl_tests::sim::{full_mode, seed_from_env, CrashOptions, CrashStats, Rng, SliceDevice};
+use slotctl_tests::sim::{
+    full_mode, seed_from_env, slot_places, CrashOptions, CrashStats, Rng, SliceDevice, SlotPlace,
+};
 
 /// One image version: its file and its payload bytes per role.
 struct Version {
@@ -72,18 +74,7 @@ fn install_cmd(fix: &Fix, disk: &Path, image: &Path, booted: &str) -> Command {
 /// (P=2), A is the fallback (P=1).
 fn field_device(fix: &Fix, v1: &Version, sector: u32) {
     if sector != 512 {
-        std::fs::remove_file(&fix.disk).unwrap();
-        ok(slotctl_tests::run_slotctl([
-            "disk".as_ref(),
-            "init".as_ref(),
-            fix.disk.as_os_str(),
-            "--sector-size".as_ref(),
-            sector.to_string().as_ref(),
-            "--role".as_ref(),
-            format!("BOOT={BOOT_SIZE}").as_ref(),
-            "--role".as_ref(),
-            format!("ROOT={ROOT_SIZE}").as_ref(),
-        ]));
+        fix.reinit_disk(sector);
     }
     fix.factory("A", &v1.image);
     ok(install_cmd(fix, &fix.disk, &v1.image, "A")
@@ -97,28 +88,6 @@ fn field_device(fix: &Fix, v1: &Version, sector: u32) {
 }
 
 /// Where a slot's partitions are.
-#[derive(Clone, Debug)]
-struct SlotPlace {
-    boot: (usize, usize),
-    root: (usize, usize),
-}
-
-fn places(disk: &Path) -> [SlotPlace; 2] {
-    let d = Disk::open(FileDevice::open(disk, false).unwrap(), None).unwrap();
-    let p = |id: SlotId| {
-        let s = d.layout().slot(id);
-        let r = |role: &str| {
-            let q = s.partition(role).unwrap();
-            (q.offset as usize, q.size as usize)
-        };
-        SlotPlace {
-            boot: r("BOOT"),
-            root: r("ROOT"),
-        }
-    };
-    [p(SlotId::A), p(SlotId::B)]
-}
-
 /// Which version a slot holds, checked byte for byte: its record must be
 /// the signed header of v1 or v2 and its partitions must start with that
 /// version's payloads. `Err` says what is wrong.
@@ -192,7 +161,7 @@ fn power_cut_install(
     } = su;
     let sector = *sector;
     let base = fix.disk_bytes();
-    let [pa, pb] = places(&fix.disk);
+    let [pa, pb] = slot_places(FileDevice::open(&fix.disk, false).unwrap());
     let versions = [
         ("v1", std::fs::read(&v1.image).unwrap(), v1),
         ("v2", std::fs::read(&v2.image).unwrap(), v2),

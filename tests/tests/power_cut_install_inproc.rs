@@ -42,7 +42,8 @@ use slotctl::source::Source;
 use slotctl_tests::installfix::{ok, Fix, BOOT_SIZE, ROOT_SIZE};
 use slotctl_tests::sim::flagdisk::boot;
 use slotctl_tests::sim::{
-    full_mode, seed_from_env, CrashOptions, CrashStats, Rng, SimDevice, SliceDevice, Trace,
+    full_mode, seed_from_env, slot_places, CrashOptions, CrashStats, Rng, SimDevice, SliceDevice,
+    SlotPlace, Trace,
 };
 
 /// One signed image: its bytes and its payloads.
@@ -181,28 +182,6 @@ impl Env {
 }
 
 /// Byte ranges of a slot's partitions.
-#[derive(Clone, Debug)]
-struct SlotPlace {
-    boot: (usize, usize),
-    root: (usize, usize),
-}
-
-fn places(disk: &[u8]) -> [SlotPlace; 2] {
-    let d = Disk::open(slice(disk), None).unwrap();
-    let p = |id: SlotId| {
-        let s = d.layout().slot(id);
-        let r = |role: &str| {
-            let q = s.partition(role).unwrap();
-            (q.offset as usize, q.size as usize)
-        };
-        SlotPlace {
-            boot: r("BOOT"),
-            root: r("ROOT"),
-        }
-    };
-    [p(SlotId::A), p(SlotId::B)]
-}
-
 fn slice(bytes: &[u8]) -> SliceDevice<'_> {
     SliceDevice {
         bytes,
@@ -398,7 +377,7 @@ fn run_sector(
     seen: &mut HashSet<u64>,
 ) -> (Outcome, Option<Vec<u8>>) {
     let base = field.durable().to_vec();
-    let [pa, pb] = places(&base);
+    let [pa, pb] = slot_places(slice(&base));
 
     // The install of v2 into A, recorded.
     let mut dev = field.clone();
