@@ -7,7 +7,8 @@ set -euo pipefail
 PACKAGES=(
   qemu-system-x86   # the end-to-end test machine
   busybox-static    # its initramfs and slot root filesystems
-  vboot-utils       # cgpt: ChromeOS flags validator
+  vboot-utils       # vbutil_*: ChromeOS tooling (cgpt is its own package on bookworm)
+  cgpt              # cgpt: ChromeOS flags validator
   gdisk             # sgdisk -v: GPT validator
   fdisk             # sfdisk --json / -V
   openssl           # key and signature interop, hashing baseline
