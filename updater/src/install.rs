@@ -120,8 +120,16 @@ struct Plan {
 }
 
 fn install(args: InstallArgs, globals: &Globals) -> anyhow::Result<()> {
-    let cfg = Config::load(globals)?;
     let progress = Progress::new(globals.json);
+    // `--json` promises a last `result` line on every failure, a config
+    // that cannot be loaded included.
+    let cfg = match Config::load(globals) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            progress.result(false, json!({"error": format!("{e:#}")}));
+            return Err(e);
+        }
+    };
     let result = install_inner(&args, globals, &cfg, &progress);
     match &result {
         Ok(summary) => progress.result(true, summary.clone()),
