@@ -1,6 +1,7 @@
 //! A real HTTP/1.1 server on 127.0.0.1 for the network tests, with fault
 //! modes: drop the connection mid-body (once or on every response), stall,
-//! answer 404 or 500, or ignore `Range`.
+//! answer 404 or 500, ignore `Range`, or answer a resume with a `206` whose
+//! `Content-Range` starts elsewhere than asked.
 //!
 //! It is deliberately small: one thread accepts, one thread per connection
 //! answers one request and closes (`Connection: close`). Each request is
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How the server misbehaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,11 @@ pub enum Mode {
     /// first response drops after this many bytes (so that a client must
     /// resume somehow). `u64::MAX`: never drop.
     IgnoreRangeDropOnce(u64),
+    /// The first response drops after `drop_at` body bytes; every later
+    /// `Range: bytes=N-` is answered `206` from byte `N - back` (at least 0),
+    /// with a `Content-Range` that says so (a truthful answer to a question
+    /// that was not asked: the client must refuse it).
+    WrongRangeStart { drop_at: u64, back: u64 },
 }
 
 /// One request as the server saw it.
@@ -51,6 +57,8 @@ pub struct Request {
     pub range: Option<String>,
     /// The status the server answered.
     pub status: u16,
+    /// When the request's head had been read.
+    pub at: Instant,
 }
 
 pub struct TestServer {
@@ -290,6 +298,7 @@ fn serve_stream<S: Read + Write>(conn: S, s: &Shared) -> std::io::Result<()> {
             }
         }
     }
+    let at = Instant::now();
     let nth = s.served.fetch_add(1, Ordering::SeqCst);
     let out = reader.get_mut();
     let record = |status: u16| {
@@ -298,6 +307,7 @@ fn serve_stream<S: Read + Write>(conn: S, s: &Shared) -> std::io::Result<()> {
             path: path.clone(),
             range: range.clone(),
             status,
+            at,
         });
     };
 
@@ -323,7 +333,12 @@ fn serve_stream<S: Read + Write>(conn: S, s: &Shared) -> std::io::Result<()> {
     let ignore_range = matches!(s.mode, Mode::IgnoreRangeDropOnce(_));
     let (status, start, end) = match (&range, ignore_range) {
         (Some(r), false) => match parse_range(r, len) {
-            Some((a, b)) => (206u16, a, b),
+            Some((a, b)) => match s.mode {
+                Mode::WrongRangeStart { back, .. } if nth > 0 => {
+                    (206u16, a.saturating_sub(back), b)
+                }
+                _ => (206u16, a, b),
+            },
             None => {
                 record(416);
                 write!(
@@ -360,6 +375,7 @@ fn serve_stream<S: Read + Write>(conn: S, s: &Shared) -> std::io::Result<()> {
         Mode::StallOnce(n) if nth == 0 => (n, true),
         Mode::StallEvery(n) => (n, true),
         Mode::IgnoreRangeDropOnce(n) if nth == 0 => (n, false),
+        Mode::WrongRangeStart { drop_at, .. } if nth == 0 => (drop_at, false),
         _ => (u64::MAX, false),
     };
     use std::io::Seek;
@@ -437,6 +453,25 @@ mod tests {
         let (h, b) = get(&srv.url("f"), Some("bytes=10-"));
         assert!(h.starts_with("HTTP/1.1 200"), "{h}");
         assert_eq!(b, data);
+        drop(srv);
+
+        let srv = TestServer::start(
+            &p,
+            Mode::WrongRangeStart {
+                drop_at: 3000,
+                back: 1000,
+            },
+        );
+        let (_, b) = get(&srv.url("f"), None);
+        assert_eq!(b, &data[..3000]);
+        let (h, b) = get(&srv.url("f"), Some("bytes=3000-"));
+        assert!(
+            h.contains("206") && h.contains("bytes 2000-99999/100000"),
+            "{h}"
+        );
+        assert_eq!(b, &data[2000..]);
+        let reqs = srv.requests();
+        assert!(reqs[1].at >= reqs[0].at);
         drop(srv);
 
         let srv = TestServer::start(&p, Mode::Status(404));
