@@ -164,6 +164,23 @@ impl Loop {
 
 impl Drop for Loop {
     fn drop(&mut self) {
+        // Partitions added with partx outlive the detach: delete them first
+        // (retrying while the ended namespace's mount still lets go).
+        let name = self.0.trim_start_matches("/dev/");
+        let sys = PathBuf::from(format!("/sys/block/{name}"));
+        let has_parts = || {
+            std::fs::read_dir(&sys).is_ok_and(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .any(|e| e.file_name().to_string_lossy().starts_with(name))
+            })
+        };
+        for _ in 0..50 {
+            let _ = Command::new("partx").args(["-d", &self.0]).output();
+            if !has_parts() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = Command::new("losetup").args(["-d", &self.0]).status();
     }
 }
