@@ -40,9 +40,10 @@ fn updated(checks: &str) -> Fix {
     f
 }
 
-/// Whether `pid` is a live `sleep 300` (a zombie is dead: it only waits to
-/// be reaped, and this container's init may never reap it).
-fn live_sleep(pid: u32) -> bool {
+/// Whether `pid` is a live process whose command line starts with `argv0`
+/// (a zombie is dead: it only waits to be reaped, and this container's init
+/// may never reap it; the command line guards against a reused pid).
+fn live(pid: u32, argv0: &str) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
@@ -52,7 +53,7 @@ fn live_sleep(pid: u32) -> bool {
         return false;
     }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    cmdline == b"sleep\x00300\x00"
+    cmdline.starts_with(format!("{argv0}\0").as_bytes())
 }
 
 fn read_pid(p: &Path) -> u32 {
@@ -66,15 +67,17 @@ fn read_pid(p: &Path) -> u32 {
 #[test]
 fn overrunning_check_is_killed_with_its_process_group() {
     let dir = tempfile::tempdir().unwrap();
-    let child_pid = dir.path().join("child.pid");
-    let check_pid = dir.path().join("check.pid");
-    // The check leaves a `sleep 300` in the background, then waits in the
-    // foreground on another one. Its output goes to /dev/null, so that a
+    let bg_pid = dir.path().join("bg.pid");
+    let fg_pid = dir.path().join("fg.pid");
+    let sh_pid = dir.path().join("sh.pid");
+    // The check (a shell) leaves a `sleep 300` in the background, then
+    // waits on another one. Its output goes to /dev/null, so that a
     // survivor cannot hold slotctl's stderr pipe (and this test) open.
     let script = format!(
-        "exec >/dev/null 2>&1; sleep 300 & echo $! > {c}; sleep 300 & echo $! > {p}; wait",
-        c = child_pid.display(),
-        p = check_pid.display(),
+        "exec >/dev/null 2>&1; echo $$ > {sh}; sleep 300 & echo $! > {bg}; sleep 300 & echo $! > {fg}; wait",
+        sh = sh_pid.display(),
+        bg = bg_pid.display(),
+        fg = fg_pid.display(),
     );
     let f = updated(&format!(
         r#"
@@ -93,15 +96,23 @@ timeout_secs = 1
             && err.contains("slot B marked bad, rebooting"),
         "{err}"
     );
-    // Both sleeps of the check's process group are gone. SIGKILL is
+    // The shell and both its sleeps (its process group) are gone. SIGKILL is
     // delivered asynchronously: give the kernel a moment (a bounded wait,
     // not a timing assertion).
-    let pids = [read_pid(&child_pid), read_pid(&check_pid)];
+    let procs = [
+        (read_pid(&sh_pid), "sh"),
+        (read_pid(&bg_pid), "sleep"),
+        (read_pid(&fg_pid), "sleep"),
+    ];
     let t = Instant::now();
-    while pids.iter().any(|&p| live_sleep(p)) && t.elapsed() < Duration::from_secs(10) {
+    while procs.iter().any(|&(p, a)| live(p, a)) && t.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let alive: Vec<u32> = pids.iter().copied().filter(|&p| live_sleep(p)).collect();
+    let alive: Vec<u32> = procs
+        .iter()
+        .filter(|&&(p, a)| live(p, a))
+        .map(|&(p, _)| p)
+        .collect();
     if !alive.is_empty() {
         // Do not leave them behind (they are ours: this test started them).
         for p in &alive {
