@@ -1,7 +1,7 @@
 //! A real HTTP/1.1 server on 127.0.0.1 for the network tests, with fault
 //! modes: drop the connection mid-body (once or on every response), stall,
 //! answer 404 or 500, ignore `Range`, or answer a resume with a `206` whose
-//! `Content-Range` starts elsewhere than asked.
+//! `Content-Range` starts elsewhere than asked or is missing.
 //!
 //! It is deliberately small: one thread accepts, one thread per connection
 //! answers one request and closes (`Connection: close`). Each request is
@@ -46,6 +46,9 @@ pub enum Mode {
     /// with a `Content-Range` that says so (a truthful answer to a question
     /// that was not asked: the client must refuse it).
     WrongRangeStart { drop_at: u64, back: u64 },
+    /// The first response drops after this many body bytes; later ranged
+    /// answers are `206` with the right bytes but no `Content-Range`.
+    NoContentRange(u64),
 }
 
 /// One request as the server saw it.
@@ -352,7 +355,9 @@ fn serve_stream<S: Read + Write>(conn: S, s: &Shared) -> std::io::Result<()> {
     };
     let body_len = if len == 0 { 0 } else { end - start + 1 };
     record(status);
-    let mut head = if status == 206 {
+    let mut head = if status == 206 && matches!(s.mode, Mode::NoContentRange(_)) {
+        "HTTP/1.1 206 Partial Content\r\n".to_string()
+    } else if status == 206 {
         format!("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{end}/{len}\r\n")
     } else {
         "HTTP/1.1 200 OK\r\n".to_string()
@@ -376,6 +381,7 @@ fn serve_stream<S: Read + Write>(conn: S, s: &Shared) -> std::io::Result<()> {
         Mode::StallEvery(n) => (n, true),
         Mode::IgnoreRangeDropOnce(n) if nth == 0 => (n, false),
         Mode::WrongRangeStart { drop_at, .. } if nth == 0 => (drop_at, false),
+        Mode::NoContentRange(n) if nth == 0 => (n, false),
         _ => (u64::MAX, false),
     };
     use std::io::Seek;
@@ -472,6 +478,14 @@ mod tests {
         assert_eq!(b, &data[2000..]);
         let reqs = srv.requests();
         assert!(reqs[1].at >= reqs[0].at);
+        drop(srv);
+
+        let srv = TestServer::start(&p, Mode::NoContentRange(3000));
+        let (_, b) = get(&srv.url("f"), None);
+        assert_eq!(b, &data[..3000]);
+        let (h, b) = get(&srv.url("f"), Some("bytes=3000-"));
+        assert!(h.contains("206") && !h.contains("Content-Range"), "{h}");
+        assert_eq!(b, &data[3000..]);
         drop(srv);
 
         let srv = TestServer::start(&p, Mode::Status(404));

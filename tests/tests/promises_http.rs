@@ -115,6 +115,27 @@ fn resume_with_a_content_range_starting_at_zero_is_refused() {
     wrong_content_range_is_refused(u64::MAX, 0);
 }
 
+/// A `206` without any Content-Range does not say where it starts: refused
+/// the same way.
+#[test]
+fn resume_with_a_206_without_content_range_is_refused() {
+    let Setup { f, update } = two_good_slots();
+    let srv = TestServer::start(&update, Mode::NoContentRange(1_500_000));
+    let before = f.status(Some("A"));
+    let a_before = slot_a_bytes(&f);
+    let out = f.run(&["install", "--booted", "A", &srv.url("v2.img")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = error_line(&out);
+    assert!(
+        err.contains("asked to resume at byte 1500000 but the server sent Content-Range None"),
+        "{err}"
+    );
+    let reqs = srv.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[1].status, 206);
+    assert_failed_install_state(&f, &before, &a_before);
+}
+
 /// The same resume answered correctly installs: the refusals above are
 /// about the Content-Range, not about resuming.
 #[test]
@@ -300,6 +321,40 @@ fn json_result_on_a_failure_mid_stream() {
         "{events:?}"
     );
     assert_failed_install_state(&f, &before, &a_before);
+}
+
+/// Another updater holds the lock (here `flock(1)` on the configured lock
+/// file): exit 4, and the JSON stream still ends with the failed result.
+#[test]
+fn json_result_when_busy() {
+    slotctl_tests::require_tool("flock");
+    let Setup { f, update } = two_good_slots();
+    let mut holder = std::process::Command::new("flock")
+        .arg(&f.lock)
+        .args(["sh", "-c", "echo locked; exec sleep 60"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run flock");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "locked\n");
+    let before = f.disk_bytes();
+    let out = f.run(&[
+        "install".as_ref(),
+        "--booted".as_ref(),
+        "A".as_ref(),
+        "--json".as_ref(),
+        update.as_os_str(),
+    ]);
+    // The holder is ours: end it by its pid.
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_failed_result(&out, 4, "busy: another slotctl");
+    assert!(f.disk_bytes() == before);
 }
 
 /// A config the install cannot even load still ends the JSON stream with
