@@ -95,8 +95,9 @@ pub struct Booted {
 }
 
 /// Boot a crash disk as the boot stage does (`slotctl boot-select`: open,
-/// repair a bad copy, pick, use a try), then check that the table is
-/// healthy afterwards and holds what boot selection decided.
+/// repair a bad copy, pick, use a try), then check the choice against
+/// [`expected_boot`] (DESIGN.md's rules, written in this crate) and that
+/// the table is healthy afterwards and holds the flags those rules give.
 pub fn boot(bytes: &[u8], sector: u32, report: bool) -> Result<Booted, String> {
     boot_with(bytes, sector, report, false)
 }
