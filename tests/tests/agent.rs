@@ -103,12 +103,16 @@ impl Env {
     }
 }
 
-/// One line on stderr, naming `what`, non-zero exit, disk unchanged.
+/// One line on stderr, naming `what`, exit 3 (a refusal), disk unchanged.
 fn assert_refused(env: &Env, args: &[&str], what: &str) {
     let before = env.fix.disk_bytes();
     let out = env.run(args);
     let err = stderr(&out);
-    assert!(!out.status.success(), "expected a refusal: {err}");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "expected a refusal (exit 3): {err}"
+    );
     let lines: Vec<_> = err.lines().filter(|l| !l.contains("warning:")).collect();
     assert_eq!(lines.len(), 1, "one error line expected: {err}");
     assert!(lines[0].starts_with("slotctl: error: "), "{err}");
@@ -608,7 +612,8 @@ fn image_changed_between_verification_and_install_is_not_activated() {
     env.srv.swap_after("/images/gw-1.1.0.img", 1, &other);
     let out = env.run(&["update"]);
     let err = stderr(&out);
-    assert!(!out.status.success());
+    // A refusal by verification: exit 3.
+    assert_eq!(out.status.code(), Some(3), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("activation cancelled"), "{err}");
     // Slot B is not the next boot, A still is, and nothing is pending.

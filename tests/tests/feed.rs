@@ -186,10 +186,10 @@ fn feed_commands_refuse_bad_input() {
     );
     ok(feed(&["init", "--compatible", COMPATIBLE], &f));
     refused(feed(&["init", "--compatible", COMPATIBLE], &f), "exists");
-    refused(
-        feed(&["add", other.to_str().unwrap(), "--url", "o.img"], &f),
-        "is for compatible \"another-board\"",
-    );
+    // A refusal by policy (compatible): exit 3, as README's table says.
+    let out = feed(&["add", other.to_str().unwrap(), "--url", "o.img"], &f);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    refused(out, "is for compatible \"another-board\"");
     for (wave, what) in [
         ("10", "expected OFFSET:PERCENT"),
         ("1w:10", "bad offset"),

@@ -5,9 +5,12 @@
 //!
 //! Must hold for every case: no panic; no allocation above a cap (a
 //! counting global allocator measures the largest request while the reader
-//! runs); when a table is accepted, boot-select's repair and commit write
-//! only GPT areas, never inside the usable area where partitions live,
-//! and never past the disk. Runs for a bounded time (`SLOTCTL_FUZZ_SECS`,
+//! runs); when a table is accepted, every write attempt boot-select's
+//! repair and commit make (recorded before the device sees it, so one the
+//! device refuses counts too) lies wholly inside a GPT area of the table
+//! as it was before the mutation (its two header sectors and two entry
+//! arrays): never the protective MBR, never partition data or free space,
+//! never past the disk. Runs for a bounded time (`SLOTCTL_FUZZ_SECS`,
 //! default 15 s; `SLOTCTL_RELIABILITY=full`: 300 s) and prints
 //! `fuzz_gpt: N cases`.
 
@@ -16,8 +19,14 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use boot_flags::{BlockDevice, Disk, Gpt, Guid, MemDevice, NewPartition, SlotLayout};
+use boot_flags::{Disk, Gpt, Guid, MemDevice, NewPartition, SlotLayout};
 use slotctl_tests::sim::{full_mode, seed_from_env, CowDevice, Rng};
+
+/// The write oracle: where the original table's GPT areas are, the check
+/// of one write attempt, and the recording device.
+#[path = "fuzz_gpt/oracle.rs"]
+mod oracle;
+use oracle::{check_write, GptAreas, Recording};
 
 /// Counts the largest single allocation while armed.
 struct Counting;
@@ -27,6 +36,8 @@ static LARGEST: AtomicUsize = AtomicUsize::new(0);
 /// Where the last caught panic happened (set by the fuzz loop's hook).
 static PANIC_AT: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 static IN_CASE: AtomicBool = AtomicBool::new(false);
+/// Write attempts the loop's cases checked against the original GPT areas.
+static WRITES_CHECKED: AtomicUsize = AtomicUsize::new(0);
 /// The tests of this binary run one at a time: the allocation counter is global.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -291,7 +302,7 @@ fn mutate(disk: &mut [u8], hdr_off: usize, ss: usize, rng: &mut Rng) -> &'static
 
 /// Run the reader and what a device does with an accepted table. Returns
 /// Err with a description on a violated property.
-fn exercise(disk: &[u8], ss: u32, report: bool) -> Result<bool, String> {
+fn exercise(disk: &[u8], original: &GptAreas, ss: u32, report: bool) -> Result<bool, String> {
     let sector_size = report.then_some(ss);
     LARGEST.store(0, Ordering::Relaxed);
     ARMED.store(true, Ordering::Relaxed);
@@ -316,32 +327,20 @@ fn exercise(disk: &[u8], ss: u32, report: bool) -> Result<bool, String> {
             let _ = gpt.byte_range(p);
         }
     }
-    let h = gpt.header().clone();
-    // What the boot stage does: repair and commit. Writes must stay in
-    // GPT areas: outside the usable area, inside the disk.
-    let mut dev = CowDevice::new(disk, sector_size);
+    // What the boot stage does: repair and commit. Every write attempt is
+    // recorded before the device sees it (so one the device refuses, e.g.
+    // past the end, is caught even though boot-select's result is not
+    // looked at) and must lie wholly inside a GPT area of the table as it
+    // was before the mutation: never the protective MBR, never a
+    // partition's or the free space's bytes, never past the disk.
+    let mut dev = Recording::new(CowDevice::new(disk, sector_size));
     if let Ok(mut d) = Disk::open(&mut dev, None) {
         let _ = d.boot_select(false);
     }
-    let ssz = u64::from(gpt.sector_size());
-    let usable = (h.first_usable_lba * ssz, (h.last_usable_lba + 1) * ssz);
-    for (off, len) in dev.written() {
-        if off < ssz {
-            return Err(format!(
-                "boot-select wrote bytes {off}..{} of LBA 0 (the protective MBR)",
-                off + len
-            ));
-        }
-        if off < usable.1 && off + len > usable.0 {
-            return Err(format!(
-                "boot-select wrote bytes {off}..{} inside the usable area {}..{} (partition data)",
-                off + len,
-                usable.0,
-                usable.1
-            ));
-        }
+    for &(off, len) in &dev.writes {
+        WRITES_CHECKED.fetch_add(1, Ordering::Relaxed);
+        check_write(original, off, len)?;
     }
-    let _ = dev.len();
     Ok(true)
 }
 
@@ -355,9 +354,13 @@ fn reliability_fuzz_gpt_reader_with_corrupted_tables() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(if full_mode() { 300 } else { 15 });
     eprintln!("fuzz_gpt: seed {seed} (SLOTCTL_SEED={seed} reproduces), {secs} s");
-    let bases: Vec<(u32, bool, Vec<u8>)> = [(512u32, false), (4096, true), (4096, false)]
+    let bases: Vec<(u32, bool, Vec<u8>, GptAreas)> = [(512u32, false), (4096, true), (4096, false)]
         .into_iter()
-        .map(|(ss, rep)| (ss, rep, valid_disk(ss).data))
+        .map(|(ss, rep)| {
+            let d = valid_disk(ss).data;
+            let areas = GptAreas::of(&d, ss as usize);
+            (ss, rep, d, areas)
+        })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut failures: std::collections::BTreeMap<String, String> = Default::default();
@@ -380,7 +383,7 @@ fn reliability_fuzz_gpt_reader_with_corrupted_tables() {
     let mut work = vec![0u8; DISK_LEN];
     while Instant::now() < deadline {
         for _ in 0..64 {
-            let (ss, report, base) = &bases[rng.below(bases.len() as u64) as usize];
+            let (ss, report, base, areas) = &bases[rng.below(bases.len() as u64) as usize];
             let ss_us = *ss as usize;
             work.copy_from_slice(base);
             let copies: &[usize] = match rng.below(3) {
@@ -395,7 +398,8 @@ fn reliability_fuzz_gpt_reader_with_corrupted_tables() {
                 }
             }
             IN_CASE.store(true, Ordering::Relaxed);
-            let r = std::panic::catch_unwind(AssertUnwindSafe(|| exercise(&work, *ss, *report)));
+            let r =
+                std::panic::catch_unwind(AssertUnwindSafe(|| exercise(&work, areas, *ss, *report)));
             IN_CASE.store(false, Ordering::Relaxed);
             ARMED.store(false, Ordering::Relaxed);
             let failure = match r {
@@ -423,7 +427,11 @@ fn reliability_fuzz_gpt_reader_with_corrupted_tables() {
         }
     }
     std::panic::set_hook(default_hook);
-    eprintln!("fuzz_gpt: {cases} cases ({accepted} tables accepted after mutation)");
+    let writes = WRITES_CHECKED.load(Ordering::Relaxed);
+    eprintln!(
+        "fuzz_gpt: {cases} cases ({accepted} tables accepted after mutation, \
+         {writes} boot-select write attempts checked against the original GPT areas)"
+    );
     for (why, example) in &failures {
         eprintln!("fuzz_gpt: FAILURE {why} (first seen: {example}; seed {seed})");
     }
@@ -442,6 +450,7 @@ fn reliability_fuzz_gpt_reader_with_corrupted_tables() {
         unknown.len()
     );
     assert!(cases >= 5_000, "too few fuzz cases in {secs} s: {cases}");
+    assert!(writes > 0, "no accepted table made boot-select write");
     assert!(
         accepted > 0 && accepted < cases,
         "the mutations must both pass and fail the checks"

@@ -7,10 +7,11 @@ use slotctl_tests::http::{Mode, TestServer};
 use slotctl_tests::installfix::*;
 
 use serde_json::Value;
+use std::path::{Path, PathBuf};
 
 /// A provisioned disk (slot A good, 1.0.0) and an update image whose ROOT
 /// payload is large enough for faults mid-body.
-fn setup(compression: &str) -> (Fix, std::path::PathBuf, std::path::PathBuf) {
+fn setup(compression: &str) -> (Fix, PathBuf, PathBuf) {
     let f = Fix::new();
     let r1 = f.payload("root1", 100_000, 1);
     let v1 = f.pack("v1.img", "1.0.0", 1, &[("ROOT", &r1)], "zstd");
@@ -144,19 +145,75 @@ fn connection_refused_fails_without_writing() {
     assert!(f.disk_bytes() == before);
 }
 
-/// A failure mid-body: status unchanged apart from the target slot.
-fn fails_mid_body(mode: Mode, what: &[&str]) {
-    let (f, img, _) = setup("none");
+/// [`setup`], with slot B holding an older signed version (0.9.0, good,
+/// the fallback below A): a failed or killed install into B must be
+/// seen to have invalidated B (flags, record) and written into it, with A
+/// untouched. Returns the fixture, the update image, its ROOT payload, and
+/// B's old ROOT payload.
+fn setup_with_old_b(compression: &str) -> (Fix, PathBuf, PathBuf, PathBuf) {
+    let (f, img, root) = setup(compression);
+    let r0 = f.payload("root0", 200_000, 9);
+    let v0 = f.pack("v0.img", "0.9.0", 1, &[("ROOT", &r0)], "zstd");
+    // A above the priority 2 a factory install gives B.
+    ok(f.run(&["set-flags", "A", "--priority", "3"]));
+    f.factory("B", &v0);
+    let st = f.status(Some("A"));
+    assert_eq!(st["slots"]["B"]["installed"]["version"], "0.9.0", "{st}");
+    assert_eq!(st["slots"]["A"]["installed"]["version"], "1.0.0", "{st}");
+    assert_eq!(f.flags("B"), (2, 0, true));
+    assert_eq!(f.flags("A"), (3, 0, true));
+    ok(f.run(&["verify-slot", "B"]));
+    f.assert_partition_holds("B", "ROOT", &r0);
+    (f, img, root, r0)
+}
+
+/// After a failed or killed install into B (set up by [`setup_with_old_b`]):
+/// status as before apart from B; B unbootable, its 0.9.0 record gone and
+/// its ROOT holding the start of the new payload (so the install did write
+/// before it failed); A's partitions byte for byte as before.
+fn assert_b_invalidated_a_untouched(
+    f: &Fix,
+    before: &Value,
+    a_before: &[Vec<u8>],
+    root: &Path,
+    written_at_least: usize,
+) {
+    let after = f.status(Some("A"));
+    assert_status_unchanged_but_target(before, &after, "B");
+    assert_eq!(before["slots"]["B"]["bootable"], true);
+    assert_eq!(after["slots"]["B"]["installed"], Value::Null, "{after}");
+    assert_refused(&f.run(&["verify-slot", "B"]), 3, "no slot record");
+    let want = std::fs::read(root).unwrap();
+    let got = f.read_partition("B", "ROOT");
+    assert!(
+        got[..written_at_least] == want[..written_at_least],
+        "ROOT-B does not start with the first {written_at_least} bytes of the new payload"
+    );
+    assert!(a_before == &partitions_of(f, "A")[..], "slot A changed");
+    f.assert_partition_holds("A", "ROOT", &f.path("root1"));
+}
+
+/// The bytes of every partition of a slot.
+fn partitions_of(f: &Fix, slot: &str) -> Vec<Vec<u8>> {
+    ["BOOT", "ROOT"]
+        .iter()
+        .map(|r| f.read_partition(slot, r))
+        .collect()
+}
+
+/// A failure mid-body: status unchanged apart from the target slot, which
+/// held an older version and was invalidated and partly written. A failed
+/// download is an I/O error: exit 1.
+fn fails_mid_body(mode: Mode, what: &[&str], written_at_least: usize) {
+    let (f, img, root, _) = setup_with_old_b("none");
     let srv = TestServer::start(&img, mode);
     let before = f.status(Some("A"));
+    let a_before = partitions_of(&f, "A");
     let out = install_url(&f, &srv.url("v2.img"));
-    assert!(!out.status.success());
     let err = error_line(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(what.iter().all(|w| err.contains(w)), "{err}");
-    let after = f.status(Some("A"));
-    assert_status_unchanged_but_target(&before, &after, "B");
-    f.assert_partition_holds("A", "ROOT", &f.path("root1"));
-    assert_refused(&f.run(&["verify-slot", "B"]), 3, "no slot record");
+    assert_b_invalidated_a_untouched(&f, &before, &a_before, &root, written_at_least);
 }
 
 #[test]
@@ -164,6 +221,7 @@ fn repeated_drops_exhaust_the_retries() {
     fails_mid_body(
         Mode::DropEvery(500_000),
         &["download failed at byte 2000000 after 3 retries"],
+        1 << 20,
     );
 }
 
@@ -175,6 +233,7 @@ fn repeated_stalls_exhaust_the_retries() {
             "download failed at byte 2400000 after 3 retries",
             "stalled (no data for 1s)",
         ],
+        1 << 20,
     );
 }
 
@@ -265,18 +324,45 @@ fn second_updater_is_busy_while_the_first_downloads() {
 
 #[test]
 fn killed_mid_download_leaves_old_slot_and_the_install_can_be_rerun() {
-    let (f, img, root) = setup("none");
+    let (f, img, root, _) = setup_with_old_b("none");
     let before = f.status(Some("A"));
-    let srv = TestServer::start(&img, Mode::StallOnce(2_000_000));
+    let a_before = partitions_of(&f, "A");
+    let (root_b, _) = f.partition("B", "ROOT");
+    // Every response stalls after 600,000 bytes: the install cannot finish
+    // (after 4 responses, 2.4 of the image's 3.5 MB, it gives up on its own,
+    // which the check of the kill signal below would catch).
+    let srv = TestServer::start(&img, Mode::StallEvery(600_000));
     let mut child = spawn_install(&f, &srv.url("v2.img"));
-    wait_requests(&srv, 1);
-    // Let it write what it has, then kill it (SIGKILL, by the pid we started).
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Wait until the new payload's first MiB is on ROOT-B in the disk image
+    // (the install has invalidated B and is writing), then kill it
+    // (SIGKILL, by the pid we started).
+    let want = std::fs::read(&root).unwrap();
+    let prefix = &want[..1 << 20];
+    let t = std::time::Instant::now();
+    loop {
+        let disk = f.disk_bytes();
+        let at = root_b as usize;
+        if disk[at..at + prefix.len()] == *prefix {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the install ended before writing the first MiB of ROOT-B"
+        );
+        assert!(
+            t.elapsed().as_secs() < 30,
+            "ROOT-B never received the first MiB of the new payload"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     child.kill().unwrap();
-    child.wait().unwrap();
-    let after = f.status(Some("A"));
-    assert_status_unchanged_but_target(&before, &after, "B");
-    f.assert_partition_holds("A", "ROOT", &f.path("root1"));
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "the install was not killed mid-write: {status:?}"
+    );
+    assert_b_invalidated_a_untouched(&f, &before, &a_before, &root, 1 << 20);
     // The same install, run again, completes.
     let srv2 = TestServer::start(&img, Mode::Normal);
     ok(install_url(&f, &srv2.url("v2.img")));

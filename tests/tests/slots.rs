@@ -265,6 +265,7 @@ fn refusals_exit_3_and_change_nothing() {
     let before = img.bytes();
     let out = img.run(&["--booted", "B", "activate", "A"]);
     assert_one_line_error(&out, "on trial");
+    assert_eq!(out.status.code(), Some(3));
     assert!(img.bytes() == before);
     // mark-bad --force does what it is told.
     img.ok(&["--booted", "A", "mark-bad", "B"]);

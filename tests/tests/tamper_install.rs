@@ -5,7 +5,7 @@
 //! naive pipeline would have activated), payloads swapped under a valid
 //! header, and an image signed by an untrusted key.
 //!
-//! Every case must be refused (non-zero exit, one `slotctl: error:` line)
+//! Every case must be refused (exit code 3, one `slotctl: error:` line)
 //! and leave the slots as they were, apart from the target being
 //! unbootable: the booted slot's flags, partitions and record unchanged
 //! byte for byte, the target not activated (not bootable, or untouched),
@@ -177,6 +177,12 @@ fn check_refused(w: &World, name: &str, image: &[u8]) -> bool {
         String::from_utf8_lossy(&out.stdout)
     );
     let line = error_line(&out);
+    // README's exit codes: 3 is a refusal by verification.
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{name}: refused with the wrong exit code ({line})"
+    );
     let after = std::fs::read(&disk).unwrap();
     if after == w.base {
         return false;

@@ -310,12 +310,12 @@ pub fn run(cmd: FeedCommand, globals: &Globals) -> anyhow::Result<()> {
             let (_, mut d) = read_envelope(&file.feed)?;
             let id = read_image_identity(&image)?;
             if id.compatible != d.compatible {
-                bail!(
+                return Err(crate::exit::refused(format!(
                     "image {} is for compatible {:?}, the feed for {:?}",
                     image.display(),
                     id.compatible,
                     d.compatible
-                );
+                )));
             }
             if d.release(&id.version).is_some() {
                 bail!("feed already lists version {}", id.version);

@@ -66,6 +66,12 @@ pub enum PipelineError {
         role: String,
         err: io::Error,
     },
+    /// The source ended before the payload's signed size: the image is
+    /// truncated (a refusal, like `slotctl image verify`'s).
+    Truncated {
+        role: String,
+        missing: u64,
+    },
     Decode {
         role: String,
         err: io::Error,
@@ -101,6 +107,11 @@ impl std::fmt::Display for PipelineError {
             PipelineError::Source { role, err } => {
                 write!(f, "reading payload {role} from the source: {err}")
             }
+            PipelineError::Truncated { role, missing } => write!(
+                f,
+                "image truncated: payload {role} ends early: the image ends {missing} bytes \
+                 before the end of this payload"
+            ),
             PipelineError::Decode { role, err } => {
                 write!(f, "decompressing payload {role}: {err}")
             }
@@ -142,6 +153,7 @@ impl PipelineError {
         matches!(
             self,
             PipelineError::TooLong { .. }
+                | PipelineError::Truncated { .. }
                 | PipelineError::TooShort { .. }
                 | PipelineError::HashMismatch { .. }
                 | PipelineError::Decode { .. }
@@ -232,7 +244,10 @@ fn reader_stage(
                 let n = (scratch.len() as u64).min(left) as usize;
                 let got = read_full(src, &mut scratch[..n]).map_err(source_err)?;
                 if got < n {
-                    return Err(source_err(io::ErrorKind::UnexpectedEof.into()));
+                    return Err(PipelineError::Truncated {
+                        role: job.role.clone(),
+                        missing: left - got as u64 + job.stored_size,
+                    });
                 }
                 left -= n as u64;
             }
@@ -244,13 +259,10 @@ fn reader_stage(
             buf.resize(n, 0);
             let got = read_full(src, &mut buf).map_err(source_err)?;
             if got < n {
-                return Err(source_err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "the image ends {} bytes before the end of this payload",
-                        left - got as u64
-                    ),
-                )));
+                return Err(PipelineError::Truncated {
+                    role: job.role.clone(),
+                    missing: left - got as u64,
+                });
             }
             left -= n as u64;
             if tx.send(In::Data(buf)).is_err() {

@@ -90,7 +90,11 @@ fn refuses_bad_hash_short_and_long() {
     let e = write_payloads(&mut &bad[..], &[j.clone()], &mut dev, &p).unwrap_err();
     assert!(matches!(e, PipelineError::HashMismatch { .. }), "{e}");
     let e = write_payloads(&mut &a[..100], &[j.clone()], &mut dev, &p).unwrap_err();
-    assert!(matches!(e, PipelineError::Source { .. }), "{e}");
+    assert!(
+        matches!(e, PipelineError::Truncated { ref role, missing } if role == "ROOT" && missing == a.len() as u64 - 100),
+        "{e}"
+    );
+    assert!(e.is_refusal());
     // zstd stream that decompresses to more than raw_size
     let big = data(2 * CHUNK, 4);
     let z = zstd::encode_all(&big[..], 1).unwrap();
