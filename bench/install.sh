@@ -2,7 +2,7 @@
 # Benchmark of `slotctl install` against `dd bs=4M conv=fsync` of the raw
 # payload to the same offset of the same file-backed disk.
 #
-#   bench/install.sh [RUNS]        (default 5; env BENCH_DIR, BENCH_SIZE_MIB)
+#   bench/install.sh [RUNS]   (default 5; env BENCH_DIR, BENCH_SIZE_MIB, BENCH_CACHE)
 #
 # - builds the stripped static release binary;
 # - payload: BENCH_SIZE_MIB (default 1024) MiB, first half random, second half zeros;
@@ -10,16 +10,40 @@
 # - disk: `slotctl disk init` with ROOT large enough; slot A provisioned
 #   (--factory) with a tiny image so that installs go to slot B with --booted A;
 # - runs interleaved (dd, install zstd, install none, install none with
-#   read-back), page cache dropped before each, wall time of each;
+#   read-back, install zstd with read-back), wall time of each;
+# - page cache: BENCH_CACHE=cold (default) drops it before each run and
+#   checks with fincore that none of the run's files is still cached; if it
+#   cannot be dropped (not root, read-only /proc/sys) the bench stops with one
+#   line rather than report warm figures as cold. BENCH_CACHE=warm reads the
+#   inputs into the cache before each run instead, and says so in the output;
 # - prints medians, the ratio dd_time / install_time (goal >= 0.9 without
 #   read-back), peak RSS of each install (/usr/bin/time -v) and binary size.
 #
 # Not a test: nothing here asserts; it measures. Paste the output into
-# bench/RESULTS.md with the machine.
-set -euo pipefail
+# bench/RESULTS.md with the machine. Any failed command stops the bench with
+# a line naming it (errexit also inside $(...) and functions).
+set -Eeuo pipefail
+shopt -s inherit_errexit
+failed() { echo "bench/install.sh: line $2: failed (exit $1): $3" >&2; exit "$1"; }
+trap 'failed $? $LINENO "$BASH_COMMAND"' ERR
 
 RUNS=${1:-5}
 SIZE_MIB=${BENCH_SIZE_MIB:-1024}
+CACHE=${BENCH_CACHE:-cold}
+[[ $RUNS =~ ^[1-9][0-9]*$ && $SIZE_MIB =~ ^[1-9][0-9]*$ && $CACHE =~ ^(cold|warm)$ ]] || {
+    echo "usage: bench/install.sh [RUNS]   (RUNS, BENCH_SIZE_MIB: positive integers; BENCH_CACHE: cold or warm)" >&2
+    exit 2
+}
+if [[ $CACHE == cold ]]; then
+    command -v fincore >/dev/null || {
+        echo "bench/install.sh: fincore (util-linux) is needed to check that the page cache was dropped" >&2
+        exit 1
+    }
+    if ! (sync && echo 3 > /proc/sys/vm/drop_caches) 2>/dev/null; then
+        echo "bench/install.sh: cannot drop the page cache (writing /proc/sys/vm/drop_caches failed: needs root and a writable /proc/sys), so no cold-cache figures; BENCH_CACHE=warm measures with a warm cache and labels the output so" >&2
+        exit 1
+    fi
+fi
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 DIR=${BENCH_DIR:-/var/tmp/slotctl-bench}
 TARGET=x86_64-unknown-linux-gnu
@@ -61,21 +85,43 @@ import json,sys
 s=json.load(sys.stdin)
 print(next(p["offset"] for p in s["slots"]["B"]["partitions"] if p["role"]=="ROOT"))')
 
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
-now() { date +%s.%N; }
+INPUTS=(payload.bin img-zstd.img img-none.img disk.img)
+cache() { # cold: drop the page cache and prove it; warm: fill it with the inputs
+    if [[ $CACHE == warm ]]; then
+        cat payload.bin img-zstd.img img-none.img >/dev/null
+        return
+    fi
+    sync
+    echo 3 > /proc/sys/vm/drop_caches
+    local cached
+    cached=$(fincore --bytes --noheadings --output RES "${INPUTS[@]}" | awk '{s += $1} END {print s + 0}')
+    if ((cached != 0)); then
+        echo "bench/install.sh: page cache not dropped: $cached bytes of ${INPUTS[*]} still cached (fincore), so no cold-cache figure" >&2
+        exit 1
+    fi
+}
 declare -A T RSS
 run() { # name cmd...
-    local name=$1; shift
-    drop
-    local t0 t1
-    t0=$(now)
-    /usr/bin/time -v -o "time-$name.txt" "$@" >/dev/null
-    t1=$(now)
-    T[$name]+="$(python3 -c "print($t1-$t0)") "
-    RSS[$name]+="$(awk -F': ' '/Maximum resident/ {print $2}' "time-$name.txt") "
+    local name=$1 t0 t1 dt rss
+    shift
+    cache
+    t0=$EPOCHREALTIME
+    if ! /usr/bin/time -v -o "time-$name.txt" "$@" >/dev/null; then
+        echo "bench/install.sh: run '$name' failed, not timed: $*" >&2
+        exit 1
+    fi
+    t1=$EPOCHREALTIME
+    dt=$(python3 -c "print($t1 - $t0)")
+    rss=$(awk -F': ' '/Maximum resident/ {print $2}' "time-$name.txt")
+    [[ $rss =~ ^[0-9]+$ ]] || {
+        echo "bench/install.sh: no peak RSS for run '$name' in time-$name.txt" >&2
+        exit 1
+    }
+    T[$name]+="$dt "
+    RSS[$name]+="$rss "
 }
 
-for i in $(seq 1 "$RUNS"); do
+for ((i = 1; i <= RUNS; i++)); do
     echo "run $i/$RUNS" >&2
     run dd dd if=payload.bin of=disk.img bs=4M conv=fsync,notrunc oflag=seek_bytes seek="$ROOT_B" status=none
     run zstd "${S[@]}" install --booted A --no-readback img-zstd.img
@@ -90,23 +136,39 @@ maxof() { python3 -c "import sys; print(max(map(int,sys.argv[1:])))" "$@"; }
 # splitting below is what passes each number as its own argument.
 # shellcheck disable=SC2086
 DD=$(median ${T[dd]})
+if [[ $CACHE == cold ]]; then
+    CACHE_LABEL="page cache dropped before each run (fincore: none of the run's files cached)"
+else
+    CACHE_LABEL="page cache WARM (BENCH_CACHE=warm: inputs read into the cache before each run, not dropped)"
+fi
 echo
 echo "payload ${SIZE_MIB} MiB, ${RUNS} interleaved runs, medians; ratio = dd time / install time"
+echo "$CACHE_LABEL"
 echo
 echo "| what | median s | MiB/s | ratio vs dd | peak RSS KiB (max) |"
 echo "| --- | --- | --- | --- | --- |"
 for n in dd zstd none none_readback zstd_readback; do
+    # Each figure into a variable first: a failure inside $(...) in
+    # printf's arguments would be ignored.
     # shellcheck disable=SC2086
     m=$(median ${T[$n]})
+    mibs=$(python3 -c "print(f'{$SIZE_MIB/$m:.0f}')")
+    ratio=$(python3 -c "print(f'{$DD/$m:.2f}')")
     # shellcheck disable=SC2086
-    printf '| %s | %s | %s | %s | %s |\n' "$n" "$m" \
-        "$(python3 -c "print(f'{$SIZE_MIB/$m:.0f}')")" \
-        "$(python3 -c "print(f'{$DD/$m:.2f}')")" \
-        "$(maxof ${RSS[$n]})"
+    peak=$(maxof ${RSS[$n]})
+    printf '| %s | %s | %s | %s | %s |\n' "$n" "$m" "$mibs" "$ratio" "$peak"
 done
 echo
 echo "all times: "
 for n in dd zstd none none_readback zstd_readback; do echo "  $n: ${T[$n]}"; done
-echo "static stripped binary: $(stat -c %s "$BIN") bytes ($(file -b "$BIN" | cut -d, -f1-2))"
-echo "images: zstd $(stat -c %s img-zstd.img) bytes, none $(stat -c %s img-none.img) bytes"
-echo "machine: $(nproc) CPU(s), $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(df -T "$DIR" | awk 'NR==2 {print $2}') at $DIR"
+BIN_SIZE=$(stat -c %s "$BIN")
+BIN_KIND=$(file -b "$BIN" | cut -d, -f1-2)
+IMG_ZSTD=$(stat -c %s img-zstd.img)
+IMG_NONE=$(stat -c %s img-none.img)
+NCPU=$(nproc)
+CPU=$(lscpu | sed -n 's/^Model name: *//p')
+MEM=$(free -g | awk '/Mem:/ {print $2}')
+FS=$(df -T "$DIR" | awk 'NR==2 {print $2}')
+echo "static stripped binary: $BIN_SIZE bytes ($BIN_KIND)"
+echo "images: zstd $IMG_ZSTD bytes, none $IMG_NONE bytes"
+echo "machine: $NCPU CPU(s), $CPU, $MEM GiB RAM, $FS at $DIR"

@@ -5,10 +5,20 @@
 #
 # Usage: bash bench/verify.sh [RUNS]   (default 5; env SIZE_MIB=1024)
 # Builds the release binary, works in a temporary directory, cleans up.
-set -euo pipefail
+# Any failed command stops the bench with a line naming it: errexit also
+# inside $(...) (inherit_errexit) and functions (errtrace), so a verify that
+# fails is never timed as if it had succeeded.
+set -Eeuo pipefail
+shopt -s inherit_errexit
+failed() { echo "bench/verify.sh: line $2: failed (exit $1): $3" >&2; exit "$1"; }
+trap 'failed $? $LINENO "$BASH_COMMAND"' ERR
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
 SIZE_MIB=${SIZE_MIB:-1024}
+[[ $RUNS =~ ^[1-9][0-9]*$ && $SIZE_MIB =~ ^[1-9][0-9]*$ ]] || {
+  echo "usage: bash bench/verify.sh [RUNS]   (RUNS and SIZE_MIB: positive integers)" >&2
+  exit 2
+}
 
 cargo build --release -p slotctl >&2
 BIN=$PWD/target/release/slotctl
@@ -24,9 +34,12 @@ IMG=$W/bench.img
 BYTES=$(stat -c %s "$IMG")
 cat "$IMG" > /dev/null # page cache: both tools read the same warm file
 
-seconds() { # run "$@", print elapsed seconds
+seconds() { # run "$@", print elapsed seconds; stop the bench if it fails
   local t0=$EPOCHREALTIME
-  "$@" >/dev/null
+  if ! "$@" >/dev/null; then
+    echo "bench/verify.sh: failed, not timed: $*" >&2
+    exit 1
+  fi
   awk -v a="$EPOCHREALTIME" -v b="$t0" 'BEGIN {printf "%.6f\n", a - b}'
 }
 median() { sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f\n", m}'; }
@@ -47,8 +60,14 @@ RATIO=$(calc "$O / $S")
 MBS_S=$(calc "$BYTES / $S / 1000000")
 MBS_O=$(calc "$BYTES / $O / 1000000")
 
-echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs, $(free -g | awk '/^Mem:/ {print $2}') GiB RAM"
-echo "openssl: $(openssl version)"
+# Each into a variable first: a failure inside $(...) in echo's arguments
+# would be ignored.
+CPU=$(lscpu | sed -n 's/^Model name: *//p')
+NCPU=$(nproc)
+MEM=$(free -g | awk '/^Mem:/ {print $2}')
+OPENSSL=$(openssl version)
+echo "machine: $CPU, $NCPU CPUs, $MEM GiB RAM"
+echo "openssl: $OPENSSL"
 echo "image: $BYTES bytes, uncompressed, page cache warm; $RUNS runs interleaved, medians"
 printf 'slotctl image verify: %.3f s (%.0f MB/s)\n' "$S" "$MBS_S"
 printf 'openssl dgst -sha256: %.3f s (%.0f MB/s)\n' "$O" "$MBS_O"

@@ -1,0 +1,145 @@
+//! Bounded memory of `slotctl install`: installing a 512 MiB payload
+//! (compression none and zstd, with the default read-back) stays under the
+//! 32 MiB peak RSS that README.md states, measured by `/usr/bin/time -v`
+//! around the real binary. The install must succeed, `verify-slot` must
+//! accept the slot and its partition must hold the payload byte for byte, so
+//! an install that did nothing cannot pass. The payload is half random, half
+//! zeros (as in bench/install.sh), so the zstd image still carries 256 MiB of
+//! incompressible data. bench/install.sh records 1 GiB figures in
+//! bench/RESULTS.md.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::process::Command;
+
+use slotctl_tests::installfix::{ok, Fix, BOOT_SIZE};
+use slotctl_tests::{run_slotctl, slotctl_bin};
+
+/// The bound README.md states for an install (peak RSS).
+const LIMIT_KIB: u64 = 32 * 1024;
+const SIZE: u64 = 512 << 20;
+const MIB: usize = 1 << 20;
+
+/// Run slotctl under /usr/bin/time -v; return its stdout and peak RSS in KiB.
+fn run_measured(f: &Fix, args: &[&std::ffi::OsStr]) -> (String, u64) {
+    assert!(
+        Path::new("/usr/bin/time").exists(),
+        "/usr/bin/time is required: run scripts/setup.sh (Debian package `time`)"
+    );
+    let out = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(slotctl_bin())
+        .args(args)
+        .arg("--disk")
+        .arg(&f.disk)
+        .arg("--config")
+        .arg(&f.config)
+        .output()
+        .expect("spawn /usr/bin/time");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "slotctl {args:?} failed: {stderr}");
+    let kib = stderr
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in: {stderr}"));
+    (String::from_utf8_lossy(&out.stdout).into_owned(), kib)
+}
+
+/// `SIZE` bytes: the first half from /dev/urandom (incompressible: the
+/// tests' xorshift noise lets zstd shave off about 12%), the second half
+/// zeros (a hole: the bytes read are zeros all the same).
+fn payload(path: &Path) {
+    let mut f = File::create(path).unwrap();
+    let random = File::open("/dev/urandom").unwrap();
+    let n = std::io::copy(&mut random.take(SIZE / 2), &mut f).unwrap();
+    assert_eq!(n, SIZE / 2);
+    f.set_len(SIZE).unwrap();
+}
+
+/// Assert that the disk at `offset` holds exactly the bytes of `payload`.
+fn assert_disk_holds(disk: &Path, offset: u64, payload: &Path) {
+    let mut d = OpenOptions::new().read(true).open(disk).unwrap();
+    d.seek(SeekFrom::Start(offset)).unwrap();
+    let mut p = File::open(payload).unwrap();
+    let (mut a, mut b) = (vec![0u8; 4 * MIB], vec![0u8; 4 * MIB]);
+    let mut at = 0u64;
+    while at < SIZE {
+        p.read_exact(&mut a).unwrap();
+        d.read_exact(&mut b).unwrap();
+        assert!(
+            a == b,
+            "slot B's ROOT differs from the payload near byte {at}"
+        );
+        at += a.len() as u64;
+    }
+}
+
+fn install_512_mib(compression: &str) {
+    let f = Fix::new();
+    // The fixture's disk has a 4 MiB ROOT: replace it by one that fits.
+    std::fs::remove_file(&f.disk).unwrap();
+    ok(run_slotctl([
+        "disk".as_ref(),
+        "init".as_ref(),
+        f.disk.as_os_str(),
+        "--role".as_ref(),
+        format!("BOOT={BOOT_SIZE}").as_ref(),
+        "--role".as_ref(),
+        format!("ROOT={}", SIZE + (16 << 20)).as_ref(),
+    ]));
+    let tiny = f.payload("tiny", 4096, 7);
+    let v1 = f.pack("v1.img", "1.0.0", 1, &[("ROOT", &tiny)], "zstd");
+    f.factory("A", &v1);
+
+    let raw = f.path("root.raw");
+    payload(&raw);
+    let img = f.pack("v2.img", "2.0.0", 1, &[("ROOT", &raw)], compression);
+    let img_len = std::fs::metadata(&img).unwrap().len();
+    assert!(
+        img_len >= SIZE / 2,
+        "the random half must not compress away: image is {img_len} bytes"
+    );
+
+    let (stdout, rss) = run_measured(
+        &f,
+        &[
+            "install".as_ref(),
+            "--booted".as_ref(),
+            "A".as_ref(),
+            img.as_os_str(),
+        ],
+    );
+    eprintln!(
+        "install ({compression}, image {img_len} bytes): {rss} KiB peak RSS for a {SIZE}-byte payload"
+    );
+    // It did install: reported, activated, recorded, and the bytes are there.
+    assert!(
+        stdout.contains("installed 2.0.0 into slot B"),
+        "install output: {stdout}"
+    );
+    assert_eq!(f.flags("B"), (2, 3, false));
+    ok(f.run(&["verify-slot", "B"]));
+    let (offset, size) = f.partition("B", "ROOT");
+    assert!(size >= SIZE);
+    assert_disk_holds(&f.disk, offset, &raw);
+
+    assert!(
+        rss < LIMIT_KIB,
+        "install ({compression}) peaked at {rss} KiB (limit {LIMIT_KIB} KiB)"
+    );
+}
+
+#[test]
+fn install_512_mib_uncompressed_under_32_mib_rss() {
+    install_512_mib("none");
+}
+
+#[test]
+fn install_512_mib_zstd_under_32_mib_rss() {
+    install_512_mib("zstd");
+}
