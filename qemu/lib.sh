@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # The QEMU harness: boots the test machine, follows its serial console, plays
 # the power switch and the watchdog, and inspects the disk image from the host.
-# Sourced by qemu/run-tests.sh and scripts/demo.sh.
+# Sourced by qemu/run-tests.sh, qemu/scenario-agent.sh and scripts/demo.sh.
 #
 # Environment:
 #   SLOTCTL_QEMU_ACCEL=tcg|kvm   accelerator (default tcg; kvm only on request)
@@ -9,12 +9,15 @@
 #   SLOTCTL_QEMU_VERBOSE=1       echo every console line as it arrives
 #
 # Errors: a scenario stops at its first failed expectation or command. The
-# scripts run with `set -e`, and inherit_errexit carries it into `$(...)`.
-# Since errexit does not reach a `$(...)` used as an argument, nor a function
-# called in an `if`/`||`/`&&` condition, the helpers do not rely on it alone:
-# each checks the status and the output of what it runs and calls fail, and
-# fail ends the scenario from wherever it is called (in a `$(...)` too: it
-# signals the scenario's shell, see fail below).
+# scripts run with `set -e`; inherit_errexit carries it into `$(...)`, and
+# the ERR trap (on_error) names a command that failed outside any check.
+# errexit does not reach everywhere: not the enclosing command of a `$(...)`
+# used as an argument, and nothing inside a function or `$(...)` whose status
+# is tested (`if f`, `f || fail`, `x="$(f)" || fail`). So the helpers do not
+# rely on it: each checks the status and the output of what it runs and
+# calls fail, and fail ends the scenario from wherever it is called (in a
+# `$(...)` too: it signals the scenario's shell, see fail below).
+# qemu/controls.sh shows the harness catching each of these cases.
 
 shopt -s inherit_errexit
 
