@@ -36,7 +36,8 @@ QEMU_PID=""    # the qemu of the boot in progress
 BOOT_LOG=""    # console log of the last boot
 BOOT_END=""    # how the last boot ended: poweroff, reboot, panic, cut
 BOOT_SECS=""   # its wall time
-SCENARIO_RC=0  # run_scenario: the exit status of the last scenario
+SCENARIO_RC=0       # run_scenario: the exit status of the last scenario,
+SCENARIO_FAILURE="" # and its first failure message (the cause)
 # The shell that runs the current scenario: fail, called in a subshell of it
 # (a `$(...)`, a pipeline), signals it with USR1 so that it ends too.
 # run_scenario runs a scenario in a subshell and sets this there.
@@ -105,8 +106,8 @@ on_error() {
 
 # run_scenario FUNC [ERRLOG]: runs FUNC as a scenario, in a subshell with
 # errexit on: its first failed expectation (fail) or failed command ends it,
-# and only it. Sets SCENARIO_RC to its exit status; $RUN/fail.log then holds
-# its failure messages, the first first. Its stderr goes to ERRLOG if given.
+# and only it. Sets SCENARIO_RC to its exit status and SCENARIO_FAILURE to
+# its first failure message. Its stderr goes to ERRLOG if given.
 # Call it as a plain command: in an `if`, `||` or `&&`, bash would switch
 # errexit off inside it, whatever the subshell says.
 run_scenario() {
@@ -127,6 +128,9 @@ run_scenario() {
   SCENARIO_RC=$?
   trap on_error ERR
   set -e
+  # shellcheck disable=SC2034
+  SCENARIO_FAILURE="$(head -n1 "$RUN/fail.log")"
+  rm -f "$RUN/fail.log"
 }
 
 # Kill the qemu this harness started, if one is still running.
