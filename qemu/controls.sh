@@ -18,6 +18,7 @@ CONTROLS=(
   'unreadable-status|^cgpt cannot read control-unreadable\.img '
   "empty-cgpt|^cgpt show -i [0-9]+ -P printed '' for slot B, not a number$"
   "empty-status|^slotctl status --json printed no JSON object: ''$"
+  'missing-console|^console: the last boot.s console log is missing or empty '
   'failed-command|^command failed \(status 1\): cgpt show .*/no-such-disk\.img'
   'fail-in-substitution|^disk: no partition labelled NO-SUCH-LABEL$'
 )
@@ -102,6 +103,13 @@ control_empty_status() { # slotctl status answering nothing
   # shellcheck disable=SC2034 # (status_json runs it)
   SLOTCTL=true
   expect_status_agrees A
+  control_went_on
+}
+
+control_missing_console() { # refute_console on a console log that is not there
+  control_boot
+  BOOT_LOG="$RUN/no-such.console"
+  refute_console 'Kernel panic' "a kernel panic"
   control_went_on
 }
 

@@ -291,14 +291,27 @@ boot_summary() {
 
 # ---------------------------------------------------------------- console
 
+# console_has REGEX: whether the last boot's console has a matching line
+# (status 0 or 1). A console log that is missing or empty, or a grep that
+# fails (status 2: a bad regex, an unreadable file), fails the scenario:
+# refute_console must not take "cannot read" for "no such line".
+console_has() {
+  [[ -n "$BOOT_LOG" && -s "$BOOT_LOG" ]] ||
+    fail "console: the last boot's console log is missing or empty (${BOOT_LOG:-no boot yet})"
+  local rc=0
+  grep -Eq -- "$1" "$BOOT_LOG" || rc=$?
+  ((rc <= 1)) || fail "console: grep -E '$1' failed (status $rc) on $(basename "$BOOT_LOG")"
+  return "$rc"
+}
+
 # expect_console REGEX [WHAT]: the last boot's console has a matching line.
 expect_console() {
-  grep -Eq -- "$1" "$BOOT_LOG" || fail "console: expected ${2:-a line matching /$1/}"
+  console_has "$1" || fail "console: expected ${2:-a line matching /$1/}"
 }
 
 # refute_console REGEX [WHAT]: it has none.
 refute_console() {
-  if grep -Eq -- "$1" "$BOOT_LOG"; then
+  if console_has "$1"; then
     fail "console: unexpected ${2:-line matching /$1/}: $(grep -E -m1 -- "$1" "$BOOT_LOG")"
   fi
 }

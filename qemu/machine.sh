@@ -267,10 +267,13 @@ expect_end() {
 }
 
 # sgdisk_verify: the report of `sgdisk -v` on the disk image, which must run
-# (it exits 0 whether or not it finds problems; the report says which).
+# (it exits 0 whether or not it finds problems; the report says which) and
+# find a GPT (on a disk without one it makes an empty table in memory and
+# finds "No problems").
 sgdisk_verify() {
   local out
   out="$(sgdisk -v "$DISK" 2>&1)" || fail "sgdisk -v cannot read $(basename "$DISK"): $(tail -n2 <<<"$out" | tr '\n' ' ')"
+  [[ "$out" != *'Creating new GPT entries'* ]] || fail "sgdisk -v finds no GPT on $(basename "$DISK")"
   printf '%s\n' "$out"
 }
 
