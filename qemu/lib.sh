@@ -112,6 +112,13 @@ on_error() {
 # errexit off inside it, whatever the subshell says.
 run_scenario() {
   : >"$RUN/fail.log"
+  # (Not `2>/dev/stderr`: opening it truncates the file stderr goes to.)
+  local errfd
+  if [[ -n "${2:-}" ]]; then
+    exec {errfd}>"$2"
+  else
+    exec {errfd}>&2
+  fi
   # The subshell's status is read here rather than ending this shell; and
   # without the ERR trap for a moment, which would call it a failed command.
   set +e
@@ -123,11 +130,12 @@ run_scenario() {
     trap 'exit 1' USR1
     trap kill_qemu EXIT
     "$1"
-  ) 2>"${2:-/dev/stderr}"
+  ) 2>&"$errfd"
   # shellcheck disable=SC2034 # (read by run-tests.sh and controls.sh)
   SCENARIO_RC=$?
   trap on_error ERR
   set -e
+  exec {errfd}>&-
   # shellcheck disable=SC2034
   SCENARIO_FAILURE="$(head -n1 "$RUN/fail.log")"
   rm -f "$RUN/fail.log"
