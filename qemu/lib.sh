@@ -1,12 +1,25 @@
 # shellcheck shell=bash
 # The QEMU harness: boots the test machine, follows its serial console, plays
 # the power switch and the watchdog, and inspects the disk image from the host.
-# Sourced by qemu/run-tests.sh and scripts/demo.sh.
+# Sourced by qemu/run-tests.sh, qemu/scenario-agent.sh and scripts/demo.sh.
 #
 # Environment:
 #   SLOTCTL_QEMU_ACCEL=tcg|kvm   accelerator (default tcg; kvm only on request)
 #   SLOTCTL_QEMU_TIMEOUT=SECS    per-boot timeout (default 180)
 #   SLOTCTL_QEMU_VERBOSE=1       echo every console line as it arrives
+#
+# Errors: a scenario stops at its first failed expectation or command. The
+# scripts run with `set -e`; inherit_errexit carries it into `$(...)`, and
+# the ERR trap (on_error) names a command that failed outside any check.
+# errexit does not reach everywhere: not the enclosing command of a `$(...)`
+# used as an argument, and nothing inside a function or `$(...)` whose status
+# is tested (`if f`, `f || fail`, `x="$(f)" || fail`). So the helpers do not
+# rely on it: each checks the status and the output of what it runs and
+# calls fail, and fail ends the scenario from wherever it is called (in a
+# `$(...)` too: it signals the scenario's shell, see fail below).
+# qemu/controls.sh shows the harness catching each of these cases.
+
+shopt -s inherit_errexit
 
 QEMU_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$QEMU_DIR/.." && pwd)"
@@ -23,6 +36,17 @@ QEMU_PID=""    # the qemu of the boot in progress
 BOOT_LOG=""    # console log of the last boot
 BOOT_END=""    # how the last boot ended: poweroff, reboot, panic, cut
 BOOT_SECS=""   # its wall time
+SCENARIO_RC=0       # run_scenario: the exit status of the last scenario,
+SCENARIO_FAILURE="" # and its first failure message (the cause)
+# The shell that runs the current scenario: fail, called in a subshell of it
+# (a `$(...)`, a pipeline), signals it with USR1 so that it ends too.
+# run_scenario runs a scenario in a subshell and sets this there.
+SCENARIO_PID=$BASHPID
+trap 'exit 1' USR1
+# A command that fails outside any expectation stops the script (set -e);
+# on_error names it. errtrace (-E) carries the trap into functions.
+set -E
+trap on_error ERR
 
 case "$ACCEL" in tcg | kvm) ;; *)
   echo "qemu: SLOTCTL_QEMU_ACCEL must be tcg or kvm, not '$ACCEL'" >&2
@@ -32,9 +56,21 @@ esac
 
 log() { echo "qemu: $*"; }
 
-# fail MESSAGE: the current scenario fails (scenarios run in a subshell).
+# fail MESSAGE: the current scenario fails, here and now. The message also
+# goes to $RUN/fail.log (run-tests.sh's negative controls read it). Called in
+# a subshell (`x="$(helper)"`, `cmd "$(helper)"`, a pipeline), `exit` would end
+# only that subshell: fail then also sends USR1 to the scenario's shell, whose
+# trap ends it as soon as the command in progress returns.
 fail() {
+  # A fail in a `$(...)` makes its callers' checks fail in turn: only the
+  # first message, the cause, is shown (and kept in $RUN/fail.log).
+  if [[ -n "$RUN" && -s "$RUN/fail.log" ]]; then
+    fail_exit
+  fi
   echo "qemu: FAIL: $*" >&2
+  if [[ -n "$RUN" && -d "$RUN" ]]; then
+    echo "$*" >>"$RUN/fail.log"
+  fi
   if [[ -n "$BOOT_LOG" && -f "$BOOT_LOG" ]]; then
     if [[ -s "$BOOT_LOG" ]]; then
       echo "qemu: last console lines of $(basename "$BOOT_LOG"):" >&2
@@ -43,7 +79,66 @@ fail() {
       echo "qemu: the console of $(basename "$BOOT_LOG") is empty" >&2
     fi
   fi
+  fail_exit
+}
+
+# fail_exit: ends the scenario (see fail).
+fail_exit() {
+  if [[ "$BASHPID" != "$SCENARIO_PID" ]]; then
+    kill -USR1 "$SCENARIO_PID" 2>/dev/null || true
+  fi
   exit 1
+}
+
+# on_error: the ERR trap. Says which command failed, unless a fail message
+# already explained the failure (its status then reaches the callers, whose
+# commands fail in turn).
+on_error() {
+  local rc=$?
+  if [[ -n "$RUN" && -s "$RUN/fail.log" ]]; then
+    return 0
+  fi
+  echo "qemu: FAIL: command failed (status $rc): $BASH_COMMAND" >&2
+  if [[ -n "$RUN" && -d "$RUN" ]]; then
+    echo "command failed (status $rc): $BASH_COMMAND" >>"$RUN/fail.log"
+  fi
+}
+
+# run_scenario FUNC [ERRLOG]: runs FUNC as a scenario, in a subshell with
+# errexit on: its first failed expectation (fail) or failed command ends it,
+# and only it. Sets SCENARIO_RC to its exit status and SCENARIO_FAILURE to
+# its first failure message. Its stderr goes to ERRLOG if given.
+# Call it as a plain command: in an `if`, `||` or `&&`, bash would switch
+# errexit off inside it, whatever the subshell says.
+run_scenario() {
+  : >"$RUN/fail.log"
+  # (Not `2>/dev/stderr`: opening it truncates the file stderr goes to.)
+  local errfd
+  if [[ -n "${2:-}" ]]; then
+    exec {errfd}>"$2"
+  else
+    exec {errfd}>&2
+  fi
+  # The subshell's status is read here rather than ending this shell; and
+  # without the ERR trap for a moment, which would call it a failed command.
+  set +e
+  trap - ERR
+  (
+    set -eE # (set +e above is inherited: errexit back on)
+    trap on_error ERR
+    SCENARIO_PID=$BASHPID
+    trap 'exit 1' USR1
+    trap kill_qemu EXIT
+    "$1"
+  ) 2>&"$errfd"
+  # shellcheck disable=SC2034 # (read by run-tests.sh and controls.sh)
+  SCENARIO_RC=$?
+  trap on_error ERR
+  set -e
+  exec {errfd}>&-
+  # shellcheck disable=SC2034
+  SCENARIO_FAILURE="$(head -n1 "$RUN/fail.log")"
+  rm -f "$RUN/fail.log"
 }
 
 # Kill the qemu this harness started, if one is still running.
@@ -106,7 +201,9 @@ boot() {
     esac
     shift 2
   done
-  local n=$(($(cat "$RUN/boots") + 1))
+  local n
+  n="$(cat "$RUN/boots")" || fail "boot: no boot counter in $RUN"
+  n=$((n + 1))
   echo "$n" >"$RUN/boots"
   BOOT_LOG="$RUN/$(printf '%02d' "$n")-$name.console"
   local fifo="$RUN/console.fifo"
@@ -190,24 +287,39 @@ boot() {
   log "  boot $n ($name): ${BOOT_SECS}s, ended by $BOOT_END; $(boot_summary)"
 }
 
-# What the last boot's console says about it, on one line.
+# What the last boot's console says about it, on one line (for the log: a
+# boot that never reached a slot says so, the expectations judge it).
 boot_summary() {
   local sel up
-  sel="$(grep -o 'SLOTCTL-INITRAMFS: booting slot [AB]' "$BOOT_LOG" | tail -n1)"
-  up="$(grep -o 'SLOTCTL-SLOT: up version=[^ ]*' "$BOOT_LOG" | tail -n1)"
+  sel="$(grep -o 'SLOTCTL-INITRAMFS: booting slot [AB]' "$BOOT_LOG" | tail -n1)" || sel=""
+  up="$(grep -o 'SLOTCTL-SLOT: up version=[^ ]*' "$BOOT_LOG" | tail -n1)" || up=""
+  [[ -n "$sel" ]] || sel="no slot booted"
   echo "${sel#SLOTCTL-INITRAMFS: booting }${up:+, ${up#SLOTCTL-SLOT: up }}"
 }
 
 # ---------------------------------------------------------------- console
 
+# console_has REGEX: whether the last boot's console has a matching line
+# (status 0 or 1). A console log that is missing or empty, or a grep that
+# fails (status 2: a bad regex, an unreadable file), fails the scenario:
+# refute_console must not take "cannot read" for "no such line".
+console_has() {
+  [[ -n "$BOOT_LOG" && -s "$BOOT_LOG" ]] ||
+    fail "console: the last boot's console log is missing or empty (${BOOT_LOG:-no boot yet})"
+  local rc=0
+  grep -Eq -- "$1" "$BOOT_LOG" || rc=$?
+  ((rc <= 1)) || fail "console: grep -E '$1' failed (status $rc) on $(basename "$BOOT_LOG")"
+  return "$rc"
+}
+
 # expect_console REGEX [WHAT]: the last boot's console has a matching line.
 expect_console() {
-  grep -Eq -- "$1" "$BOOT_LOG" || fail "console: expected ${2:-a line matching /$1/}"
+  console_has "$1" || fail "console: expected ${2:-a line matching /$1/}"
 }
 
 # refute_console REGEX [WHAT]: it has none.
 refute_console() {
-  if grep -Eq -- "$1" "$BOOT_LOG"; then
+  if console_has "$1"; then
     fail "console: unexpected ${2:-line matching /$1/}: $(grep -E -m1 -- "$1" "$BOOT_LOG")"
   fi
 }
@@ -230,24 +342,38 @@ make_stick() {
   rm -rf "$dir"
   mkdir -p "$dir"
   printf '%s\n' "$plan" >"$dir/plan"
-  local f bytes=0
+  local f size bytes=0
   for f in "$@"; do
-    cp "$f" "$dir/"
-    bytes=$((bytes + $(stat -c %s "$f")))
+    cp "$f" "$dir/" || fail "make_stick: cannot copy $f"
+    size="$(stat -c %s "$f")" || fail "make_stick: cannot stat $f"
+    bytes=$((bytes + size))
   done
   local mib=$((bytes / 1048576 + 8))
-  mkfs.ext4 -q -d "$dir" -L USB "$RUN/stick-$name.img" "${mib}M" >/dev/null
+  rm -f "$RUN/stick-$name.img"
+  mkfs.ext4 -q -d "$dir" -L USB "$RUN/stick-$name.img" "${mib}M" >/dev/null ||
+    fail "make_stick: mkfs.ext4 failed for the stick $name"
   rm -rf "$dir"
   echo "$RUN/stick-$name.img"
 }
 
 # ---------------------------------------------------------------- the disk
 
+# cgpt_read FIELD INDEX: `cgpt show -i INDEX -FIELD` of the disk image, which
+# must succeed. (cgpt's warnings on stderr are not failures: it warns about a
+# stale GPT copy, which scenarios 5 and 6 make; they are shown when it fails.)
+cgpt_read() {
+  local out
+  out="$(cgpt show -i "$2" -"$1" "$DISK" 2>"$RUN/cgpt.err")" ||
+    fail "cgpt cannot read $(basename "$DISK") (cgpt show -i $2 -$1): $(grep -m1 '^ERROR' "$RUN/cgpt.err" || tail -n1 "$RUN/cgpt.err")"
+  printf '%s\n' "$out"
+}
+
 # part_index LABEL: the partition number of LABEL in the disk image.
 part_index() {
-  local i
+  local i label
   for i in $(seq 1 16); do
-    if [[ "$(cgpt show -i "$i" -l "$DISK" 2>/dev/null)" == "$1" ]]; then
+    label="$(cgpt_read l "$i")" || fail "disk: cannot read the label of partition $i"
+    if [[ "$label" == "$1" ]]; then
       echo "$i"
       return 0
     fi
@@ -255,16 +381,15 @@ part_index() {
   fail "disk: no partition labelled $1"
 }
 
-# cgpt_flags SLOT: "priority tries successful" of SLOT's flags partition, as
-# cgpt reads them.
-cgpt_flags() {
-  local i
-  i="$(flags_index "$1")"
-  # (stderr: cgpt warns about a stale GPT copy, which scenarios 5 and 6 make)
-  echo "$(cgpt show -i "$i" -P "$DISK" 2>/dev/null) $(cgpt show -i "$i" -T "$DISK" 2>/dev/null) $(cgpt show -i "$i" -S "$DISK" 2>/dev/null)"
-}
-
-# status_json: `slotctl status --json` of the disk image, run on the host.
+# status_json: `slotctl status --json` of the disk image, run on the host;
+# it must succeed and print a JSON object.
 status_json() {
-  "$SLOTCTL" --json --disk "$DISK" status || fail "slotctl status --json failed on the disk image"
+  local out type
+  out="$("$SLOTCTL" --json --disk "$DISK" status)" ||
+    fail "slotctl status --json failed on the disk image"
+  # (not `jq -e`: jq 1.6 exits 0 on an empty input)
+  type="$(jq -r type 2>/dev/null <<<"$out")" || type="not JSON"
+  [[ "$type" == object ]] ||
+    fail "slotctl status --json printed no JSON object: '${out:0:200}'"
+  printf '%s\n' "$out"
 }

@@ -56,7 +56,7 @@ prepare_machine() {
   "$SLOTCTL" --disk "$DISK" install --factory --slot A --compatible qemu-test \
     --keyring "$RUN/keyring" "$RUN/v1.img" >/dev/null
   cgpt show "$DISK" >/dev/null || fail "cgpt cannot read the factory disk"
-  sgdisk -v "$DISK" | grep -q 'No problems found' || fail "sgdisk -v finds problems on the factory disk"
+  expect_sgdisk_clean "on the factory disk"
 }
 
 # ------------------------------------------------------------ plans
@@ -148,78 +148,105 @@ cut_regex() {
 
 # ------------------------------------------------------------ the flags
 
-# flags_index SLOT: the partition that carries SLOT's flags, as slotctl
-# names it; it must be the slot's first partition (the design's default).
+# cgpt_flags fills these: the priority, tries and successful bit it read.
+FLAG_P=""
+FLAG_T=""
+FLAG_S=""
+
+# cgpt_flags SLOT: sets FLAG_P, FLAG_T and FLAG_S to the priority, tries and
+# successful bit of SLOT's flags partition, as cgpt reads them. It fails when
+# cgpt fails or prints anything but a number (an empty answer is no 0). It
+# sets globals instead of printing, so that it is not run in a `$(...)`.
+cgpt_flags() {
+  local i f out
+  i="$(flags_index "$1")" || fail "no flags partition for slot $1"
+  for f in P T S; do
+    out="$(cgpt_read "$f" "$i")" || fail "cgpt: cannot read slot $1's flags"
+    [[ "$out" =~ ^[0-9]+$ ]] ||
+      fail "cgpt show -i $i -$f printed '$out' for slot $1, not a number"
+    printf -v "FLAG_$f" '%s' "$out"
+  done
+}
+
+# flags_index SLOT: the partition that carries SLOT's flags: BOOT-SLOT as cgpt
+# finds it, which must be the one slotctl names (the design's default).
 flags_index() {
-  local i
-  i="$(status_json | jq -r --arg s "$1" "$JQ_SLOT.flags_partition")"
-  [[ "$i" == "$(part_index "BOOT-$1")" ]] ||
-    fail "slotctl says slot $1's flags are on partition $i, not on BOOT-$1"
+  local i json named
+  i="$(part_index "BOOT-$1")" || fail "disk: no partition BOOT-$1"
+  json="$(status_json)" || fail "slotctl status --json failed"
+  named="$(jq -r --arg s "$1" "$JQ_SLOT.flags_partition" <<<"$json")" ||
+    fail "jq cannot read slot $1's flags partition from slotctl status --json"
+  [[ "$named" == "$i" ]] ||
+    fail "slotctl says slot $1's flags are on partition '$named', cgpt finds BOOT-$1 on $i"
   echo "$i"
 }
+
+# The expectations on the flags below read them with cgpt_flags (FLAG_P,
+# FLAG_T, FLAG_S: numbers, or the scenario has already failed), judge them,
+# then require slotctl's reading to agree.
 
 # expect_flags SLOT TRIES SUCCESSFUL: cgpt and `slotctl status --json`
 # agree on SLOT's tries and successful bits, and they are as expected.
 expect_flags() {
-  local slot="$1" tries="$2" ok="$3" p t s
-  read -r p t s <<<"$(cgpt_flags "$slot")"
-  [[ "$t" == "$tries" && "$s" == "$ok" ]] ||
-    fail "flags of $slot (cgpt): tries=$t successful=$s, expected tries=$tries successful=$ok"
-  expect_status_agrees "$slot"
+  cgpt_flags "$1"
+  [[ "$FLAG_T" == "$2" && "$FLAG_S" == "$3" ]] ||
+    fail "flags of $1 (cgpt): tries=$FLAG_T successful=$FLAG_S, expected tries=$2 successful=$3"
+  expect_status_agrees "$1"
 }
 
 # expect_good SLOT: bootable and marked successful.
 expect_good() {
-  local p t s
-  read -r p t s <<<"$(cgpt_flags "$1")"
-  ((p > 0 && s == 1)) || fail "slot $1 is not good (cgpt: priority=$p tries=$t successful=$s)"
+  cgpt_flags "$1"
+  ((FLAG_P > 0 && FLAG_S == 1)) ||
+    fail "slot $1 is not good (cgpt: priority=$FLAG_P tries=$FLAG_T successful=$FLAG_S)"
   expect_status_agrees "$1"
 }
 
 # expect_bad SLOT: marked bad (priority 0, not successful).
 expect_bad() {
-  local p t s
-  read -r p t s <<<"$(cgpt_flags "$1")"
-  ((p == 0 && s == 0)) || fail "slot $1 is not marked bad (cgpt: priority=$p tries=$t successful=$s)"
+  cgpt_flags "$1"
+  ((FLAG_P == 0 && FLAG_S == 0)) ||
+    fail "slot $1 is not marked bad (cgpt: priority=$FLAG_P tries=$FLAG_T successful=$FLAG_S)"
   expect_status_agrees "$1"
 }
 
 # expect_not_bootable SLOT: no boot stage would pick it.
 expect_not_bootable() {
-  local p t s
-  read -r p t s <<<"$(cgpt_flags "$1")"
-  ((p == 0 || (t == 0 && s == 0))) ||
-    fail "slot $1 is still bootable (cgpt: priority=$p tries=$t successful=$s)"
+  cgpt_flags "$1"
+  ((FLAG_P == 0 || (FLAG_T == 0 && FLAG_S == 0))) ||
+    fail "slot $1 is still bootable (cgpt: priority=$FLAG_P tries=$FLAG_T successful=$FLAG_S)"
   expect_status_agrees "$1"
 }
 
 # expect_next SLOT: the slot the next boot picks, computed from cgpt's view of
 # the flags (highest priority among bootable slots) and from slotctl's.
 expect_next() {
-  local best="" bestp=0 slot p t s
+  local best="" bestp=0 slot json next
   for slot in A B; do
-    read -r p t s <<<"$(cgpt_flags "$slot")"
-    if ((p > 0 && (s == 1 || t > 0) && p > bestp)); then
-      best="$slot" bestp="$p"
+    cgpt_flags "$slot"
+    if ((FLAG_P > 0 && (FLAG_S == 1 || FLAG_T > 0) && FLAG_P > bestp)); then
+      best="$slot" bestp="$FLAG_P"
     fi
   done
   [[ "$best" == "$1" ]] || fail "next boot (from cgpt's flags) is '${best:-none}', expected $1"
-  local next
-  next="$(status_json | jq -r "$JQ_NEXT")"
+  json="$(status_json)" || fail "slotctl status --json failed"
+  next="$(jq -r "$JQ_NEXT" <<<"$json")" || fail "jq cannot read the next slot from slotctl status --json"
   [[ "$next" == "$1" ]] || fail "next boot (slotctl status --json) is '$next', expected $1"
 }
 
-# expect_status_agrees SLOT: slotctl status --json reads the same flags as cgpt.
+# expect_status_agrees SLOT: slotctl status --json reads the same flags as
+# cgpt (three numbers each: a missing field is a failure, not a match).
 expect_status_agrees() {
-  local p t s json
-  read -r p t s <<<"$(cgpt_flags "$1")"
-  json="$(status_json)"
-  local jp jt js
-  jp="$(jq -r --arg s "$1" "$JQ_SLOT | .priority" <<<"$json")"
-  jt="$(jq -r --arg s "$1" "$JQ_SLOT | .tries" <<<"$json")"
-  js="$(jq -r --arg s "$1" "$JQ_SLOT | .successful | if . == true then 1 elif . == false then 0 else . end" <<<"$json")"
-  [[ "$jp $jt $js" == "$p $t $s" ]] ||
-    fail "slot $1: slotctl status says priority/tries/successful $jp/$jt/$js, cgpt says $p/$t/$s"
+  local json got
+  cgpt_flags "$1"
+  json="$(status_json)" || fail "slotctl status --json failed"
+  got="$(jq -r --arg s "$1" "$JQ_SLOT | [.priority, .tries,
+    (.successful | if . == true then 1 elif . == false then 0 else . end)] | map(tostring) | join(\"/\")" \
+    <<<"$json")" || fail "jq cannot read slot $1's flags from slotctl status --json"
+  [[ "$got" =~ ^[0-9]+/[0-9]+/[01]$ ]] ||
+    fail "slot $1: slotctl status --json has no priority/tries/successful for it: '$got'"
+  [[ "$got" == "$FLAG_P/$FLAG_T/$FLAG_S" ]] ||
+    fail "slot $1: slotctl status says priority/tries/successful $got, cgpt says $FLAG_P/$FLAG_T/$FLAG_S"
 }
 
 # expect_console_status SLOT FIELD VALUE WHAT: the status the guest printed
@@ -236,22 +263,51 @@ expect_console_status() {
 
 # expect_end HOW: how the last boot ended (poweroff, reboot, panic, cut, watchdog).
 expect_end() {
-  [[ "$BOOT_END" == "$1" ]] || fail "the boot ended by $BOOT_END, expected $1"
+  [[ "$BOOT_END" == "$1" ]] || fail "the boot ended by ${BOOT_END:-nothing}, expected $1"
+}
+
+# sgdisk_verify: the report of `sgdisk -v` on the disk image, which must run
+# (it exits 0 whether or not it finds problems; the report says which) and
+# find a GPT (on a disk without one it makes an empty table in memory and
+# finds "No problems").
+sgdisk_verify() {
+  local out
+  out="$(sgdisk -v "$DISK" 2>&1)" || fail "sgdisk -v cannot read $(basename "$DISK"): $(tail -n2 <<<"$out" | tr '\n' ' ')"
+  [[ "$out" != *'Creating new GPT entries'* ]] || fail "sgdisk -v finds no GPT on $(basename "$DISK")"
+  printf '%s\n' "$out"
+}
+
+# expect_sgdisk_clean WHEN: `sgdisk -v` of the disk image finds no problem.
+expect_sgdisk_clean() {
+  local out
+  out="$(sgdisk_verify)" || fail "sgdisk -v failed"
+  [[ "$out" == *'No problems found'* ]] ||
+    fail "sgdisk -v finds problems $1: $(head -n3 <<<"$out" | tr '\n' ' ')"
+}
+
+# expect_sgdisk_problems WHAT: `sgdisk -v` of the disk image finds problems.
+expect_sgdisk_problems() {
+  local out
+  out="$(sgdisk_verify)" || fail "sgdisk -v failed"
+  [[ "$out" != *'No problems found'* ]] || fail "$1: sgdisk -v finds no problem"
 }
 
 # corrupt_primary_gpt: scribble over the primary partition entry array (LBA 2
 # on this 512-byte-sector image), so its CRC no longer holds.
 corrupt_primary_gpt() {
   printf 'CORRUPTED BY THE HOST, SCENARIO 6' |
-    dd of="$DISK" bs=1 seek=$((2 * 512 + 56)) conv=notrunc status=none
+    dd of="$DISK" bs=1 seek=$((2 * 512 + 56)) conv=notrunc status=none ||
+    fail "cannot write the corruption into $DISK"
 }
 
 # backup_header_sector: the 512-byte sector holding the backup GPT header
 # (the disk's last logical block).
 backup_header_sector() {
-  local bytes ss
-  bytes="$(stat -c %s "$DISK")"
-  ss="$(status_json | jq -r .sector_size)"
+  local bytes json ss
+  bytes="$(stat -c %s "$DISK")" || fail "cannot stat $DISK"
+  json="$(status_json)" || fail "slotctl status --json failed"
+  ss="$(jq -r .sector_size <<<"$json")" || fail "jq cannot read the sector size"
+  [[ "$ss" =~ ^[1-9][0-9]*$ ]] || fail "slotctl status --json gives no sector size ('$ss')"
   echo $(((bytes / ss - 1) * ss / 512))
 }
 
@@ -261,17 +317,23 @@ expect_recorded() {
     fail "slot $1 has no slot record that verifies: $("$SLOTCTL" --disk "$DISK" --booted "$2" verify-slot "$1" --keyring "$RUN/keyring" 2>&1 | tail -n1)"
 }
 
-# expect_gpt_copies_healthy: slotctl reports both GPT copies healthy.
-expect_gpt_copies_healthy() {
-  local json
-  json="$(status_json)"
-  jq -e "$JQ_GPT_HEALTHY" <<<"$json" >/dev/null ||
-    fail "slotctl status does not report both GPT copies healthy: $json"
+# expect_gpt_copies PRIMARY BACKUP WHEN: how slotctl status --json calls the
+# two GPT copies: each "ok", or "bad" (a string that is not "ok").
+expect_gpt_copies() {
+  local json got
+  json="$(status_json)" || fail "slotctl status --json failed"
+  got="$(jq -r '[.gpt.primary, .gpt.backup]
+    | map(if type != "string" then "missing" elif . == "ok" then "ok" else "bad" end)
+    | join(" ")' <<<"$json")" || fail "jq cannot read the GPT copies' health from slotctl status --json"
+  [[ "$got" == "$1 $2" ]] ||
+    fail "GPT copies $3: expected primary $1, backup $2; slotctl says $(jq -c .gpt <<<"$json")"
 }
+
+# expect_gpt_copies_healthy: slotctl reports both GPT copies healthy.
+expect_gpt_copies_healthy() { expect_gpt_copies ok ok "(both expected healthy)"; }
 
 # jq paths into `slotctl status --json` (kept here, in one place; $s is a
 # jq variable).
 # shellcheck disable=SC2016
 JQ_SLOT='.slots[$s]'
 JQ_NEXT='.next'
-JQ_GPT_HEALTHY='.gpt.primary == "ok" and .gpt.backup == "ok"'

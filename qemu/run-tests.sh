@@ -2,15 +2,21 @@
 # End-to-end scenarios on a booting machine (issue 5): a QEMU machine whose
 # initramfs runs `slotctl boot-select` and whose slots run `slotctl
 # boot-check`. Each scenario asserts on the serial console and on the flags
-# read from the host (`slotctl status --json` and `cgpt`).
+# read from the host (`slotctl status --json` and `cgpt`). A scenario stops at
+# its first failed expectation or command (qemu/lib.sh: run_scenario). The
+# negative controls (qemu/controls.sh) run first, in the same harness: each
+# expects something false and must fail where it does, or the run fails.
 #
 # Usage: qemu/run-tests.sh [SCENARIO...]   (default: 1 2 3 4 5 6 7)
+#        qemu/run-tests.sh controls         (the negative controls only)
 # Environment: see qemu/lib.sh (SLOTCTL_QEMU_ACCEL, _TIMEOUT, _VERBOSE).
 set -euo pipefail
 # shellcheck source=qemu/lib.sh
 source "$(dirname "$0")/lib.sh"
 # shellcheck source=qemu/machine.sh
 source "$QEMU_DIR/machine.sh"
+# shellcheck source=qemu/controls.sh
+source "$QEMU_DIR/controls.sh"
 
 trap kill_qemu EXIT
 
@@ -21,14 +27,14 @@ start_from() {
   local state="$RUN/state-$1.img"
   [[ -f "$state" ]] || fail "needs the disk as scenario $1 left it, and scenario $1 did not pass"
   DISK="$RUN/disk.img"
-  cp --sparse=always "$state" "$DISK"
+  cp --sparse=always "$state" "$DISK" || fail "cannot copy the disk $state"
 }
-save_as() { cp --sparse=always "$DISK" "$RUN/state-$1.img"; }
+save_as() { cp --sparse=always "$DISK" "$RUN/state-$1.img" || fail "cannot save the disk as state $1"; }
 
 # ------------------------------------------------------------ scenario 1
 scenario_1() { # a fresh disk boots A; v2 installed from the USB stick and activated
   DISK="$RUN/disk.img"
-  cp --sparse=always "$RUN/factory.img" "$DISK"
+  cp --sparse=always "$RUN/factory.img" "$DISK" || fail "cannot copy the factory disk"
   expect_good A
   expect_not_bootable B
   expect_next A
@@ -179,15 +185,14 @@ scenario_5() { # power cuts early, mid-payload, during activation; then it insta
   expect_gpt_copies_healthy
   # (b) The primary copy lands, the backup does not: the activation stands
   # (the primary header is the commit point) and boot-select repairs the backup.
-  boot s5-cut-activation-backup --stick "$stick" --fail-writes-at "$(backup_header_sector)" \
+  local sector
+  sector="$(backup_header_sector)"
+  boot s5-cut-activation-backup --stick "$stick" --fail-writes-at "$sector" \
     --cut cut_after_activate
   expect_booted A 5.0.0
   expect_console 'slotctl: error: .*backup' "the activation failing on the backup copy"
   expect_end cut
-  [[ "$(status_json | jq -r '.gpt.primary + " " + (.gpt.backup | tostring)')" == "ok "* ]] ||
-    fail "after the cut the primary GPT should be intact: $(status_json | jq -c .gpt)"
-  [[ "$(status_json | jq -r .gpt.backup)" != ok ]] ||
-    fail "after the cut the backup GPT should be stale, slotctl calls it ok"
+  expect_gpt_copies ok bad "after the cut (the primary intact, the backup stale)"
   expect_flags B "$TRIES_NEW" 0
   expect_next B
   boot s5-activation-stands
@@ -196,8 +201,7 @@ scenario_5() { # power cuts early, mid-payload, during activation; then it insta
   expect_console '^SLOTCTL-SLOT: boot-check exit=0$'
   expect_end poweroff
   expect_gpt_copies_healthy
-  sgdisk -v "$DISK" 2>&1 | grep -q 'No problems found' ||
-    fail "after the repair sgdisk -v finds problems: $(sgdisk -v "$DISK" 2>&1 | head -n3 | tr '\n' ' ')"
+  expect_sgdisk_clean "after the repair"
   expect_good B
   expect_next B
 }
@@ -206,11 +210,8 @@ scenario_5() { # power cuts early, mid-payload, during activation; then it insta
 scenario_6() { # the primary GPT corrupted from the host: repaired at boot
   start_from 2
   corrupt_primary_gpt
-  [[ "$(status_json | jq -r .gpt.primary)" != ok ]] ||
-    fail "the corruption did not show: slotctl status still calls the primary GPT ok"
-  if sgdisk -v "$DISK" 2>&1 | grep -q 'No problems found'; then
-    fail "the corruption did not show: sgdisk -v finds no problem"
-  fi
+  expect_gpt_copies bad ok "after the corruption (slotctl must see it)"
+  expect_sgdisk_problems "the corruption did not show"
   boot s6-repairs-gpt
   expect_booted B 2.0.0
   expect_console 'rewrote the bad primary GPT copy' "boot-select reporting the repair"
@@ -220,8 +221,7 @@ scenario_6() { # the primary GPT corrupted from the host: repaired at boot
     "the boot stage re-reading the repaired partition table"
   expect_console '^SLOTCTL-SLOT: boot-check exit=0$'
   expect_end poweroff
-  sgdisk -v "$DISK" 2>&1 | grep -q 'No problems found' ||
-    fail "after the boot sgdisk -v still finds problems: $(sgdisk -v "$DISK" 2>&1 | head -n3 | tr '\n' ' ')"
+  expect_sgdisk_clean "after the boot"
   expect_gpt_copies_healthy
   expect_good B
   expect_next B
@@ -248,7 +248,11 @@ scenario_7() { # a technician's `slotctl rollback` goes back to the other slot
 # ------------------------------------------------------------ main
 main() {
   local scenarios=("$@")
-  ((${#scenarios[@]})) || scenarios=(1 2 3 4 5 6 7)
+  if [[ "${scenarios[*]}" == controls ]]; then
+    scenarios=()
+  elif ((${#scenarios[@]} == 0)); then
+    scenarios=(1 2 3 4 5 6 7)
+  fi
   # Scenarios 3-7 start from the disk scenario 2 leaves, which starts from 1's.
   local want=" ${scenarios[*]} "
   if [[ "$want" =~ \ [3-7]\  ]]; then
@@ -258,34 +262,40 @@ main() {
   if [[ "$want" =~ \ [2-7]\  ]]; then
     [[ "$want" == *" 1 "* ]] || scenarios=(1 "${scenarios[@]}")
   fi
-  local t0=$SECONDS
-  prepare_machine
-  local passed=0 failed=()
+  local s
   for s in "${scenarios[@]}"; do
     declare -F "scenario_$s" >/dev/null || { echo "qemu: no scenario $s" >&2; exit 2; }
+  done
+  local t0=$SECONDS
+  prepare_machine
+  # The harness must be able to fail before its passes mean anything.
+  log "negative controls: ${#CONTROLS[@]} scenarios that expect something false (1 boot)"
+  run_controls
+  local passed=0 failed=()
+  for s in "${scenarios[@]}"; do
     log "scenario $s: $(sed -n "s/^scenario_$s() { # //p" "$0")"
-    # In a subshell (not an `if` condition, so that set -e holds in it):
-    # fail() ends the scenario, and a failure does not stop the others.
-    set +e
-    (
-      trap kill_qemu EXIT
-      scenario_"$s"
-    )
-    local rc=$?
-    set -e
-    if ((rc == 0)); then
+    # fail ends the scenario (and only it); the others still run.
+    run_scenario "scenario_$s"
+    if ((SCENARIO_RC == 0)); then
       passed=$((passed + 1))
       log "scenario $s: PASS"
     else
       failed+=("$s")
-      log "scenario $s: FAIL"
+      log "scenario $s: FAIL (${SCENARIO_FAILURE:-no message})"
     fi
   done
   local boots
   boots="$(cat "$RUN/boots")"
-  log "$boots boots, $passed/${#scenarios[@]} scenarios passed in $((SECONDS - t0))s (accel $ACCEL; logs in $RUN)"
+  log "$boots boots, $passed/${#scenarios[@]} scenarios passed," \
+    "$CONTROLS_CAUGHT/${#CONTROLS[@]} negative controls caught," \
+    "in $((SECONDS - t0))s (accel $ACCEL; logs in $RUN)"
   if ((${#failed[@]})); then
     log "failed: ${failed[*]}"
+  fi
+  if ((${#CONTROLS_MISSED[@]})); then
+    log "negative controls the harness did not catch: ${CONTROLS_MISSED[*]}"
+  fi
+  if ((${#failed[@]} || ${#CONTROLS_MISSED[@]})); then
     exit 1
   fi
 }

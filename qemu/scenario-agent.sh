@@ -90,12 +90,15 @@ PY
 # Format the DATA partition of $DISK as ext4 (from the host, no mount).
 format_data() {
   local i start sectors
-  i="$(part_index DATA)"
-  start="$(cgpt show -i "$i" -b "$DISK")"
-  sectors="$(cgpt show -i "$i" -s "$DISK")"
+  i="$(part_index DATA)" || fail "disk: no DATA partition"
+  start="$(cgpt_read b "$i")" || fail "cgpt: cannot read where DATA starts"
+  sectors="$(cgpt_read s "$i")" || fail "cgpt: cannot read DATA's size"
+  [[ "$start" =~ ^[1-9][0-9]*$ && "$sectors" =~ ^[1-9][0-9]*$ ]] ||
+    fail "cgpt gives DATA start '$start' and size '$sectors', not sector counts"
   rm -f "$RUN/data.ext4"
-  mkfs.ext4 -q -L DATA "$RUN/data.ext4" "$((sectors / 2))K"
-  dd if="$RUN/data.ext4" of="$DISK" bs=512 seek="$start" conv=notrunc status=none
+  mkfs.ext4 -q -L DATA "$RUN/data.ext4" "$((sectors / 2))K" || fail "mkfs.ext4 failed for DATA"
+  dd if="$RUN/data.ext4" of="$DISK" bs=512 seek="$start" conv=notrunc status=none ||
+    fail "cannot write DATA's filesystem into $DISK"
   DATA_INDEX="$i"
 }
 
@@ -150,7 +153,7 @@ publish() { # publish VERSION_MAJOR: add vN.img to the feed, sign it
 RUN_PREFIX=agent prepare_machine
 fetch_net_modules
 DISK="$RUN/disk.img"
-cp --sparse=always "$RUN/factory.img" "$DISK"
+cp --sparse=always "$RUN/factory.img" "$DISK" || fail "cannot copy the factory disk"
 format_data
 
 mkdir -p "$RUN/www"
@@ -160,10 +163,15 @@ python3 -m http.server "$HTTP_PORT" --bind 127.0.0.1 --directory "$RUN/www" \
 HTTP_PID=$!
 PYTHON="$(command -v python3)"
 write_relay
+http_up=""
 for _ in $(seq 1 100); do
-  python3 -c "import socket; socket.create_connection(('127.0.0.1', $HTTP_PORT)).close()" 2>/dev/null && break
+  if python3 -c "import socket; socket.create_connection(('127.0.0.1', $HTTP_PORT)).close()" 2>/dev/null; then
+    http_up=1
+    break
+  fi
   sleep 0.1
 done
+[[ -n "$http_up" ]] || fail "the feed's HTTP server on 127.0.0.1:$HTTP_PORT did not come up (log: $RUN/http.log)"
 "$SLOTCTL" feed init --compatible qemu-test --feed "$RUN/www/feed.json" >/dev/null
 publish 2
 stick="$(make_agent_stick agent)"

@@ -16,7 +16,8 @@ cargo test --workspace -- --skip reliability_
 cargo test -p slotctl-tests --test power_cut --test power_cut_cli --test power_cut_install \
     --test power_cut_install_inproc --test fuzz_gpt --test tamper_install -- --nocapture reliability_
 # End to end on a booting QEMU machine (TCG): prints "qemu: N boots, M/7
-# scenarios passed" and fails if any scenario failed.
+# scenarios passed, C/11 negative controls caught" and fails if any scenario
+# failed or any negative control (a scenario expecting a wrong outcome) passed.
 bash qemu/run-tests.sh
 # The OTA agent on the booting machine: takes an update from a signed feed
 # served on the host's 127.0.0.1, commits it, then a bad release rolls back
