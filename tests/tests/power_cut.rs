@@ -253,8 +253,7 @@ fn run(dev: &mut SimDevice, sc: &Scenario) -> Result<(), String> {
 
 fn check_scenario(
     sc: &Scenario,
-    sector: u32,
-    report: bool,
+    (sector, report): (u32, bool),
     opts: &CrashOptions,
     rng: &mut Rng,
     scenario: u64,
@@ -436,8 +435,7 @@ fn flags_operations(rng: &mut Rng, states: &mut CrashStates) {
             let scenario = (u64::from(sector) << 32) | (u64::from(report) << 16) | i as u64;
             total += check_scenario(
                 sc,
-                sector,
-                report,
+                (sector, report),
                 &opts,
                 rng,
                 scenario,

@@ -276,7 +276,9 @@ mod tests {
         assert_eq!((st.distinct(), st.state_checks()), (2, 3));
         assert_eq!(st.invariant_checks(), 4);
         assert!(st.summary().contains("1 to 2 invariants each"));
-        let r = std::panic::catch_unwind(|| Invariants::default().that(false, || "no".into()));
+        let r = std::panic::catch_unwind(|| {
+            Invariants::default().that(false, || "(expected) a failed invariant panics".into())
+        });
         assert!(r.is_err());
     }
 }
