@@ -17,7 +17,11 @@
 //!   any order, so any subset can be on the medium), exhaustive when
 //!   `k <= CrashOptions::max_exhaustive_pending`, [`CrashOptions::random_subsets`]
 //!   random subsets beyond; and each such subset with one of the missing
-//!   writes torn at a sector boundary (first, middle and last boundary).
+//!   writes torn at a sector boundary (first, middle and last boundary);
+//! - **split**: the clean cut plus any non-prefix set of the requests
+//!   ([`CrashOptions::request_bytes`]) the block layer splits `w` into,
+//!   since they may reach the medium in any order, each set also with one
+//!   missing request torn at a random sector boundary.
 //!
 //! Each variant is counted and checked through the suite's
 //! [`CrashStates`]: by the content of the whole disk, so two variants (of
