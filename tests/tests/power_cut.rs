@@ -15,13 +15,16 @@
 //! and repeated power cuts during boots (rauc #683) never leave the device
 //! without a slot to boot. Counts are printed (run with `--nocapture`).
 
-use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
+
+mod power_cut_boots;
+use power_cut_boots::repeated_boots;
 
 use boot_flags::{BlockDevice, Disk, Nibble, Op, SlotFlags, SlotId};
 use slotctl_tests::sim::flagdisk::{boot, fl, fresh_disk, read_view, with_flags};
 use slotctl_tests::sim::{
-    full_mode, seed_from_env, CrashOptions, CrashStats, Rng, SimDevice, Trace,
+    disk_identity, full_mode, seed_from_env, CrashOptions, CrashStates, CrashStats, Invariants,
+    Rng, SimDevice, Trace,
 };
 
 /// What a scenario does to the disk.
@@ -250,11 +253,11 @@ fn run(dev: &mut SimDevice, sc: &Scenario) -> Result<(), String> {
 
 fn check_scenario(
     sc: &Scenario,
-    sector: u32,
-    report: bool,
+    (sector, report): (u32, bool),
     opts: &CrashOptions,
     rng: &mut Rng,
-    tag: u64,
+    scenario: u64,
+    states: &mut CrashStates,
     tool_budget: &mut usize,
 ) -> CrashStats {
     let mut tick = 0usize;
@@ -277,44 +280,47 @@ fn check_scenario(
         "{}: an operation that writes must flush",
         sc.name
     );
-    let mut seen = HashSet::new();
-    let stats = trace.for_each_crash(opts, rng, tag, &mut seen, |cut, variant, disk| {
+    let stats = trace.for_each_crash(opts, rng, scenario, states, |cut, variant, disk, inv| {
         let ctx = || format!("{} ({sector}-byte sectors), cut {cut}, {variant:?}", sc.name);
         // Invariant 1: exactly before or after, never unreadable, never a mix.
-        let (entries, flags) = read_view(disk, sector, report)
-            .unwrap_or_else(|e| panic!("{}: the table is unreadable: {e}", ctx()));
-        assert!(
-            entries == entries_before || entries == entries_after,
+        let (entries, flags) = inv.ok(read_view(disk, sector, report), |e| {
+            format!("{}: the table is unreadable: {e}", ctx())
+        });
+        inv.that(entries == entries_before || entries == entries_after, || format!(
             "{}: the entry array is neither as before nor as after (flags {flags:?}; before {flags_before:?}, after {flags_after:?})",
             ctx()
-        );
+        ));
         // Invariant 3: a slot bootable before and after stays bootable.
         for id in SlotId::ALL {
             if flags_before.get(id).bootable() && flags_after.get(id).bootable() {
-                assert!(flags.get(id).bootable(), "{}: slot {id} stopped being bootable", ctx());
+                inv.that(flags.get(id).bootable(), || format!("{}: slot {id} stopped being bootable", ctx()));
             }
         }
         // The real readers agree: cgpt and sfdisk see the same flags.
         if sector == 512 && !report && *tool_budget > 0 && rng_tick(&mut tick, if full_mode() { 1 } else { 3 }) {
             *tool_budget -= 1;
-            cross_check_tools(disk, &flags, &ctx());
+            cross_check_tools(disk, &flags, &ctx(), inv);
         }
         // The boot: repair, select, use a try; the table is healthy after.
-        let booted = boot(disk, sector, report).unwrap_or_else(|e| panic!("{}: boot failed: {e}", ctx()));
+        let booted = inv.ok(boot(disk, sector, report), |e| format!("{}: boot failed: {e}", ctx()));
         if flags.next_boot().is_some() {
-            assert!(
-                booted.before.get(booted.choice.slot).bootable(),
+            inv.that(booted.before.get(booted.choice.slot).bootable(), || format!(
                 "{}: boot-select chose a slot that is not bootable",
                 ctx()
-            );
+            ));
         }
     });
-    // The operation must be reachable: the final state is one of the checked ones.
-    assert!(
-        stats.distinct >= 2,
-        "{}: fewer crash states than expected",
-        sc.name
-    );
+    // The operation must be reachable: the disk it started from and the
+    // disk it left are among the checked states, and they differ (the
+    // operation wrote something).
+    assert_ne!(before, after, "{}: the operation changed nothing", sc.name);
+    for (what, d) in [("before", &before), ("after", &after)] {
+        assert!(
+            states.was_checked(scenario, disk_identity(d)),
+            "{}: the disk {what} the operation is not among the checked crash states",
+            sc.name
+        );
+    }
     stats
 }
 
@@ -327,7 +333,7 @@ fn rng_tick(tick: &mut usize, n: usize) -> bool {
 /// Write a (512-byte sector) crash disk to a file and check that cgpt and
 /// sfdisk read the same flags for both flags partitions (BOOT-A = 1,
 /// BOOT-B = 3) as boot-flags did.
-fn cross_check_tools(disk: &[u8], flags: &SlotFlags, ctx: &str) {
+fn cross_check_tools(disk: &[u8], flags: &SlotFlags, ctx: &str, inv: &Invariants) {
     slotctl_tests::require_tool("cgpt");
     slotctl_tests::require_tool("sfdisk");
     let dir = tempfile::tempdir().unwrap();
@@ -361,7 +367,9 @@ fn cross_check_tools(disk: &[u8], flags: &SlotFlags, ctx: &str) {
                 .unwrap()
         };
         let cg = (num("-P"), num("-T"), num("-S"));
-        assert_eq!(cg, want, "{ctx}: cgpt reads slot {id} differently");
+        inv.that(cg == want, || {
+            format!("{ctx}: cgpt reads slot {id} as {cg:?}, boot-flags as {want:?}")
+        });
         let p = &parts[index as usize - 1];
         let mut word = 0u64;
         for tok in p["attrs"].as_str().unwrap_or_default().split_whitespace() {
@@ -376,7 +384,9 @@ fn cross_check_tools(disk: &[u8], flags: &SlotFlags, ctx: &str) {
             ((word >> 52) & 0xf) as u8,
             ((word >> 56) & 1) as u8,
         );
-        assert_eq!(sfw, want, "{ctx}: sfdisk reads slot {id} differently");
+        inv.that(sfw == want, || {
+            format!("{ctx}: sfdisk reads slot {id} as {sfw:?}, boot-flags as {want:?}")
+        });
     }
 }
 
@@ -387,28 +397,60 @@ fn opts() -> CrashOptions {
     }
 }
 
+/// One suite, one count: the flags operations and the repeated boots
+/// reach some of the same disks (a boot-select from "A good, B on trial"
+/// is both a scenario and the start of a boot exploration), so their crash
+/// states are counted in one set.
 #[test]
-fn reliability_power_cut_every_flags_operation() {
+fn reliability_power_cut_flags_operations_and_repeated_boots() {
     let seed = seed_from_env();
     eprintln!("power_cut: seed {seed} (SLOTCTL_SEED={seed} reproduces)");
-    let mut rng = Rng::new(seed);
+    let mut states = CrashStates::new("power_cut");
+    flags_operations(&mut Rng::new(seed), &mut states);
+    let before = states.distinct();
+    states.new_phase();
+    repeated_boots(&mut Rng::new(seed ^ 0x683), &mut states);
+    eprintln!(
+        "power_cut: {} of the repeated boots' disks were not reached by the flags operations",
+        states.distinct() - before
+    );
+    eprintln!("{}", states.summary());
+    assert!(
+        states.distinct() >= 150,
+        "too few distinct crash states: {}",
+        states.distinct()
+    );
+}
+
+fn flags_operations(rng: &mut Rng, states: &mut CrashStates) {
     let start = Instant::now();
     let mut total = CrashStats::default();
     let opts = opts();
     let tool_budget_start = if full_mode() { usize::MAX } else { 48 };
     let mut tool_budget = tool_budget_start;
+    let checks = (states.state_checks(), states.invariant_checks());
     for (sector, report) in [(512u32, false), (4096, true), (4096, false)] {
         for (i, sc) in scenarios().iter().enumerate() {
-            let tag = (u64::from(sector) << 32) | (u64::from(report) << 16) | i as u64;
-            let s = check_scenario(sc, sector, report, &opts, &mut rng, tag, &mut tool_budget);
-            total += s;
+            // What the checks expect: the operation, its disk and device.
+            let scenario = (u64::from(sector) << 32) | (u64::from(report) << 16) | i as u64;
+            total += check_scenario(
+                sc,
+                (sector, report),
+                &opts,
+                rng,
+                scenario,
+                states,
+                &mut tool_budget,
+            );
         }
     }
     eprintln!(
-        "power_cut: flags operations: {} distinct crash states checked ({} generated at {} cut points) in {:.1?}",
-        total.distinct,
+        "power_cut: flags operations: {} distinct crash states ({} variants at {} cut points), {} state checks, {} invariant checks, in {:.1?}",
+        states.phase_distinct(),
         total.generated,
         total.cut_points,
+        states.state_checks() - checks.0,
+        states.invariant_checks() - checks.1,
         start.elapsed()
     );
     let checked_by_tools = tool_budget_start.saturating_sub(tool_budget);
@@ -418,164 +460,8 @@ fn reliability_power_cut_every_flags_operation() {
         "too few crash states cross-checked with the real tools"
     );
     assert!(
-        total.distinct >= 250,
+        states.phase_distinct() >= 100,
         "too few crash states: {}",
-        total.distinct
+        states.phase_distinct()
     );
-}
-
-/// The state of the repeated-boot exploration: a disk after some boots.
-fn gpt_region_hash(bytes: &[u8], sector: usize) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes[..sector * 40].hash(&mut h);
-    bytes[bytes.len() - sector * 40..].hash(&mut h);
-    h.finish()
-}
-
-/// rauc #683: power cuts during boot after boot, with every crash state of
-/// each boot-select explored (breadth first, to a fixed point): every
-/// reachable disk boots something, the slot marked good is never lost,
-/// and a slot on trial is never chosen once its tries are spent.
-#[test]
-fn reliability_repeated_power_cuts_during_boot_never_leave_nothing_to_boot() {
-    let start = Instant::now();
-    let seed = seed_from_env();
-    let mut rng = Rng::new(seed ^ 0x683);
-    let mut explored = 0usize;
-    let mut crash_states = 0usize;
-    let mut marked_good = 0usize;
-    let cases = [
-        // A good, B freshly activated.
-        ((1, 0, true), (2, 3, false)),
-        // Both on trial (a device provisioned without a good slot).
-        ((2, 2, false), (1, 2, false)),
-        // Nothing good and nothing bootable: the last resort.
-        ((0, 0, false), (0, 0, false)),
-        // A good but priority 0 after a forced mark-bad, B on trial.
-        ((0, 0, true), (2, 1, false)),
-    ];
-    for (sector, report) in [(512u32, false), (4096, true)] {
-        for (a, b) in cases {
-            let start_dev = with_flags(
-                fresh_disk(sector, report),
-                fl(a.0, a.1, a.2),
-                fl(b.0, b.1, b.2),
-            );
-            let good_before: Vec<SlotId> = SlotId::ALL
-                .into_iter()
-                .filter(|&id| {
-                    let f = if id == SlotId::A {
-                        fl(a.0, a.1, a.2)
-                    } else {
-                        fl(b.0, b.1, b.2)
-                    };
-                    f.good()
-                })
-                .collect();
-            let mut queue = VecDeque::from([start_dev.durable().to_vec()]);
-            let mut visited = HashSet::new();
-            while let Some(disk) = queue.pop_front() {
-                if !visited.insert(gpt_region_hash(&disk, sector as usize)) {
-                    continue;
-                }
-                explored += 1;
-                assert!(explored < 200_000, "the boot exploration does not converge");
-                let mut dev = SimDevice::new(disk.clone(), sector, report);
-                let (res, trace) = Trace::record(&mut dev, |d| -> Result<_, String> {
-                    let mut disk = Disk::open(d, None).map_err(|e| e.to_string())?;
-                    let flags = disk.slot_flags();
-                    let r = disk.boot_select(false).map_err(|e| e.to_string())?;
-                    Ok((flags, r.choice))
-                });
-                let (flags, choice) =
-                    res.unwrap_or_else(|e| panic!("boot failed from {a:?}/{b:?}: {e}"));
-                // Something is always chosen; a bootable slot when there is one.
-                if flags.next_boot().is_some() {
-                    assert!(
-                        flags.get(choice.slot).bootable(),
-                        "chose an unbootable slot from {flags:?}"
-                    );
-                    if !flags.get(choice.slot).successful {
-                        assert!(
-                            flags.get(choice.slot).tries.get() > 0,
-                            "a trial with no tries left"
-                        );
-                    }
-                }
-                // With no bootable slot, the last successful one (else A).
-                if flags.next_boot().is_none() {
-                    if let Some(&g) = good_before.first() {
-                        assert!(
-                            flags.get(choice.slot).successful,
-                            "last resort {} is not the good slot {g}",
-                            choice.slot
-                        );
-                    } else {
-                        assert_eq!(
-                            choice.slot,
-                            SlotId::A,
-                            "last resort without a good slot must be A"
-                        );
-                    }
-                } else if good_before.iter().any(|&g| flags.get(g).priority.get() > 0) {
-                    assert!(flags.get(choice.slot).bootable());
-                }
-                // A slot that was good stays good.
-                for &id in &good_before {
-                    assert!(
-                        flags.get(id).good(),
-                        "slot {id} lost its successful bit: {flags:?}"
-                    );
-                }
-                let mut seen = HashSet::new();
-                let s = trace.for_each_crash(
-                    &CrashOptions::default(),
-                    &mut rng,
-                    0,
-                    &mut seen,
-                    |_, _, d| {
-                        if !visited.contains(&gpt_region_hash(d, sector as usize)) {
-                            queue.push_back(d.to_vec());
-                        }
-                    },
-                );
-                crash_states += s.distinct;
-                let fin = trace.final_disk();
-                // The booted system's boot-check marks a trial boot good; the
-                // power may be cut during that commit too.
-                if matches!(choice.kind, boot_flags::BootKind::Trial { .. }) {
-                    let mut dev = SimDevice::new(fin.clone(), sector, report);
-                    let (res, trace) = Trace::record(&mut dev, |d| -> Result<(), String> {
-                        let mut disk = Disk::open(d, None).map_err(|e| e.to_string())?;
-                        disk.set_booted(Some(choice.slot));
-                        disk.mark_good().map_err(|e| e.to_string())
-                    });
-                    res.unwrap_or_else(|e| panic!("mark-good after a trial boot failed: {e}"));
-                    let mut seen = HashSet::new();
-                    let s = trace.for_each_crash(
-                        &CrashOptions::default(),
-                        &mut rng,
-                        1,
-                        &mut seen,
-                        |_, _, d| {
-                            if !visited.contains(&gpt_region_hash(d, sector as usize)) {
-                                queue.push_back(d.to_vec());
-                            }
-                        },
-                    );
-                    crash_states += s.distinct;
-                    marked_good += 1;
-                }
-                if !visited.contains(&gpt_region_hash(&fin, sector as usize)) {
-                    queue.push_back(fin);
-                }
-            }
-        }
-    }
-    eprintln!(
-        "power_cut: repeated boots: {explored} distinct disks explored, {crash_states} crash states of boot-select and of mark-good after {marked_good} trial boots, in {:.1?}",
-        start.elapsed()
-    );
-    assert!(explored >= 20);
 }

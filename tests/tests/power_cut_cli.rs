@@ -7,7 +7,6 @@
 //! `power_cut.rs`, on the code path of the CLI rather than the library
 //! alone (a command that wrote more than its one commit would show here).
 
-use std::collections::HashSet;
 use std::process::Command;
 use std::time::Instant;
 
@@ -15,7 +14,9 @@ use boot_flags::SlotId;
 use slotctl_tests::installfix::{ok, Fix};
 use slotctl_tests::sim::flagdisk::{boot, read_view};
 use slotctl_tests::sim::strace::record_binary;
-use slotctl_tests::sim::{full_mode, seed_from_env, CrashOptions, CrashStats, Rng};
+use slotctl_tests::sim::{
+    disk_identity, full_mode, seed_from_env, CrashOptions, CrashStates, CrashStats, Rng,
+};
 
 fn cmd(fix: &Fix, args: &[&str]) -> Command {
     let mut c = Command::new(slotctl_tests::slotctl_bin());
@@ -27,7 +28,7 @@ fn cmd(fix: &Fix, args: &[&str]) -> Command {
     c
 }
 
-fn history(sector: u32, rng: &mut Rng) -> (CrashStats, usize) {
+fn history(sector: u32, rng: &mut Rng, states: &mut CrashStates) -> (CrashStats, usize) {
     let fix = Fix::new();
     if sector != 512 {
         fix.reinit_disk(sector);
@@ -99,36 +100,44 @@ fn history(sector: u32, rng: &mut Rng) -> (CrashStats, usize) {
         );
         let (e0, f0) = read_view(&base, sector, false).unwrap();
         let (e1, f1) = read_view(&after, sector, false).unwrap();
-        let mut seen = HashSet::new();
-        let tag = (u64::from(sector) << 8) | i as u64;
-        let s = trace.for_each_crash(&opts, rng, tag, &mut seen, |cut, variant, disk| {
+        // Each command's crash states are checked against its own before
+        // and after: one scenario per command.
+        let scenario = (u64::from(sector) << 8) | i as u64;
+        let s = trace.for_each_crash(&opts, rng, scenario, states, |cut, variant, disk, inv| {
             let ctx = || format!("{name} ({sector}-byte sectors), cut {cut}, {variant:?}");
-            let (e, f) = read_view(disk, sector, false)
-                .unwrap_or_else(|e| panic!("{}: the table is unreadable: {e}", ctx()));
-            assert!(
-                e == e0 || e == e1,
-                "{}: neither before nor after (flags {f:?}; before {f0:?}, after {f1:?})",
-                ctx()
-            );
+            let (e, f) = inv.ok(read_view(disk, sector, false), |e| {
+                format!("{}: the table is unreadable: {e}", ctx())
+            });
+            inv.that(e == e0 || e == e1, || {
+                format!(
+                    "{}: neither before nor after (flags {f:?}; before {f0:?}, after {f1:?})",
+                    ctx()
+                )
+            });
             for id in SlotId::ALL {
                 if f0.get(id).bootable() && f1.get(id).bootable() {
-                    assert!(
-                        f.get(id).bootable(),
-                        "{}: slot {id} stopped being bootable",
-                        ctx()
-                    );
+                    inv.that(f.get(id).bootable(), || {
+                        format!("{}: slot {id} stopped being bootable", ctx())
+                    });
                 }
             }
-            let b =
-                boot(disk, sector, false).unwrap_or_else(|e| panic!("{}: boot failed: {e}", ctx()));
+            let b = inv.ok(boot(disk, sector, false), |e| {
+                format!("{}: boot failed: {e}", ctx())
+            });
             if f.next_boot().is_some() {
-                assert!(
-                    b.before.get(b.choice.slot).bootable(),
-                    "{}: chose an unbootable slot",
-                    ctx()
-                );
+                inv.that(b.before.get(b.choice.slot).bootable(), || {
+                    format!("{}: chose an unbootable slot", ctx())
+                });
             }
         });
+        // The command is among its crash states: the disk it left (the cut
+        // after its last event) and the one it started from were checked.
+        for (what, d) in [("before", &base), ("after", &after)] {
+            assert!(
+                states.was_checked(scenario, disk_identity(d)),
+                "{name}: the disk {what} the command is not among the checked states"
+            );
+        }
         if name.starts_with("boot-select") {
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(
@@ -148,22 +157,23 @@ fn reliability_power_cut_cli_slot_commands() {
     let mut rng = Rng::new(seed);
     let start = Instant::now();
     let mut total = CrashStats::default();
+    let mut states = CrashStates::new("power_cut_cli");
     let mut commands = 0;
     for sector in [512u32, 4096] {
-        let (s, n) = history(sector, &mut rng);
+        let (s, n) = history(sector, &mut rng, &mut states);
         total += s;
         commands += n;
     }
     eprintln!(
-        "power_cut_cli: {commands} slotctl commands, {} distinct crash states checked ({} generated at {} cut points) in {:.1?}",
-        total.distinct,
+        "power_cut_cli: {commands} slotctl commands, {} variants at {} cut points, in {:.1?}",
         total.generated,
         total.cut_points,
         start.elapsed()
     );
+    eprintln!("{}", states.summary());
     assert!(
-        total.distinct >= 100,
-        "too few crash states: {}",
-        total.distinct
+        states.distinct() >= 70,
+        "too few distinct crash states: {}",
+        states.distinct()
     );
 }

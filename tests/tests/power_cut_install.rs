@@ -26,7 +26,8 @@ use slotctl_tests::installfix::{ok, Fix};
 use slotctl_tests::sim::flagdisk::boot;
 use slotctl_tests::sim::strace::record_binary;
 use slotctl_tests::sim::{
-    full_mode, seed_from_env, slot_places, CrashOptions, CrashStats, Rng, SliceDevice, SlotPlace,
+    full_mode, seed_from_env, slot_places, CrashOptions, CrashStates, CrashStats, Invariants, Rng,
+    SliceDevice, SlotPlace,
 };
 
 /// One image version: its file and its payload bytes per role.
@@ -152,6 +153,8 @@ fn power_cut_install(
     su: &Setup,
     rng: &mut Rng,
     reinstall_sample: usize,
+    states: &mut CrashStates,
+    scenario: u64,
 ) -> (Outcome, Option<Vec<u8>>) {
     let Setup {
         fix,
@@ -229,7 +232,6 @@ fn power_cut_install(
         max_tears: if full_mode() { usize::MAX } else { 4096 },
         ..CrashOptions::default()
     };
-    let mut seen = HashSet::new();
     let mut classes = HashSet::new();
     // 4. The same install, run again (the real binary) on a crash disk,
     // succeeds and boots the new slot. Run inline, so that no crash disk
@@ -237,113 +239,111 @@ fn power_cut_install(
     let mut reinstalls = 0usize;
     let mut sampled = 0usize;
     let crash_path = fix.path("crash.img");
-    let rerun = |disk: &[u8], ctx: &str| {
+    let rerun = |disk: &[u8], ctx: &str, inv: &Invariants| {
         std::fs::write(&crash_path, disk).unwrap();
         let out = install_cmd(fix, &crash_path, &v2.image, "B")
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{ctx}: re-running the install failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        inv.that(out.status.success(), || {
+            format!(
+                "{ctx}: re-running the install failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
         let after = std::fs::read(&crash_path).unwrap();
-        assert_eq!(
-            read_flags(&after).unwrap(),
-            s2,
-            "{ctx}: the re-run did not activate A"
-        );
-        assert_eq!(
-            slot_holds(&after, &pa, &versions),
-            Ok("v2"),
-            "{ctx}: after the re-run"
-        );
-        assert_eq!(boot(&after, sector, false).unwrap().choice.slot, SlotId::A);
+        let f = read_flags(&after);
+        inv.that(f == Ok(s2), || {
+            format!("{ctx}: the re-run did not activate A: {f:?}")
+        });
+        let holds = slot_holds(&after, &pa, &versions);
+        inv.that(holds == Ok("v2"), || {
+            format!("{ctx}: after the re-run A holds {holds:?}")
+        });
+        let b = boot(&after, sector, false).map(|b| b.choice.slot);
+        inv.that(b == Ok(SlotId::A), || {
+            format!("{ctx}: after the re-run the boot chose {b:?}")
+        });
     };
     let mut total_distinct = 0usize;
     let mut mid: Option<Vec<u8>> = None;
-    let stats = trace.for_each_crash(
-        &opts,
-        rng,
-        u64::from(sector),
-        &mut seen,
-        |cut, variant, disk| {
-            total_distinct += 1;
-            let ctx = || {
-                format!(
-                    "install v2 into A ({sector}-byte sectors), cut {cut}/{}, {variant:?}",
-                    trace.events.len()
-                )
-            };
-            // 1. The table reads, and as one of the three states.
-            let flags = read_flags(disk)
-                .unwrap_or_else(|e| panic!("{}: the table is unreadable: {e}", ctx()));
-            assert!(
-                flags == s0 || flags == s1 || flags == s2,
+    let stats = trace.for_each_crash(&opts, rng, scenario, states, |cut, variant, disk, inv| {
+        total_distinct += 1;
+        let ctx = || {
+            format!(
+                "install v2 into A ({sector}-byte sectors), cut {cut}/{}, {variant:?}",
+                trace.events.len()
+            )
+        };
+        // 1. The table reads, and as one of the three states.
+        let flags = inv.ok(read_flags(disk), |e| {
+            format!("{}: the table is unreadable: {e}", ctx())
+        });
+        inv.that(flags == s0 || flags == s1 || flags == s2, || {
+            format!(
                 "{}: flags {flags:?} are not before {s0:?}, invalidated {s1:?} or activated {s2:?}",
                 ctx()
-            );
-            // 2. A bootable slot holds every byte of a signed image.
-            for (id, place) in [(SlotId::A, &pa), (SlotId::B, &pb)] {
-                if flags.get(id).bootable() {
-                    if let Err(why) = slot_holds(disk, place, &versions) {
-                        panic!("{}: slot {id} is bootable but {why}", ctx());
-                    }
-                }
+            )
+        });
+        // 2. A bootable slot holds every byte of a signed image.
+        for (id, place) in [(SlotId::A, &pa), (SlotId::B, &pb)] {
+            if flags.get(id).bootable() {
+                let holds = slot_holds(disk, place, &versions);
+                inv.ok(holds, |why| {
+                    format!("{}: slot {id} is bootable but {why}", ctx())
+                });
             }
-            // 3. The old slot stays bootable and is chosen until activation.
-            assert!(
-                flags.b.bootable(),
-                "{}: the booted slot B is not bootable",
-                ctx()
-            );
-            let booted =
-                boot(disk, sector, false).unwrap_or_else(|e| panic!("{}: boot failed: {e}", ctx()));
-            let want = if flags == s2 { SlotId::A } else { SlotId::B };
-            assert_eq!(
-                booted.choice.slot,
-                want,
-                "{}: boot-select chose the wrong slot",
-                ctx()
-            );
-            // Candidates for re-running the install: one per (flags, record) class, then random.
-            let rec = slot_holds(disk, &pa, &versions).unwrap_or("none");
-            if mid.is_none() && flags == s1 && rec == "none" {
-                let (ro, _) = pa.root;
-                let r = &disk[ro..ro + v2.root.len()];
-                if r[..4096] == v2.root[..4096]
-                    && r[r.len() - 4096..] != v2.root[v2.root.len() - 4096..]
-                {
-                    mid = Some(disk.to_vec());
-                }
+        }
+        // 3. The old slot stays bootable and is chosen until activation.
+        inv.that(flags.b.bootable(), || {
+            format!("{}: the booted slot B is not bootable", ctx())
+        });
+        let booted = inv.ok(boot(disk, sector, false), |e| {
+            format!("{}: boot failed: {e}", ctx())
+        });
+        let want = if flags == s2 { SlotId::A } else { SlotId::B };
+        inv.that(booted.choice.slot == want, || {
+            format!(
+                "{}: boot-select chose {}, not {want}",
+                ctx(),
+                booted.choice.slot
+            )
+        });
+        // Candidates for re-running the install: one per (flags, record) class, then random.
+        let rec = slot_holds(disk, &pa, &versions).unwrap_or("none");
+        if mid.is_none() && flags == s1 && rec == "none" {
+            let (ro, _) = pa.root;
+            let r = &disk[ro..ro + v2.root.len()];
+            if r[..4096] == v2.root[..4096]
+                && r[r.len() - 4096..] != v2.root[v2.root.len() - 4096..]
+            {
+                mid = Some(disk.to_vec());
             }
-            // One re-run per (flags, record, health of each GPT copy) class.
-            let health = {
-                let d = Disk::open(
-                    SliceDevice {
-                        bytes: disk,
-                        sector_size: None,
-                    },
-                    None,
-                )
-                .unwrap();
-                let g = d.gpt();
-                [boot_flags::GptCopy::Primary, boot_flags::GptCopy::Backup]
-                    .map(|c| g.health(c).is_ok())
-            };
-            let class = format!("{flags:?}/{rec}/{health:?}");
-            // Every class representative, and up to `reinstall_sample` others.
-            let new_class = classes.insert(class.clone());
-            let sample = !new_class
-                && sampled < reinstall_sample
-                && (full_mode() || rng_pick(total_distinct, reinstall_sample));
-            if new_class || sample {
-                sampled += usize::from(sample);
-                rerun(disk, &format!("{} [{class}]", ctx()));
-                reinstalls += 1;
-            }
-        },
-    );
+        }
+        // One re-run per (flags, record, health of each GPT copy) class.
+        let health = {
+            let d = Disk::open(
+                SliceDevice {
+                    bytes: disk,
+                    sector_size: None,
+                },
+                None,
+            )
+            .unwrap();
+            let g = d.gpt();
+            [boot_flags::GptCopy::Primary, boot_flags::GptCopy::Backup].map(|c| g.health(c).is_ok())
+        };
+        let class = format!("{flags:?}/{rec}/{health:?}");
+        // Every class representative, and up to `reinstall_sample` others.
+        let new_class = classes.insert(class.clone());
+        let sample = !new_class
+            && sampled < reinstall_sample
+            && (full_mode() || rng_pick(total_distinct, reinstall_sample));
+        if new_class || sample {
+            sampled += usize::from(sample);
+            rerun(disk, &format!("{} [{class}]", ctx()), inv);
+            reinstalls += 1;
+        }
+    });
 
     let o = Outcome {
         stats,
@@ -366,37 +366,50 @@ fn reliability_power_cut_install_every_write_and_flush() {
     eprintln!("power_cut_install: seed {seed} (SLOTCTL_SEED={seed} reproduces)");
     let mut rng = Rng::new(seed);
     let sample = if full_mode() { usize::MAX } else { 16 };
-    let mut total = CrashStats::default();
+    let mut states = CrashStates::new("power_cut_install");
     for sector in [512u32, 4096] {
         let su = setup(sector, 3 << 20);
-        let start = Instant::now();
-        let (o, mid) = power_cut_install(&su, &mut rng, sample);
-        report(sector, "from a field device", &o, start);
-        total += o.stats;
+        // The crash states of each run are checked against that run's
+        // starting disk (its flags before): one scenario per run.
+        let scenario = |run: u64| (u64::from(sector) << 8) | run;
+        let (start, before) = (Instant::now(), states.distinct());
+        let (o, mid) = power_cut_install(&su, &mut rng, sample, &mut states, scenario(0));
+        report(
+            sector,
+            "from a field device",
+            &o,
+            states.distinct() - before,
+            start,
+        );
         // Power cuts while re-running an install that was itself cut half-way
         // through the payload.
         let mid = mid.expect("a crash state half-way through the payload");
         std::fs::write(&su.fix.disk, mid).unwrap();
-        let start = Instant::now();
-        let (o, _) = power_cut_install(&su, &mut rng, sample);
-        report(sector, "re-run after a cut mid-payload", &o, start);
-        total += o.stats;
+        let (start, before) = (Instant::now(), states.distinct());
+        let (o, _) = power_cut_install(&su, &mut rng, sample, &mut states, scenario(1));
+        let new = states.distinct() - before;
+        report(sector, "re-run after a cut mid-payload", &o, new, start);
     }
-    eprintln!(
-        "power_cut_install: {} distinct crash states in all",
-        total.distinct
-    );
+    eprintln!("{}", states.summary());
     assert!(
-        total.distinct >= 10_000,
-        "too few crash states: {}",
-        total.distinct
+        states.distinct() >= 10_000,
+        "too few distinct crash states: {}",
+        states.distinct()
     );
 }
 
-fn report(sector: u32, what: &str, o: &Outcome, start: Instant) {
+fn report(sector: u32, what: &str, o: &Outcome, new: usize, start: Instant) {
     eprintln!(
-        "power_cut_install: {sector}-byte sectors, {what}: {} writes, {} flushes; {} distinct crash states checked ({} generated at {} cut points), install re-run on {} of them, in {:.1?}",
-        o.writes, o.flushes, o.stats.distinct, o.stats.generated, o.stats.cut_points, o.reinstalls, start.elapsed()
+        "power_cut_install: {sector}-byte sectors, {what}: {} writes, {} flushes; {} variants at {} cut points, {} distinct disks ({} not reached by an earlier run of the suite), {} checked here; install re-run on {} of them, in {:.1?}",
+        o.writes,
+        o.flushes,
+        o.stats.generated,
+        o.stats.cut_points,
+        o.stats.distinct,
+        new,
+        o.stats.checked,
+        o.reinstalls,
+        start.elapsed()
     );
     assert!(o.reinstalls >= 2, "too few re-runs");
 }

@@ -29,157 +29,18 @@
 //!    `SLOTCTL_RELIABILITY=full`; every live cut).
 
 use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
-use std::io::{self, Cursor};
-use std::sync::Arc;
+use std::io;
 use std::time::Instant;
 
+mod inproc_env;
+use inproc_env::{Env, Version};
+
 use boot_flags::{BlockDevice, Disk, GptCopy, SlotFlags, SlotId};
-use slotctl::config::Config;
-use slotctl::install::{install_on, policy, InstallOptions, KeyArgs};
-use slotctl::progress::{Mode, Progress};
-use slotctl::source::Source;
-use slotctl_tests::installfix::{ok, Fix, BOOT_SIZE, ROOT_SIZE};
 use slotctl_tests::sim::flagdisk::boot;
 use slotctl_tests::sim::{
-    full_mode, seed_from_env, slot_places, CrashOptions, CrashStats, Rng, SimDevice, SliceDevice,
-    SlotPlace, Trace,
+    full_mode, seed_from_env, slot_places, CrashOptions, CrashStates, CrashStats, Invariants, Rng,
+    SimDevice, SliceDevice, SlotPlace, Trace,
 };
-
-/// One signed image: its bytes and its payloads.
-struct Version {
-    name: &'static str,
-    image: Arc<[u8]>,
-    boot: Vec<u8>,
-    root: Vec<u8>,
-}
-
-/// Random bytes, so that every torn sector differs from what it replaces.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut r = Rng::new(seed);
-    (0..len).map(|_| r.next_u64() as u8).collect()
-}
-
-fn make_version(fix: &Fix, name: &'static str, version: &str, seed: u64) -> Version {
-    let boot = noise(96 << 10, seed);
-    // Past one read-back read (4 MiB): the power is also cut between the
-    // reads of one payload's read-back.
-    let root = noise((4 << 20) + (100 << 10), seed + 1);
-    let bp = fix.path(&format!("{name}-boot.bin"));
-    let rp = fix.path(&format!("{name}-root.bin"));
-    std::fs::write(&bp, &boot).unwrap();
-    std::fs::write(&rp, &root).unwrap();
-    let path = fix.pack(
-        &format!("{name}.img"),
-        version,
-        1,
-        &[("BOOT", &bp), ("ROOT", &rp)],
-        "zstd",
-    );
-    Version {
-        name,
-        image: std::fs::read(path).unwrap().into(),
-        boot,
-        root,
-    }
-}
-
-/// The config, keyring and images of one run.
-struct Env {
-    cfg: Config,
-    keyring: image_format::Keyring,
-    v1: Version,
-    v2: Version,
-    _fix: Fix,
-}
-
-impl Env {
-    fn new() -> Env {
-        let fix = Fix::new();
-        let cfg = Config::from_file(&fix.config).unwrap();
-        let keyring = policy::load_keyring(&KeyArgs::default(), &cfg).unwrap();
-        let v1 = make_version(&fix, "v1", "1.0.0", 10);
-        let v2 = make_version(&fix, "v2", "2.0.0", 20);
-        Env {
-            cfg,
-            keyring,
-            v1,
-            v2,
-            _fix: fix,
-        }
-    }
-
-    /// Install `v` into `target` in-process, with `booted` as the booted
-    /// slot (`None`: a factory install).
-    fn install<D: BlockDevice>(
-        &self,
-        dev: D,
-        v: &Version,
-        target: SlotId,
-        booted: Option<SlotId>,
-    ) -> Result<slotctl::install::InstallReport, String> {
-        let mut disk = Disk::open(dev, None).map_err(|e| format!("opening the disk: {e}"))?;
-        self.install_disk(&mut disk, v, target, booted)
-    }
-
-    /// [`Env::install`] on an opened disk.
-    fn install_disk<D: BlockDevice>(
-        &self,
-        disk: &mut Disk<D>,
-        v: &Version,
-        target: SlotId,
-        booted: Option<SlotId>,
-    ) -> Result<slotctl::install::InstallReport, String> {
-        disk.set_booted(booted);
-        let src = Source {
-            reader: Box::new(Cursor::new(v.image.clone())),
-            name: format!("{}.img", v.name),
-        };
-        let opts = InstallOptions {
-            factory: booted.is_none(),
-            ..InstallOptions::default()
-        };
-        install_on(
-            disk,
-            target,
-            src,
-            &self.keyring,
-            &self.cfg,
-            &opts,
-            &Progress::with_mode(Mode::Quiet),
-        )
-        .map_err(|e| format!("{e:#}"))
-    }
-
-    /// A device in the field, built in-process: factory v1 into A, install
-    /// v1 into B from A, boot B, mark it good. B is booted (P=2), A the
-    /// fallback.
-    fn field_device(&self, sector: u32) -> SimDevice {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("disk.img");
-        let mut args: Vec<String> = vec!["disk".into(), "init".into()];
-        args.push(path.display().to_string());
-        args.extend(["--sector-size".into(), sector.to_string()]);
-        args.extend(["--role".into(), format!("BOOT={BOOT_SIZE}")]);
-        args.extend(["--role".into(), format!("ROOT={}", ROOT_SIZE + (1 << 20))]);
-        ok(slotctl_tests::run_slotctl(args));
-        let mut dev = SimDevice::new(std::fs::read(&path).unwrap(), sector, false);
-        let r = self.install(&mut dev, &self.v1, SlotId::A, None).unwrap();
-        assert!(r.activated && r.readback, "factory install: {r:?}");
-        self.install(&mut dev, &self.v1, SlotId::B, Some(SlotId::A))
-            .unwrap();
-        {
-            let mut d = Disk::open(&mut dev, None).unwrap();
-            assert_eq!(d.boot_select(false).unwrap().choice.slot, SlotId::B);
-            d.set_booted(Some(SlotId::B));
-            d.mark_good().unwrap();
-            let f = d.slot_flags();
-            assert!(f.b.priority.get() == 2 && f.b.good() && f.a.good(), "{f:?}");
-        }
-        dev.flush().unwrap();
-        dev
-    }
-}
 
 /// Byte ranges of a slot's partitions.
 fn slice(bytes: &[u8]) -> SliceDevice<'_> {
@@ -233,43 +94,43 @@ struct Expect<'a> {
 
 impl Expect<'_> {
     /// Invariants 1-3; returns the re-run class of the state.
-    fn check(&self, disk: &[u8], ctx: &dyn Fn() -> String) -> String {
+    fn check(&self, disk: &[u8], ctx: &dyn Fn() -> String, inv: &Invariants) -> String {
         let versions = [&self.env.v1, &self.env.v2];
-        let flags =
-            read_flags(disk).unwrap_or_else(|e| panic!("{}: the table is unreadable: {e}", ctx()));
-        assert!(
-            flags == self.s0 || flags == self.s1 || flags == self.s2,
-            "{}: flags {flags:?} are not before {:?}, invalidated {:?} or activated {:?}",
-            ctx(),
-            self.s0,
-            self.s1,
-            self.s2
-        );
+        let flags = inv.ok(read_flags(disk), |e| {
+            format!("{}: the table is unreadable: {e}", ctx())
+        });
+        let (s0, s1, s2) = (self.s0, self.s1, self.s2);
+        inv.that(flags == s0 || flags == s1 || flags == s2, || {
+            format!(
+                "{}: flags {flags:?} are not before {s0:?}, invalidated {s1:?} or activated {s2:?}",
+                ctx()
+            )
+        });
         for (id, place) in [(SlotId::A, &self.pa), (SlotId::B, &self.pb)] {
             if flags.get(id).bootable() {
-                if let Err(why) = slot_holds(disk, place, versions) {
-                    panic!("{}: slot {id} is bootable but {why}", ctx());
-                }
+                inv.ok(slot_holds(disk, place, versions), |why| {
+                    format!("{}: slot {id} is bootable but {why}", ctx())
+                });
             }
         }
-        assert!(
-            flags.b.bootable(),
-            "{}: the booted slot B is not bootable",
-            ctx()
-        );
-        let booted = boot(disk, self.sector, false)
-            .unwrap_or_else(|e| panic!("{}: boot failed: {e}", ctx()));
+        inv.that(flags.b.bootable(), || {
+            format!("{}: the booted slot B is not bootable", ctx())
+        });
+        let booted = inv.ok(boot(disk, self.sector, false), |e| {
+            format!("{}: boot failed: {e}", ctx())
+        });
         let want = if flags == self.s2 {
             SlotId::A
         } else {
             SlotId::B
         };
-        assert_eq!(
-            booted.choice.slot,
-            want,
-            "{}: boot-select chose the wrong slot",
-            ctx()
-        );
+        inv.that(booted.choice.slot == want, || {
+            format!(
+                "{}: boot-select chose {}, not {want}",
+                ctx(),
+                booted.choice.slot
+            )
+        });
         let rec = slot_holds(disk, &self.pa, versions).unwrap_or("none");
         let health = {
             let d = Disk::open(slice(disk), None).unwrap();
@@ -279,25 +140,25 @@ impl Expect<'_> {
     }
 
     /// Invariant 4: the same install, in-process, on the crash disk.
-    fn rerun(&self, disk: &[u8], ctx: &str) {
+    fn rerun(&self, disk: &[u8], ctx: &str, inv: &Invariants) {
         let mut dev = SimDevice::new(disk.to_vec(), self.sector, false);
-        let r = self
-            .env
-            .install(&mut dev, &self.env.v2, SlotId::A, Some(SlotId::B))
-            .unwrap_or_else(|e| panic!("{ctx}: re-running the install failed: {e}"));
-        assert!(r.activated, "{ctx}: {r:?}");
+        let r = inv.ok(
+            self.env
+                .install(&mut dev, &self.env.v2, SlotId::A, Some(SlotId::B)),
+            |e| format!("{ctx}: re-running the install failed: {e}"),
+        );
+        inv.that(r.activated, || format!("{ctx}: {r:?}"));
         let after = dev.bytes();
-        assert_eq!(read_flags(after).unwrap(), self.s2, "{ctx}: not activated");
-        assert_eq!(
-            slot_holds(after, &self.pa, [&self.env.v1, &self.env.v2]),
-            Ok("v2"),
-            "{ctx}: after the re-run"
-        );
-        assert_eq!(
-            boot(after, self.sector, false).unwrap().choice.slot,
-            SlotId::A,
-            "{ctx}: the re-installed slot does not boot"
-        );
+        let f = read_flags(after);
+        inv.that(f == Ok(self.s2), || format!("{ctx}: not activated: {f:?}"));
+        let holds = slot_holds(after, &self.pa, [&self.env.v1, &self.env.v2]);
+        inv.that(holds == Ok("v2"), || {
+            format!("{ctx}: after the re-run A holds {holds:?}")
+        });
+        let b = boot(after, self.sector, false).map(|b| b.choice.slot);
+        inv.that(b == Ok(SlotId::A), || {
+            format!("{ctx}: the re-installed slot does not boot: {b:?}")
+        });
     }
 }
 
@@ -363,7 +224,8 @@ struct Outcome {
     live_read_cuts: usize,
     live_readback_cuts: usize,
     live_named: usize,
-    live_distinct: usize,
+    /// Distinct disks the live cuts left (each checked and re-installed).
+    live_disks: usize,
 }
 
 /// Cut the power everywhere in an install of v2 into A, B booted, from the
@@ -374,7 +236,8 @@ fn run_sector(
     field: &SimDevice,
     sector: u32,
     rng: &mut Rng,
-    seen: &mut HashSet<u64>,
+    states: &mut CrashStates,
+    scenario: u64,
 ) -> (Outcome, Option<Vec<u8>>) {
     let base = field.durable().to_vec();
     let [pa, pb] = slot_places(slice(&base));
@@ -433,7 +296,7 @@ fn run_sector(
     let mut classes = HashSet::new();
     let (mut reinstalls, mut sampled, mut n) = (0usize, 0usize, 0usize);
     let mut mid: Option<Vec<u8>> = None;
-    let stats = trace.for_each_crash(&opts, rng, u64::from(sector), seen, |cut, variant, disk| {
+    let stats = trace.for_each_crash(&opts, rng, scenario, states, |cut, variant, disk, inv| {
         n += 1;
         let ctx = || {
             format!(
@@ -441,7 +304,7 @@ fn run_sector(
                 trace.events.len()
             )
         };
-        let class = ex.check(disk, &ctx);
+        let class = ex.check(disk, &ctx, inv);
         if mid.is_none() && read_flags(disk) == Ok(s1) {
             let (ro, _) = ex.pa.root;
             let r = &disk[ro..ro + env.v2.root.len()];
@@ -457,7 +320,7 @@ fn run_sector(
         let pick = !new_class && sampled < sample && (full_mode() || n % 97 == 0);
         if new_class || pick {
             sampled += usize::from(pick);
-            ex.rerun(disk, &format!("{} [{class}]", ctx()));
+            ex.rerun(disk, &format!("{} [{class}]", ctx()), inv);
             reinstalls += 1;
         }
     });
@@ -465,7 +328,10 @@ fn run_sector(
     // Live driver: cut at every device operation, reads included.
     let (mut live_cuts, mut live_read_cuts, mut live_readback_cuts) = (0usize, 0usize, 0usize);
     let mut live_named = 0usize;
-    let mut live_seen = HashSet::new();
+    let mut live_disks = 0usize;
+    // The live cuts' disks are checked in a scenario of their own, so that
+    // each is re-installed even when the trace reached it too (counted once).
+    let live_scenario = scenario | 1;
     let reads = {
         let mut sim = field.clone();
         let mut cd = CutDevice {
@@ -518,12 +384,6 @@ fn run_sector(
             ("flushed", sim.durable()),
             ("flushed + unflushed", sim.bytes()),
         ] {
-            // Disks are 13 MiB: keep their hash, not them.
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            disk.hash(&mut h);
-            if !live_seen.insert(h.finish()) {
-                continue;
-            }
             let ctx = || {
                 format!(
                     "live in-process install ({sector}-byte sectors), power cut at op {cut}/{total} ({}), disk {what}",
@@ -536,9 +396,12 @@ fn run_sector(
                     }
                 )
             };
-            ex.check(disk, &ctx);
-            ex.rerun(disk, &ctx());
-            reinstalls += 1;
+            let checked = states.visit(live_scenario, disk, |inv| {
+                ex.check(disk, &ctx, inv);
+                ex.rerun(disk, &ctx(), inv);
+            });
+            live_disks += usize::from(checked);
+            reinstalls += usize::from(checked);
         }
     }
     let o = Outcome {
@@ -550,7 +413,7 @@ fn run_sector(
         live_read_cuts,
         live_readback_cuts,
         live_named,
-        live_distinct: live_seen.len(),
+        live_disks,
     };
     (o, mid)
 }
@@ -561,14 +424,15 @@ fn reliability_power_cut_install_inproc() {
     eprintln!("power_cut_install_inproc: seed {seed} (SLOTCTL_SEED={seed} reproduces)");
     let mut rng = Rng::new(seed);
     let env = Env::new();
-    let mut seen = HashSet::new();
-    let mut distinct = 0usize;
+    let mut states = CrashStates::new("power_cut_install_inproc");
     for sector in [512u32, 4096] {
+        // One scenario per run (its starting disk), the live driver apart.
+        let scenario = |run: u64| (u64::from(sector) << 8) | (run << 1);
         let field = env.field_device(sector);
-        let start = Instant::now();
-        let (o, mid) = run_sector(&env, &field, sector, &mut rng, &mut seen);
-        report(sector, "from a field device", &o, start);
-        distinct += o.trace.distinct + o.live_distinct;
+        let (start, before) = (Instant::now(), states.distinct());
+        let (o, mid) = run_sector(&env, &field, sector, &mut rng, &mut states, scenario(0));
+        let new = states.distinct() - before;
+        report(sector, "from a field device", &o, new, start);
         // Power cuts while re-running an install that was itself cut
         // half-way through the payload (with 4096-byte sectors only: with
         // 512 most of its crash states are ones already checked, and the
@@ -577,34 +441,34 @@ fn reliability_power_cut_install_inproc() {
         if sector != 4096 && !full_mode() {
             continue;
         }
-        let start = Instant::now();
-        let (o, _) = run_sector(
-            &env,
-            &SimDevice::new(mid, sector, false),
-            sector,
-            &mut rng,
-            &mut seen,
-        );
-        report(sector, "re-run after a cut mid-payload", &o, start);
-        distinct += o.trace.distinct + o.live_distinct;
+        let (start, before) = (Instant::now(), states.distinct());
+        let mid = SimDevice::new(mid, sector, false);
+        let (o, _) = run_sector(&env, &mid, sector, &mut rng, &mut states, scenario(1));
+        let new = states.distinct() - before;
+        report(sector, "re-run after a cut mid-payload", &o, new, start);
     }
-    eprintln!("power_cut_install_inproc: {distinct} distinct crash states");
-    assert!(distinct >= 8_000, "too few crash states: {distinct}");
+    eprintln!("{}", states.summary());
+    assert!(
+        states.distinct() >= 8_000,
+        "too few distinct crash states: {}",
+        states.distinct()
+    );
 }
 
-fn report(sector: u32, what: &str, o: &Outcome, start: Instant) {
+fn report(sector: u32, what: &str, o: &Outcome, new: usize, start: Instant) {
     eprintln!(
-        "power_cut_install_inproc: {sector}-byte sectors, {what}: {} writes, {} flushes; trace: {} distinct crash states ({} generated at {} cut points); live: {} cuts ({} at reads, {} of them in the payload read-back; {} errors name the power cut), {} distinct disks; install re-run on {}; {:.1?}",
+        "power_cut_install_inproc: {sector}-byte sectors, {what}: {} writes, {} flushes; trace: {} variants at {} cut points, {} distinct disks, {} checked here; live: {} cuts ({} at reads, {} of them in the payload read-back; {} errors name the power cut), {} distinct disks; {new} disks not reached by an earlier run of the suite; install re-run on {}; {:.1?}",
         o.writes,
         o.flushes,
-        o.trace.distinct,
         o.trace.generated,
         o.trace.cut_points,
+        o.trace.distinct,
+        o.trace.checked,
         o.live_cuts,
         o.live_read_cuts,
         o.live_readback_cuts,
         o.live_named,
-        o.live_distinct,
+        o.live_disks,
         o.reinstalls,
         start.elapsed()
     );
