@@ -4,28 +4,9 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use boot_flags::{Disk, SlotFlags, SlotId};
-use slotctl_tests::sim::flagdisk::{fl, fresh_disk, with_flags};
+use boot_flags::{Disk, SlotId};
+use slotctl_tests::sim::flagdisk::{check_choice, fl, fresh_disk, with_flags};
 use slotctl_tests::sim::{CrashOptions, CrashStates, Invariants, Rng, SimDevice, Trace};
-
-/// What boot selection must choose on `flags` (DESIGN.md, written out
-/// here rather than taken from boot-flags): the bootable slot of highest
-/// priority (tie: A); with none bootable, the successful slot of highest
-/// priority (tie: A), else A.
-fn expected_boot(flags: SlotFlags) -> SlotId {
-    let pick = |ok: &dyn Fn(boot_flags::Flags) -> bool| -> Option<SlotId> {
-        let (a, b) = (flags.a, flags.b);
-        match (ok(a), ok(b)) {
-            (true, true) if b.priority.get() > a.priority.get() => Some(SlotId::B),
-            (true, _) => Some(SlotId::A),
-            (false, true) => Some(SlotId::B),
-            (false, false) => None,
-        }
-    };
-    pick(&|f| f.priority.get() > 0 && (f.tries.get() > 0 || f.successful))
-        .or_else(|| pick(&|f| f.successful))
-        .unwrap_or(SlotId::A)
-}
 
 /// The boot of one disk of the exploration (a crash state of an earlier
 /// boot or mark-good), checked: it succeeds, chooses the slot DESIGN.md
@@ -49,14 +30,9 @@ fn boot_and_check(
         ))
     })();
     let (flags, choice) = inv.ok(r, |e| format!("{}: boot failed: {e}", ctx()));
-    let want = expected_boot(flags);
-    inv.that(choice.slot == want, || {
-        format!(
-            "{}: chose {} from {flags:?}, not {want}",
-            ctx(),
-            choice.slot
-        )
-    });
+    // The choice, the flags it leaves and its kind, against the rules of
+    // DESIGN.md written out in sim::flagdisk (not taken from boot-flags).
+    inv.ok(check_choice(flags, &choice), |e| format!("{}: {e}", ctx()));
     if flags.get(choice.slot).bootable() {
         let f = flags.get(choice.slot);
         inv.that(f.successful || f.tries.get() > 0, || {
