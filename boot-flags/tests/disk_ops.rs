@@ -73,6 +73,9 @@ fn a_refused_invalidate_writes_nothing() {
     disk.set_booted(Some(SlotId::A));
     assert!(disk.invalidate(SlotId::A).is_err(), "the booted slot");
     disk.set_booted(None);
-    assert!(disk.invalidate(SlotId::A).is_err(), "the only bootable slot");
+    assert!(
+        disk.invalidate(SlotId::A).is_err(),
+        "the only bootable slot"
+    );
     assert_eq!(disk.device(), &before);
 }

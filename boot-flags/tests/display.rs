@@ -15,8 +15,14 @@ fn nibble_and_flags() {
     assert_eq!(format!("{n}"), "11");
     assert_eq!(format!("{n:?}"), "11");
     assert_eq!(format!("{:?}", Nibble::ZERO), "0");
-    assert_eq!(f(2, 3, false).to_string(), "priority=2 tries=3 successful=0");
-    assert_eq!(f(15, 0, true).to_string(), "priority=15 tries=0 successful=1");
+    assert_eq!(
+        f(2, 3, false).to_string(),
+        "priority=2 tries=3 successful=0"
+    );
+    assert_eq!(
+        f(15, 0, true).to_string(),
+        "priority=15 tries=0 successful=1"
+    );
     assert_eq!(
         format!("{:?}", f(1, 2, true)),
         "Flags { priority: 1, tries: 2, successful: true }"
@@ -59,9 +65,14 @@ fn guid_text() {
         0xff,
     ]);
     assert_eq!(g.to_string(), "33221100-5544-7766-8899-aabbccddeeff");
-    assert_eq!(format!("{g:?}"), "Guid(33221100-5544-7766-8899-aabbccddeeff)");
     assert_eq!(
-        "33221100-5544-7766-8899-aabbccddeeff".parse::<Guid>().unwrap(),
+        format!("{g:?}"),
+        "Guid(33221100-5544-7766-8899-aabbccddeeff)"
+    );
+    assert_eq!(
+        "33221100-5544-7766-8899-aabbccddeeff"
+            .parse::<Guid>()
+            .unwrap(),
         g
     );
     assert!(Guid::ZERO.is_zero());

@@ -79,7 +79,9 @@ fn regular_file_reads_writes_and_reports_no_sector_size() {
     assert_eq!(buf, bytes[123_456..128_456]);
     // A read past the end is an error, not a short read.
     let mut tail = vec![0u8; 16];
-    let e = dev.read_exact_at(bytes.len() as u64 - 8, &mut tail).unwrap_err();
+    let e = dev
+        .read_exact_at(bytes.len() as u64 - 8, &mut tail)
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::UnexpectedEof);
 
     let new = pattern(3000, 99);
