@@ -1,0 +1,131 @@
+//! `Gpt::read` on tables edited one field at a time (headers re-sealed with
+//! a valid CRC, so only the rule under test can reject them): when a valid
+//! backup counts as agreeing with the primary, when a backup alone can
+//! rebuild the primary, which sector sizes a device may report.
+
+mod common;
+
+use boot_flags::gpt::Header;
+use boot_flags::{Error, Gpt, GptCopy, Guid, MemDevice};
+
+const SS: usize = 512;
+
+/// Edit the header sector at `lba` and re-seal it (new header CRC).
+fn edit_header(dev: &mut MemDevice, lba: usize, f: impl FnOnce(&mut Header)) {
+    let sector = &mut dev.data[lba * SS..(lba + 1) * SS];
+    let mut h = Header::parse(sector).unwrap();
+    f(&mut h);
+    h.write_into(sector);
+}
+
+fn last_lba(dev: &MemDevice) -> usize {
+    dev.data.len() / SS - 1
+}
+
+/// A backup that differs from the primary in one header field is valid on
+/// its own but stale: bad, with the reason, and the primary is used.
+#[test]
+fn a_backup_differing_in_one_field_is_stale() {
+    let cases: [(&str, fn(&mut Header)); 3] = [
+        ("disk GUID", |h| h.disk_guid = Guid([0x11; 16])),
+        ("first usable LBA", |h| h.first_usable_lba += 1),
+        ("last usable LBA", |h| h.last_usable_lba -= 1),
+    ];
+    for (what, edit) in cases {
+        let mut dev = common::sample_disk(512);
+        let last = last_lba(&dev);
+        edit_header(&mut dev, last, edit);
+        let gpt = Gpt::read(&mut dev).unwrap();
+        assert!(gpt.health(GptCopy::Primary).is_ok(), "{what}");
+        let h = gpt.health(GptCopy::Backup).to_string();
+        assert!(h.contains("differs from the primary"), "{what}: {h}");
+        assert!(!gpt.is_healthy());
+        assert_eq!(gpt.header().disk_guid, Guid::from_random_bytes([0x42; 16]));
+    }
+}
+
+/// Same entry bytes, read with another entry size (64 entries of 256
+/// bytes instead of 128 of 128): stale too.
+#[test]
+fn a_backup_with_another_entry_size_is_stale() {
+    let mut dev = common::sample_disk(512);
+    let last = last_lba(&dev);
+    edit_header(&mut dev, last, |h| {
+        h.entry_size = 256;
+        h.num_entries = 64;
+    });
+    let gpt = Gpt::read(&mut dev).unwrap();
+    let h = gpt.health(GptCopy::Backup).to_string();
+    assert!(h.contains("differs from the primary"), "{h}");
+    // The untouched table agrees with itself.
+    let mut dev = common::sample_disk(512);
+    assert!(Gpt::read(&mut dev).unwrap().is_healthy());
+}
+
+/// With the primary unusable, the backup rebuilds it at LBA 2..: allowed
+/// when the array fits before the first usable LBA, refused (nothing
+/// written) when it does not.
+#[test]
+fn a_backup_alone_rebuilds_the_primary_only_if_there_is_room() {
+    // 128 x 128 bytes = 32 sectors: LBA 2..=33, so first usable 34 fits.
+    for (first_usable, fits) in [(34u64, true), (33, false)] {
+        let mut dev = common::sample_disk(512);
+        let last = last_lba(&dev);
+        edit_header(&mut dev, last, |h| h.first_usable_lba = first_usable);
+        dev.data[SS..SS + 8].fill(0); // the primary's signature
+        let before = dev.data.clone();
+        match Gpt::read(&mut dev) {
+            Ok(mut gpt) => {
+                assert!(fits, "first usable {first_usable}");
+                assert!(!gpt.health(GptCopy::Primary).is_ok());
+                assert_eq!(gpt.header().first_usable_lba, 34);
+                gpt.repair(&mut dev).unwrap();
+                let back = Gpt::read(&mut dev).unwrap();
+                assert!(back.is_healthy());
+                assert_eq!(back.header().my_lba, 1);
+                assert_eq!(back.header().entries_lba, 2);
+            }
+            Err(e) => {
+                assert!(!fits, "first usable {first_usable}: {e}");
+                assert!(e.to_string().contains("leaves no room to rebuild"), "{e}");
+                assert!(dev.data == before);
+            }
+        }
+    }
+}
+
+/// A device may report 512 or 4096; anything else is refused by name.
+#[test]
+fn reported_sector_sizes() {
+    for (reported, ok) in [(512u32, true), (4096, false), (1024, false), (0, false)] {
+        let mut dev = common::sample_disk(512);
+        dev.sector_size = Some(reported);
+        let r = Gpt::read(&mut dev);
+        match (reported, r) {
+            (512, Ok(g)) => assert!(ok && g.sector_size() == 512),
+            (4096, Err(e)) => assert!(!matches!(e, Error::SectorSize(_)), "{e}"),
+            (s, Err(Error::SectorSize(got))) => assert_eq!(got, s),
+            (s, other) => panic!("reported {s}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        Error::SectorSize(1024).to_string(),
+        "unsupported logical sector size 1024 (512 and 4096 are supported)"
+    );
+}
+
+/// A 4K table on a device that reports nothing is found by trying 4096
+/// after 512; a disk too small for three 4K sectors is not probed at 4K.
+#[test]
+fn detected_sector_size_and_tiny_disks() {
+    let mut dev = common::sample_disk(4096);
+    assert_eq!(Gpt::read(&mut dev).unwrap().sector_size(), 4096);
+    // 3 x 512 bytes: big enough to look at, nothing there.
+    let mut small = MemDevice::new(3 * 512);
+    let e = Gpt::read(&mut small).unwrap_err().to_string();
+    assert!(e.contains("no partition table found"), "{e}");
+    // Less than 3 x 512: named as too small.
+    let mut tiny = MemDevice::new(3 * 512 - 1);
+    let e = Gpt::read(&mut tiny).unwrap_err().to_string();
+    assert!(e.contains("the disk is only 1535 bytes"), "{e}");
+}
