@@ -129,3 +129,24 @@ fn detected_sector_size_and_tiny_disks() {
     let e = Gpt::read(&mut tiny).unwrap_err().to_string();
     assert!(e.contains("the disk is only 1535 bytes"), "{e}");
 }
+
+/// Both copies bad on a disk of the right size: "both copies bad", not
+/// "truncated", even when the primary header itself is intact (its entry
+/// array is what is damaged) and says the disk is exactly this big.
+#[test]
+fn both_bad_on_a_full_size_disk_is_not_truncated() {
+    let mut dev = common::sample_disk(512);
+    let last = last_lba(&dev);
+    dev.data[2 * SS + 60] ^= 0xff; // primary entry array
+    dev.data[last * SS + 40] ^= 0xff; // backup header
+    let e = Gpt::read(&mut dev).unwrap_err();
+    assert!(matches!(e, Error::BothCopiesBad { .. }), "{e:?}");
+    assert!(e.to_string().contains("entry array CRC mismatch"), "{e}");
+    // One sector short, the same damage is a truncated image.
+    dev.data.truncate(dev.data.len() - SS);
+    let e = Gpt::read(&mut dev).unwrap_err();
+    assert!(
+        matches!(e, Error::Truncated { expected, actual } if expected == 8 << 20 && actual == (8 << 20) - 512),
+        "{e:?}"
+    );
+}

@@ -106,7 +106,10 @@ fn names_that_are_not_slots() {
 #[test]
 fn refusals_name_the_problem() {
     let cases: [(&[&str], &str); 5] = [
-        (&["DATA"], "no A/B slots: no partition name ends in -A or -B"),
+        (
+            &["DATA"],
+            "no A/B slots: no partition name ends in -A or -B",
+        ),
         (
             &["ROOT-A", "DATA"],
             "no A/B slots: slot A has partitions but no partition name ends in -B",
@@ -174,7 +177,11 @@ fn partitions_outside_the_usable_area_are_refused() {
             Err(Error::PartitionOutOfRange { index, name }) => {
                 assert!(!ok && index == 2 && name == "ROOT-B", "{first}..={last}");
             }
-            Err(Error::Overlap { first: 2, second: 1, .. }) => assert_eq!(first, fu),
+            Err(Error::Overlap {
+                first: 2,
+                second: 1,
+                ..
+            }) => assert_eq!(first, fu),
             Err(e) => panic!("{first}..={last}: {e}"),
         }
     }
