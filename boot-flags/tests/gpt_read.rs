@@ -150,3 +150,28 @@ fn both_bad_on_a_full_size_disk_is_not_truncated() {
         "{e:?}"
     );
 }
+
+/// The byte ranges a commit writes (what `Disk` drops from the cache before
+/// its read-back): both entry arrays (16 KiB) and both header sectors.
+#[test]
+fn written_ranges_are_the_two_arrays_and_headers() {
+    for ss in [512u64, 4096] {
+        let mut dev = common::sample_disk(ss as u32);
+        let gpt = Gpt::read(&mut dev).unwrap();
+        let last = dev.data.len() as u64 / ss - 1;
+        let array = 16384u64;
+        let backup_entries = (last - array / ss) * ss;
+        assert_eq!(
+            gpt.written_ranges(),
+            vec![
+                (2 * ss, array),
+                (ss, ss),
+                (backup_entries, array),
+                (last * ss, ss)
+            ],
+            "{ss}-byte sectors"
+        );
+        assert_eq!(gpt.disk_len(), 8 << 20);
+        assert_eq!(gpt.entry_bytes().len(), 16384);
+    }
+}
