@@ -77,8 +77,12 @@ fn guid_text() {
     );
     // Five groups of the wrong lengths (a dash moved) are refused, though
     // all 32 hex digits are there.
-    assert!("33221100-5544-7766-8899a-abbccddeeff".parse::<Guid>().is_err());
-    assert!("332211005-544-7766-8899-aabbccddeeff".parse::<Guid>().is_err());
+    assert!("33221100-5544-7766-8899a-abbccddeeff"
+        .parse::<Guid>()
+        .is_err());
+    assert!("332211005-544-7766-8899-aabbccddeeff"
+        .parse::<Guid>()
+        .is_err());
     assert!(Guid::ZERO.is_zero());
     assert!(!g.is_zero());
     // Version 4, RFC 4122 variant, the other bits as given.

@@ -175,3 +175,55 @@ fn written_ranges_are_the_two_arrays_and_headers() {
         assert_eq!(gpt.entry_bytes().len(), 16384);
     }
 }
+
+/// Both copies bad: a GPT signature in either place makes it "both copies
+/// corrupt" (there was a GPT), none at all makes it "no GPT".
+#[test]
+fn a_signature_in_either_place_means_a_damaged_gpt() {
+    for (wipe_primary_sig, wipe_backup_sig) in [(true, false), (false, true), (true, true)] {
+        let mut dev = common::sample_disk(512);
+        let last = last_lba(&dev);
+        // Break both copies: a signature wiped, or a header CRC broken.
+        for (lba, wipe) in [(1, wipe_primary_sig), (last, wipe_backup_sig)] {
+            if wipe {
+                dev.data[lba * SS..lba * SS + 8].fill(0);
+            } else {
+                dev.data[lba * SS + 40] ^= 0xff;
+            }
+        }
+        let e = Gpt::read(&mut dev).unwrap_err();
+        if wipe_primary_sig && wipe_backup_sig {
+            assert_eq!(
+                e.to_string(),
+                "no GPT on this disk (an MBR partition table only)"
+            );
+        } else {
+            assert!(
+                matches!(e, Error::BothCopiesBad { .. }),
+                "{wipe_primary_sig} {wipe_backup_sig}: {e:?}"
+            );
+        }
+    }
+}
+
+/// Disks too small for a GPT (fewer than 3 sectors) are named as such,
+/// even with a stray "EFI PART" at LBA 1; from 3 sectors on, a signature
+/// there is a damaged GPT.
+#[test]
+fn tiny_disks_with_a_signature() {
+    for len in [600usize, 1024, 1535] {
+        let mut dev = MemDevice::new(len);
+        if len >= 520 {
+            dev.data[512..520].copy_from_slice(b"EFI PART");
+        }
+        let e = Gpt::read(&mut dev).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("no GPT on this disk (the disk is only {len} bytes)")
+        );
+    }
+    let mut dev = MemDevice::new(1536);
+    dev.data[512..520].copy_from_slice(b"EFI PART");
+    let e = Gpt::read(&mut dev).unwrap_err();
+    assert!(matches!(e, Error::BothCopiesBad { .. }), "{e:?}");
+}
