@@ -227,3 +227,32 @@ fn tiny_disks_with_a_signature() {
     let e = Gpt::read(&mut dev).unwrap_err();
     assert!(matches!(e, Error::BothCopiesBad { .. }), "{e:?}");
 }
+
+/// Partition numbers are 1..=128 (the entry count): 0 and 129 are no
+/// partition, not a panic, and cannot have attributes set.
+#[test]
+fn partition_numbers_outside_the_array() {
+    let mut dev = common::sample_disk(512);
+    let mut gpt = Gpt::read(&mut dev).unwrap();
+    assert_eq!(gpt.header().num_entries, 128);
+    for i in [0u32, 6, 128, 129, u32::MAX] {
+        assert!(gpt.partition(i).is_none(), "partition {i}");
+        let e = gpt.set_attributes(i, 1).unwrap_err();
+        assert_eq!(e.to_string(), format!("partition {i} does not exist"));
+    }
+    assert_eq!(gpt.partition(5).unwrap().name, "DATA");
+    let before = gpt.entry_bytes().to_vec();
+    gpt.set_attributes(5, 0x1234).unwrap();
+    assert_eq!(gpt.partition(5).unwrap().attributes, 0x1234);
+    // Only entry 5's attribute word (bytes 48..56 of the 5th entry) moved.
+    let after = gpt.entry_bytes();
+    let changed: Vec<usize> = (0..before.len())
+        .filter(|&i| before[i] != after[i])
+        .collect();
+    assert!(
+        changed
+            .iter()
+            .all(|&i| (4 * 128 + 48..4 * 128 + 56).contains(&i)),
+        "{changed:?}"
+    );
+}
