@@ -121,3 +121,67 @@ fn payload_sha256_hex() {
     r.read_to_end(&mut raw).unwrap();
     assert_eq!(raw, b"abc");
 }
+
+fn try_pack(compatible: &str, version: &str, roles: &[String]) -> Result<Vec<u8>> {
+    let key = SigningKey::generate().unwrap();
+    let spec = PackSpec::new(
+        compatible,
+        semver::Version::parse(version).unwrap(),
+        1,
+        1_700_000_000,
+    );
+    let parts = roles
+        .iter()
+        .map(|r| PackPart {
+            role: r.clone(),
+            compression: Compression::None,
+            source: Box::new(&b"x"[..]),
+        })
+        .collect();
+    let mut out = Cursor::new(Vec::new());
+    pack(&mut out, &spec, parts, &[&key]).map(|_| out.into_inner())
+}
+
+/// What `pack` refuses to put in a header, at the edge of each limit:
+/// compatible 1..=255 printable ASCII, version string up to 255 bytes,
+/// 1..=64 payloads with valid role names.
+#[test]
+fn pack_refuses_headers_past_the_limits() {
+    let one = ["ROOT".to_string()];
+    try_pack(&"c".repeat(255), "1.0.0", &one).unwrap();
+    for bad in [
+        String::new(),
+        "c".repeat(256),
+        "acme gw".into(),
+        "acmé".into(),
+    ] {
+        let e = try_pack(&bad, "1.0.0", &one).unwrap_err();
+        assert!(
+            e.to_string().contains("must be 1..=255 printable ASCII"),
+            "{bad:?}: {e}"
+        );
+    }
+    // "1.0.0-" and a pre-release identifier: 255 bytes pass, 256 do not.
+    let v255 = format!("1.0.0-{}", "a".repeat(249));
+    try_pack("acme", &v255, &one).unwrap();
+    let v256 = format!("1.0.0-{}", "a".repeat(250));
+    let e = try_pack("acme", &v256, &one).unwrap_err();
+    assert_eq!(e.to_string(), "version string too long");
+
+    let roles = |n: usize| (0..n).map(|i| format!("R{i}")).collect::<Vec<_>>();
+    let img = try_pack("acme", "1.0.0", &roles(64)).unwrap();
+    let untrusted = ImageReader::new(&img[..])
+        .unwrap()
+        .into_untrusted()
+        .unwrap();
+    assert_eq!(untrusted.header().payloads().len(), 64);
+    let e = try_pack("acme", "1.0.0", &roles(65)).unwrap_err();
+    assert_eq!(e.to_string(), "65 payloads exceed the limit of 64");
+    let e = try_pack("acme", "1.0.0", &[]).unwrap_err();
+    assert_eq!(e.to_string(), "image has no payloads");
+    let e = try_pack("acme", "1.0.0", &["ROOT-A".into()]).unwrap_err();
+    assert!(
+        e.to_string().contains("role `ROOT-A` must be 1..=32"),
+        "{e}"
+    );
+}
