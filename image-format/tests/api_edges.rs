@@ -185,3 +185,36 @@ fn pack_refuses_headers_past_the_limits() {
         "{e}"
     );
 }
+
+/// A zstd payload is declared with code 1 and read back as zstd.
+#[test]
+fn zstd_payload_round_trip() {
+    let key = SigningKey::generate().unwrap();
+    let mut ring = Keyring::new();
+    ring.add(key.public_key().clone());
+    let data = vec![7u8; 100_000];
+    let spec = PackSpec::new("acme", semver::Version::new(2, 0, 0), 3, 0);
+    let parts = vec![PackPart {
+        role: "ROOT".into(),
+        compression: Compression::Zstd,
+        source: Box::new(&data[..]),
+    }];
+    let mut out = Cursor::new(Vec::new());
+    pack(&mut out, &spec, parts, &[&key]).unwrap();
+    let img = out.into_inner();
+    let mut v = ImageReader::new(&img[..])
+        .unwrap()
+        .verify(&ring, 1)
+        .unwrap();
+    let p = v.header().payloads()[0].clone();
+    assert_eq!(p.compression, Compression::Zstd);
+    assert_eq!(p.raw_size, 100_000);
+    assert!(p.stored_size < 1000, "{}", p.stored_size);
+    let mut raw = Vec::new();
+    v.next_payload()
+        .unwrap()
+        .unwrap()
+        .read_to_end(&mut raw)
+        .unwrap();
+    assert_eq!(raw, data);
+}
