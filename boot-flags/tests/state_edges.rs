@@ -189,3 +189,99 @@ fn booted_slot_rules() {
         pair(f(0, 3, true), f(0, 0, false))
     );
 }
+
+/// mark-bad protects the only bootable slot unless forced; a slot that is
+/// not bootable, or whose partner is, can always be marked bad.
+#[test]
+fn mark_bad_and_the_only_bootable_slot() {
+    let only_a = pair(f(1, 0, true), f(0, 2, true));
+    let bad = |slot, force| Op::MarkBad { slot, force };
+    assert_eq!(
+        apply(only_a, None, &bad(Some(A), false)),
+        Err(Refusal::OnlyBootable {
+            op: "mark-bad",
+            slot: A
+        })
+    );
+    assert_eq!(
+        apply(only_a, None, &bad(Some(A), true)).unwrap(),
+        pair(Flags::ZERO, f(0, 2, true))
+    );
+    // B is not bootable: marking it bad is fine, forced or not.
+    assert_eq!(
+        apply(only_a, None, &bad(Some(B), false)).unwrap(),
+        pair(f(1, 0, true), Flags::ZERO)
+    );
+    // Neither bootable: nothing to protect.
+    let none = pair(f(0, 1, false), f(3, 0, false));
+    assert_eq!(
+        apply(none, None, &bad(Some(B), false)).unwrap(),
+        pair(f(0, 1, false), Flags::ZERO)
+    );
+    // Both bootable: the booted one may go.
+    let both = pair(f(1, 0, true), f(2, 2, false));
+    assert_eq!(
+        apply(both, Some(B), &bad(None, false)).unwrap(),
+        pair(f(1, 0, true), Flags::ZERO)
+    );
+    assert_eq!(
+        apply(both, None, &bad(None, false)),
+        Err(Refusal::NeedBooted { op: "mark-bad" })
+    );
+}
+
+/// cancel refuses when the booted slot could not boot itself even at
+/// priority 2 (tries 0, never successful): the pending slot is the only
+/// bootable one.
+#[test]
+fn cancel_that_would_leave_nothing_bootable() {
+    let s = pair(f(1, 0, false), f(2, 3, false));
+    assert_eq!(
+        apply(s, Some(A), &Op::Cancel),
+        Err(Refusal::OnlyBootable {
+            op: "cancel",
+            slot: B
+        })
+    );
+}
+
+/// Each operation's name, as refusals print it.
+#[test]
+fn operation_names_in_messages() {
+    let ops = [
+        (Op::Invalidate(A), "invalidate"),
+        (
+            Op::Activate {
+                target: A,
+                tries: Nibble::new(1).unwrap(),
+            },
+            "activate",
+        ),
+        (Op::MarkGood, "mark-good"),
+        (
+            Op::MarkBad {
+                slot: None,
+                force: false,
+            },
+            "mark-bad",
+        ),
+        (Op::Rollback, "rollback"),
+        (Op::Cancel, "cancel"),
+        (Op::SetFlags(A, Flags::ZERO), "set-flags"),
+    ];
+    for (op, name) in ops {
+        assert_eq!(op.name(), name);
+    }
+    let e = apply(SlotFlags::default(), None, &Op::Rollback).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "rollback needs the booted slot, and no booted slot is known for this disk"
+    );
+    let e = apply(
+        pair(f(1, 0, true), f(2, 0, true)),
+        Some(A),
+        &Op::Invalidate(A),
+    )
+    .unwrap_err();
+    assert_eq!(e.to_string(), "invalidate: slot A is the booted slot");
+}
