@@ -139,3 +139,40 @@ fn a_keyring_directory() {
         .get(&ids[1])
         .is_some());
 }
+
+/// A signature that does not verify over the header is refused, by name.
+#[test]
+fn a_bad_signature_is_refused() {
+    let key = SigningKey::generate().unwrap();
+    let mut ring = Keyring::new();
+    ring.add(key.public_key().clone());
+    let spec = PackSpec::new("acme", semver::Version::new(1, 0, 0), 1, 0);
+    let parts = vec![PackPart {
+        role: "ROOT".into(),
+        compression: Compression::None,
+        source: Box::new(&b"data"[..]),
+    }];
+    let mut out = std::io::Cursor::new(Vec::new());
+    pack(&mut out, &spec, parts, &[&key]).unwrap();
+    let mut img = out.into_inner();
+    ImageReader::new(&img[..])
+        .unwrap()
+        .verify(&ring, 1)
+        .unwrap();
+    // The first signature's bytes: after the header, the block's 16 fixed
+    // bytes and the 8-byte key id.
+    let header_len = ImageReader::new(&img[..]).unwrap().header_bytes().len();
+    img[header_len + 16 + 8 + 5] ^= 0x01;
+    let e = ImageReader::new(&img[..])
+        .unwrap()
+        .verify(&ring, 1)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "signature 0 by trusted key {} does not verify over the header",
+            key.key_id()
+        )
+    );
+    assert!(e.is_refusal());
+}
