@@ -18,6 +18,9 @@ fn edit_header(dev: &mut MemDevice, lba: usize, f: impl FnOnce(&mut Header)) {
     h.write_into(sector);
 }
 
+/// One header edit, named.
+type Edit = (&'static str, fn(&mut Header));
+
 fn last_lba(dev: &MemDevice) -> usize {
     dev.data.len() / SS - 1
 }
@@ -26,7 +29,7 @@ fn last_lba(dev: &MemDevice) -> usize {
 /// its own but stale: bad, with the reason, and the primary is used.
 #[test]
 fn a_backup_differing_in_one_field_is_stale() {
-    let cases: [(&str, fn(&mut Header)); 3] = [
+    let cases: [Edit; 3] = [
         ("disk GUID", |h| h.disk_guid = Guid([0x11; 16])),
         ("first usable LBA", |h| h.first_usable_lba += 1),
         ("last usable LBA", |h| h.last_usable_lba -= 1),
