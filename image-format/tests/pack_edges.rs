@@ -199,3 +199,64 @@ fn sign_copy_up_to_64_signatures() {
     assert!(room_of(r.signature_block_bytes().len()) >= 2 + DEFAULT_SIGNATURE_ROOM);
     assert_eq!(r.signatures().len(), 2);
 }
+
+/// A source that fails once with `kind`, then yields its bytes.
+struct Hiccup {
+    kind: Option<std::io::ErrorKind>,
+    data: &'static [u8],
+}
+
+impl Read for Hiccup {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(kind) = self.kind.take() {
+            return Err(std::io::Error::new(kind, "hiccup"));
+        }
+        self.data.read(buf)
+    }
+}
+
+fn pack_source(source: Hiccup) -> Result<Vec<PayloadInfo>> {
+    let k = keys(1);
+    let mut out = Cursor::new(Vec::new());
+    let parts = vec![PackPart {
+        role: "ROOT".into(),
+        compression: Compression::None,
+        source: Box::new(source),
+    }];
+    pack(&mut out, &spec(), parts, &[&k[0]])
+}
+
+/// An interrupted read is retried; any other read error ends the pack,
+/// naming the part.
+#[test]
+fn source_read_errors() {
+    let infos = pack_source(Hiccup {
+        kind: Some(std::io::ErrorKind::Interrupted),
+        data: b"abc",
+    })
+    .unwrap();
+    assert_eq!(infos[0].raw_size, 3);
+    assert_eq!(
+        infos[0].sha256_hex(),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    let e = pack_source(Hiccup {
+        kind: Some(std::io::ErrorKind::PermissionDenied),
+        data: b"abc",
+    })
+    .unwrap_err();
+    assert_eq!(e.to_string(), "reading a part: ROOT: hiccup");
+    assert!(!e.is_refusal());
+}
+
+/// The zstd defaults: level 3, 1 MiB jobs (what bounds multithreaded
+/// packing's memory, docs/image-format.md and bench/).
+#[test]
+fn zstd_defaults() {
+    assert_eq!(DEFAULT_ZSTD_JOB_SIZE, 1 << 20);
+    let z = ZstdOptions::default();
+    assert_eq!(z.level, 3);
+    assert_eq!(z.job_size, 1 << 20);
+    assert!(z.workers >= 1);
+    assert_eq!(MAX_ZSTD_LEVEL, 19);
+}
