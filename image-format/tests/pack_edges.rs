@@ -260,3 +260,25 @@ fn zstd_defaults() {
     assert!(z.workers >= 1);
     assert_eq!(MAX_ZSTD_LEVEL, 19);
 }
+
+/// sign_copy sizes the new block for the signatures, the new one and
+/// DEFAULT_SIGNATURE_ROOM more (64 at most), padded so the payloads start
+/// on a 4 KiB boundary: checked for every signature count 1..=63.
+#[test]
+fn sign_copy_block_size_for_every_count() {
+    let k = keys(64);
+    for n in 1..=63usize {
+        let signers: Vec<&SigningKey> = k[..n].iter().collect();
+        let mut s = spec();
+        s.signature_room = n;
+        let img = pack_with(&s, &signers).unwrap();
+        let mut copy = Vec::new();
+        sign_copy(&img[..], &mut copy, &k[63]).unwrap();
+        let r = ImageReader::new(&copy[..]).unwrap();
+        assert_eq!(r.signatures().len(), n + 1);
+        let h = r.header_bytes().len();
+        let slots = (n + 1 + DEFAULT_SIGNATURE_ROOM).min(64);
+        let end = (h + 16 + 72 * slots).div_ceil(4096) * 4096;
+        assert_eq!(h + r.signature_block_bytes().len(), end, "{n} signatures");
+    }
+}
