@@ -282,3 +282,36 @@ fn sign_copy_block_size_for_every_count() {
         assert_eq!(h + r.signature_block_bytes().len(), end, "{n} signatures");
     }
 }
+
+/// A block whose room is filled to its last byte (no padding left): the
+/// compatible string's length is chosen so that the padded block holds a
+/// whole number of entries, then sign_in_place fills every one.
+#[test]
+fn sign_in_place_fills_a_block_to_its_last_byte() {
+    let k = keys(1);
+    let (img, h) = (1..=72)
+        .map(|len| {
+            let mut s = spec();
+            s.compatible = "c".repeat(len);
+            let img = pack_with(&s, &[&k[0]]).unwrap();
+            let h = ImageReader::new(&img[..]).unwrap().header_bytes().len();
+            (img, h)
+        })
+        .find(|(img, _)| {
+            let b = ImageReader::new(&img[..])
+                .unwrap()
+                .signature_block_bytes()
+                .len();
+            (b - 16) % 72 == 0
+        })
+        .expect("some compatible length gives an exactly divisible block");
+    let block_len = 4096 - h;
+    let room = (block_len - 16) / 72;
+    let mut img = Cursor::new(img);
+    for key in keys(room - 1) {
+        sign_in_place(&mut img, &key).unwrap();
+    }
+    let r = ImageReader::new(&img.get_ref()[..]).unwrap();
+    assert_eq!(r.signatures().len(), room);
+    assert_eq!(r.signature_block_bytes().len(), 16 + 72 * room);
+}
