@@ -134,3 +134,22 @@ fn zero_signatures() {
         Err(e) => assert_eq!(e.to_string(), "image has no signatures"),
     }
 }
+
+/// The smallest block the format allows: 16 bytes, no entries. It parses
+/// (to no signatures); verification then refuses.
+#[test]
+fn a_sixteen_byte_block() {
+    let (img, h) = image(1);
+    let block_len = ImageReader::new(&img[..])
+        .unwrap()
+        .signature_block_bytes()
+        .len();
+    let mut small = img[..h].to_vec();
+    small.extend_from_slice(b"SLOTSIG\0");
+    small.extend_from_slice(&16u32.to_le_bytes());
+    small.extend_from_slice(&[0; 4]);
+    small.extend_from_slice(&img[h + block_len..]);
+    let r = ImageReader::new(&small[..]).unwrap();
+    assert!(r.signatures().is_empty());
+    assert_eq!(r.signature_block_bytes().len(), 16);
+}
