@@ -259,3 +259,34 @@ fn partition_numbers_outside_the_array() {
         "{changed:?}"
     );
 }
+
+/// A stale backup with a shorter entry array (124 entries, 31 sectors,
+/// ending at its header): rewriting it with the primary's 32-sector array
+/// at its place would overwrite its own header, so the commit is refused
+/// and nothing is written.
+#[test]
+fn a_shorter_stale_backup_is_not_overwritten_by_a_longer_array() {
+    let mut dev = common::sample_disk(512);
+    let last = last_lba(&dev);
+    let entries_lba = last - 31;
+    let array: Vec<u8> = dev.data[2 * SS..2 * SS + 124 * 128].to_vec();
+    dev.data[entries_lba * SS..entries_lba * SS + array.len()].copy_from_slice(&array);
+    edit_header(&mut dev, last, |h| {
+        h.num_entries = 124;
+        h.entries_lba = entries_lba as u64;
+        h.entries_crc = crc32fast::hash(&array);
+    });
+    let mut gpt = Gpt::read(&mut dev).unwrap();
+    let h = gpt.health(GptCopy::Backup).to_string();
+    assert!(h.contains("differs from the primary"), "{h}");
+    let before = dev.data.clone();
+    gpt.set_attributes(1, 1 << 48).unwrap();
+    let e = gpt.commit(&mut dev).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "invalid partition layout: no room for the backup GPT copy (entries at LBA {entries_lba}, header at LBA {last})"
+        )
+    );
+    assert!(dev.data == before);
+}
