@@ -354,3 +354,24 @@ fn hasher_and_decompressor_building_blocks() {
     h.update(&raw);
     assert!(matches!(h.finish(&boot), Err(Error::HashMismatch { .. })));
 }
+
+/// `parse_header` checks the magic itself, not only through
+/// `ImageReader::new` (which refuses a bad magic before calling it).
+#[test]
+fn parse_header_checks_its_own_magic() {
+    let mut h = [0u8; 16];
+    h[12] = 1; // format version 1, flags 0
+    assert!(matches!(
+        crate::format::parse_header(&h),
+        Err(Error::BadMagic)
+    ));
+    h[..8].copy_from_slice(&IMAGE_MAGIC);
+    assert!(matches!(
+        crate::format::parse_header(&h),
+        Err(Error::NoPayloads)
+    ));
+    assert!(matches!(
+        crate::format::parse_header(&h[..15]),
+        Err(Error::BadMagic)
+    ));
+}
