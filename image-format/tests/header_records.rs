@@ -205,3 +205,53 @@ fn skipping_payloads_in_order() {
     r.read_to_end(&mut raw).unwrap();
     assert_eq!(raw, b"abc");
 }
+
+/// The largest header `pack` can write: compatible and version of 255
+/// bytes, 64 payloads with 32-byte role names. By the layout above that is
+/// 16 + (6+255) + (6+255) + (6+8) + (6+8)
+///    + 64 × (6 + (6+32) + (6+1) + (6+8) + (6+8) + (6+32)) = 8,054 bytes,
+/// a quarter of the 32 KiB limit, which `pack` can therefore never reach.
+#[test]
+fn the_largest_header_pack_writes() {
+    let key = SigningKey::generate().unwrap();
+    let version = format!("1.0.0-{}", "a".repeat(249));
+    let spec = PackSpec::new(
+        &"c".repeat(255),
+        semver::Version::parse(&version).unwrap(),
+        u64::MAX,
+        u64::MAX,
+    );
+    let parts = (0..64)
+        .map(|i| PackPart {
+            role: format!("R{i:031}"),
+            compression: Compression::None,
+            source: Box::new(&b"x"[..]),
+        })
+        .collect();
+    let mut out = std::io::Cursor::new(Vec::new());
+    pack(&mut out, &spec, parts, &[&key]).unwrap();
+    let img = out.into_inner();
+    let r = ImageReader::new(&img[..]).unwrap();
+    assert_eq!(r.header_bytes().len(), 8054);
+    assert_eq!(&img[8..12], &8054u32.to_le_bytes());
+}
+
+/// A read into an empty buffer in the middle of a payload returns 0 and
+/// changes nothing: the rest still reads and verifies.
+#[test]
+fn an_empty_read_mid_payload_changes_nothing() {
+    let mut records = fields(b"acme");
+    records.extend(payload("ROOT"));
+    let img = image(&records, b"abc");
+    let mut u = parse(&img).unwrap();
+    let mut r = u.next_payload().unwrap().unwrap();
+    let mut one = [0u8; 1];
+    assert_eq!(r.read(&mut one).unwrap(), 1);
+    assert_eq!(r.read(&mut []).unwrap(), 0);
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).unwrap();
+    assert_eq!((one[0], &rest[..]), (b'a', &b"bc"[..]));
+    assert_eq!(r.read(&mut []).unwrap(), 0);
+    assert_eq!(r.read(&mut one).unwrap(), 0);
+    u.finish().unwrap();
+}
