@@ -218,3 +218,23 @@ fn zstd_payload_round_trip() {
         .unwrap();
     assert_eq!(raw, data);
 }
+
+/// PayloadHasher counts and hashes what it is fed, in any pieces.
+#[test]
+fn payload_hasher_counts_and_hashes() {
+    let mut h = PayloadHasher::new();
+    assert!(h.is_empty());
+    assert_eq!(h.len(), 0);
+    h.update(b"");
+    assert!(h.is_empty());
+    h.update(b"ab");
+    h.update(b"c");
+    assert!(!h.is_empty());
+    assert_eq!(h.len(), 3);
+    // SHA-256("abc"), FIPS 180-2 appendix B.1.
+    let hex: String = h.digest().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        hex,
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+}

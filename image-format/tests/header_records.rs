@@ -255,3 +255,21 @@ fn an_empty_read_mid_payload_changes_nothing() {
     assert_eq!(r.read(&mut one).unwrap(), 0);
     u.finish().unwrap();
 }
+
+/// Copying a payload from an image that ends inside it: the copy stops with
+/// the truncation, at the byte where the data ran out (the payload starts
+/// after the 16-byte empty signature block).
+#[test]
+fn copying_a_truncated_payload_reports_where_it_ends() {
+    let mut records = fields(b"acme");
+    records.extend(payload("ROOT"));
+    let img = image(&records, b"ab");
+    let end = img.len();
+    let mut u = parse(&img).unwrap();
+    let mut out = Vec::new();
+    let e = u.copy_next_payload(&mut out).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("image truncated: payload ROOT ends early (at byte {end})")
+    );
+}
