@@ -208,9 +208,9 @@ fn skipping_payloads_in_order() {
 
 /// The largest header `pack` can write: compatible and version of 255
 /// bytes, 64 payloads with 32-byte role names. By the layout above that is
-/// 16 + (6+255) + (6+255) + (6+8) + (6+8)
-///    + 64 × (6 + (6+32) + (6+1) + (6+8) + (6+8) + (6+32)) = 8,054 bytes,
-/// a quarter of the 32 KiB limit, which `pack` can therefore never reach.
+/// 16 + (6+255) + (6+255) + (6+8) + (6+8) + 64 × (6 + (6+32) + (6+1) +
+/// (6+8) + (6+8) + (6+32)) = 8,054 bytes, a quarter of the 32 KiB limit,
+/// which `pack` can therefore never reach.
 #[test]
 fn the_largest_header_pack_writes() {
     let key = SigningKey::generate().unwrap();
