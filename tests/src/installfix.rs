@@ -63,6 +63,25 @@ impl Default for Fix {
 }
 
 impl Fix {
+    /// Slot A provisioned and good; an update installed into B (on trial).
+    /// `checks` is added to the config (the boot-check tests' checks).
+    pub fn updated(checks: &str) -> Fix {
+        let f = Fix::with_config_extra(&format!("\n{checks}"));
+        let r1 = f.payload("root1", 50_000, 1);
+        let v1 = f.pack("v1.img", "1.0.0", 1, &[("ROOT", &r1)], "zstd");
+        f.factory("A", &v1);
+        let r2 = f.payload("root2", 60_000, 2);
+        let v2 = f.pack("v2.img", "2.0.0", 1, &[("ROOT", &r2)], "zstd");
+        ok(f.run(&[
+            "install".as_ref(),
+            "--booted".as_ref(),
+            "A".as_ref(),
+            v2.as_os_str(),
+        ]));
+        assert_eq!(f.flags("B"), (2, 3, false));
+        f
+    }
+
     pub fn new() -> Fix {
         Fix::with_config_extra("")
     }

@@ -67,3 +67,35 @@ pub mod feedsrv;
 pub mod http;
 pub mod installfix;
 pub mod sim;
+
+/// Run slotctl with `args` under `/usr/bin/time -v` (Debian package `time`);
+/// it must succeed. Returns its stdout and its peak RSS in KiB ("Maximum
+/// resident set size").
+pub fn run_slotctl_peak_rss<I, S>(args: I) -> (String, u64)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    assert!(
+        std::path::Path::new("/usr/bin/time").exists(),
+        "/usr/bin/time is required: run scripts/setup.sh (Debian package `time`)"
+    );
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().into()).collect();
+    let out = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(slotctl_bin())
+        .args(&args)
+        .output()
+        .expect("spawn /usr/bin/time");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "slotctl {args:?} failed: {stderr}");
+    let kib = stderr
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in: {stderr}"));
+    (String::from_utf8_lossy(&out.stdout).into_owned(), kib)
+}

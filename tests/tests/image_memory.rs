@@ -6,36 +6,16 @@
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
-use std::process::Command;
 
 use slotctl_tests::image::{keygen, noise, ok};
-use slotctl_tests::slotctl_bin;
+use slotctl_tests::run_slotctl_peak_rss;
 
 const LIMIT_KIB: u64 = 32 * 1024;
 const SIZE: u64 = 512 << 20;
 
 /// Run slotctl under /usr/bin/time -v; return its peak RSS in KiB.
 fn peak_rss_kib(args: &[&str]) -> u64 {
-    assert!(
-        Path::new("/usr/bin/time").exists(),
-        "/usr/bin/time is required: run scripts/setup.sh (Debian package `time`)"
-    );
-    let out = Command::new("/usr/bin/time")
-        .arg("-v")
-        .arg(slotctl_bin())
-        .args(args)
-        .output()
-        .expect("spawn /usr/bin/time");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "slotctl {args:?} failed: {stderr}");
-    stderr
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Maximum resident set size (kbytes): ")
-        })
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no peak RSS in: {stderr}"))
+    run_slotctl_peak_rss(args).1
 }
 
 /// A sparse file of `SIZE` bytes with 1 MiB random blocks every 64 MiB.

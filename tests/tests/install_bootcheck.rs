@@ -5,24 +5,6 @@
 
 use slotctl_tests::installfix::*;
 
-/// Slot A provisioned and good; an update installed into B (on trial).
-fn updated(checks: &str) -> Fix {
-    let f = Fix::with_config_extra(&format!("\n{checks}"));
-    let r1 = f.payload("root1", 50_000, 1);
-    let v1 = f.pack("v1.img", "1.0.0", 1, &[("ROOT", &r1)], "zstd");
-    f.factory("A", &v1);
-    let r2 = f.payload("root2", 60_000, 2);
-    let v2 = f.pack("v2.img", "2.0.0", 1, &[("ROOT", &r2)], "zstd");
-    ok(f.run(&[
-        "install".as_ref(),
-        "--booted".as_ref(),
-        "A".as_ref(),
-        v2.as_os_str(),
-    ]));
-    assert_eq!(f.flags("B"), (2, 3, false));
-    f
-}
-
 const PASSING: &str = r#"
 [[boot_check.checks]]
 name = "true"
@@ -35,7 +17,7 @@ command = ["sh", "-c", "exit 0"]
 
 #[test]
 fn passing_checks_mark_the_booted_slot_good() {
-    let f = updated(PASSING);
+    let f = Fix::updated(PASSING);
     let out = ok(f.run(&["boot-check", "--booted", "B"]));
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -49,7 +31,7 @@ fn passing_checks_mark_the_booted_slot_good() {
 
 #[test]
 fn already_good_does_nothing() {
-    let f = updated(
+    let f = Fix::updated(
         r#"
 [[boot_check.checks]]
 name = "would-fail"
@@ -72,7 +54,7 @@ command = ["false"]
 
 #[test]
 fn failing_check_marks_bad_and_reboots() {
-    let f = updated(
+    let f = Fix::updated(
         r#"
 [[boot_check.checks]]
 name = "ok"
@@ -97,7 +79,7 @@ command = ["sh", "-c", "exit 7"]
 
 #[test]
 fn check_timeout_counts_as_failure() {
-    let f = updated(
+    let f = Fix::updated(
         r#"
 [[boot_check.checks]]
 name = "hangs"
@@ -115,7 +97,7 @@ timeout_secs = 1
 
 #[test]
 fn no_reboot_when_configured_off() {
-    let f = updated(
+    let f = Fix::updated(
         r#"
 [[boot_check.checks]]
 name = "fails"

@@ -11,43 +11,22 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
-use std::process::Command;
 
 use slotctl_tests::installfix::{ok, Fix, BOOT_SIZE};
-use slotctl_tests::{run_slotctl, slotctl_bin};
+use slotctl_tests::{run_slotctl, run_slotctl_peak_rss};
 
 /// The bound README.md states for an install (peak RSS).
 const LIMIT_KIB: u64 = 32 * 1024;
 const SIZE: u64 = 512 << 20;
 const MIB: usize = 1 << 20;
 
-/// Run slotctl under /usr/bin/time -v; return its stdout and peak RSS in KiB.
+/// Run slotctl on the fixture's disk and config under /usr/bin/time -v;
+/// return its stdout and peak RSS in KiB.
 fn run_measured(f: &Fix, args: &[&std::ffi::OsStr]) -> (String, u64) {
-    assert!(
-        Path::new("/usr/bin/time").exists(),
-        "/usr/bin/time is required: run scripts/setup.sh (Debian package `time`)"
-    );
-    let out = Command::new("/usr/bin/time")
-        .arg("-v")
-        .arg(slotctl_bin())
-        .args(args)
-        .arg("--disk")
-        .arg(&f.disk)
-        .arg("--config")
-        .arg(&f.config)
-        .output()
-        .expect("spawn /usr/bin/time");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "slotctl {args:?} failed: {stderr}");
-    let kib = stderr
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Maximum resident set size (kbytes): ")
-        })
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no peak RSS in: {stderr}"));
-    (String::from_utf8_lossy(&out.stdout).into_owned(), kib)
+    let mut all = args.to_vec();
+    all.extend(["--disk".as_ref(), f.disk.as_os_str()]);
+    all.extend(["--config".as_ref(), f.config.as_os_str()]);
+    run_slotctl_peak_rss(all)
 }
 
 /// `SIZE` bytes: the first half from /dev/urandom (incompressible: the

@@ -22,24 +22,6 @@ use std::time::{Duration, Instant};
 use slotctl_tests::installfix::*;
 use slotctl_tests::{require_tool, slotctl_bin};
 
-/// Slot A provisioned and good; an update installed into B (on trial).
-fn updated(checks: &str) -> Fix {
-    let f = Fix::with_config_extra(&format!("\n{checks}"));
-    let r1 = f.payload("root1", 50_000, 1);
-    let v1 = f.pack("v1.img", "1.0.0", 1, &[("ROOT", &r1)], "zstd");
-    f.factory("A", &v1);
-    let r2 = f.payload("root2", 60_000, 2);
-    let v2 = f.pack("v2.img", "2.0.0", 1, &[("ROOT", &r2)], "zstd");
-    ok(f.run(&[
-        "install".as_ref(),
-        "--booted".as_ref(),
-        "A".as_ref(),
-        v2.as_os_str(),
-    ]));
-    assert_eq!(f.flags("B"), (2, 3, false));
-    f
-}
-
 /// Whether `pid` is a live process whose command line starts with `argv0`
 /// (a zombie is dead: it only waits to be reaped, and this container's init
 /// may never reap it; the command line guards against a reused pid).
@@ -79,7 +61,7 @@ fn overrunning_check_is_killed_with_its_process_group() {
         bg = bg_pid.display(),
         fg = fg_pid.display(),
     );
-    let f = updated(&format!(
+    let f = Fix::updated(&format!(
         r#"
 [[boot_check.checks]]
 name = "hangs-with-a-child"
