@@ -1,7 +1,8 @@
 //! A real HTTP/1.1 server on 127.0.0.1 for the network tests, with fault
 //! modes: drop the connection mid-body (once or on every response), stall,
-//! answer 404 or 500, ignore `Range`, or answer a resume with a `206` whose
-//! `Content-Range` starts elsewhere than asked or is missing.
+//! trickle one byte at a time, answer 404 or 500, redirect, ignore `Range`,
+//! or answer a resume with a `206` whose `Content-Range` starts elsewhere
+//! than asked or is missing.
 //!
 //! It is deliberately small: one thread accepts, one thread per connection
 //! answers one request and closes (`Connection: close`). Each request is
@@ -49,6 +50,14 @@ pub enum Mode {
     /// The first response drops after this many body bytes; later ranged
     /// answers are `206` with the right bytes but no `Content-Range`.
     NoContentRange(u64),
+    /// Every response sends its first `after` body bytes at once, then one
+    /// byte every `every_ms` milliseconds (a trickle that never stalls
+    /// long enough to trip a stall timeout longer than `every_ms`).
+    Trickle { after: u64, every_ms: u64 },
+    /// A request for a path listed as `(from, to)` is answered
+    /// `302 Found` with `Location: to` (sent as is: relative, absolute,
+    /// any scheme); other paths are served normally.
+    Redirect(&'static [(&'static str, &'static str)]),
 }
 
 /// One request as the server saw it.
@@ -314,6 +323,17 @@ fn serve_stream<S: Read + Write>(conn: S, s: &Shared) -> std::io::Result<()> {
         });
     };
 
+    if let Mode::Redirect(table) = s.mode {
+        if let Some((_, to)) = table.iter().find(|(from, _)| *from == path) {
+            record(302);
+            write!(
+                out,
+                "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
+            return out.flush();
+        }
+    }
+
     if let Mode::Status(code) = s.mode {
         record(code);
         let reason = match code {
@@ -382,6 +402,7 @@ fn serve_stream<S: Read + Write>(conn: S, s: &Shared) -> std::io::Result<()> {
         Mode::IgnoreRangeDropOnce(n) if nth == 0 => (n, false),
         Mode::WrongRangeStart { drop_at, .. } if nth == 0 => (drop_at, false),
         Mode::NoContentRange(n) if nth == 0 => (n, false),
+        Mode::Trickle { after, .. } => (after, false),
         _ => (u64::MAX, false),
     };
     use std::io::Seek;
@@ -398,6 +419,23 @@ fn serve_stream<S: Read + Write>(conn: S, s: &Shared) -> std::io::Result<()> {
         left -= n as u64;
     }
     out.flush()?;
+    if let Mode::Trickle { every_ms, .. } = s.mode {
+        // The rest, one byte at a time; a write error (the client gave up)
+        // or the server stopping ends it.
+        for _ in limit..body_len {
+            let until = Instant::now() + Duration::from_millis(every_ms);
+            while Instant::now() < until {
+                if s.stop.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            file.read_exact(&mut buf[..1])?;
+            out.write_all(&buf[..1])?;
+            out.flush()?;
+        }
+        return Ok(());
+    }
     if stall && limit < body_len {
         while !s.stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(20));
@@ -491,5 +529,31 @@ mod tests {
         let srv = TestServer::start(&p, Mode::Status(404));
         let (h, _) = get(&srv.url("f"), None);
         assert!(h.starts_with("HTTP/1.1 404"), "{h}");
+        drop(srv);
+
+        let srv = TestServer::start(&p, Mode::Redirect(&[("/a", "file:///etc/passwd")]));
+        let (h, b) = get(&srv.url("a"), None);
+        assert!(
+            h.starts_with("HTTP/1.1 302") && h.contains("\r\nLocation: file:///etc/passwd"),
+            "{h}"
+        );
+        assert!(b.is_empty());
+        let (_, b) = get(&srv.url("f"), None);
+        assert_eq!(b, data);
+        drop(srv);
+
+        // The last 3 bytes one every 100 ms: all of them arrive, the last
+        // no sooner than 300 ms after the head (a bound, not a speed).
+        let srv = TestServer::start(
+            &p,
+            Mode::Trickle {
+                after: 99_997,
+                every_ms: 100,
+            },
+        );
+        let t = Instant::now();
+        let (_, b) = get(&srv.url("f"), None);
+        assert_eq!(b, data);
+        assert!(t.elapsed() >= Duration::from_millis(300));
     }
 }

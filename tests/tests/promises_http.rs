@@ -87,7 +87,7 @@ fn wrong_content_range_is_refused(back: u64, sent_start: u64) {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = error_line(&out);
     let want = format!(
-        "asked to resume at byte 1500000 but the server sent Content-Range Some(\"bytes {sent_start}-{}/{total}\")",
+        "asked to resume at byte 1500000 but the server sent Content-Range bytes {sent_start}-{}/{total}",
         total - 1
     );
     assert!(err.contains(&want), "{err}\nwanted: {want}");
@@ -127,7 +127,7 @@ fn resume_with_a_206_without_content_range_is_refused() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = error_line(&out);
     assert!(
-        err.contains("asked to resume at byte 1500000 but the server sent Content-Range None"),
+        err.contains("asked to resume at byte 1500000 but the server sent no Content-Range"),
         "{err}"
     );
     let reqs = srv.requests();

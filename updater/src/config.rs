@@ -121,7 +121,21 @@ pub struct Http {
     /// First backoff between attempts, doubled each time up to the max.
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
+    /// Seconds the whole download may take, retries and backoff included
+    /// (1..=604800); when they pass, it fails and is not retried.
+    pub deadline_secs: u64,
+    /// Throughput floor: a connection averaging fewer bytes per second than
+    /// this over `min_speed_window_secs` is resumed like a stalled one
+    /// (0..=1 GiB/s; 0 turns the floor off).
+    pub min_bytes_per_sec: u64,
+    /// The window of the floor (1..=3600 s).
+    pub min_speed_window_secs: u64,
 }
+
+/// Bounds of the `[http]` keys of the deadline and the throughput floor.
+pub const HTTP_DEADLINE_SECS_MAX: u64 = 7 * 24 * 3600;
+pub const HTTP_MIN_BYTES_PER_SEC_MAX: u64 = 1 << 30;
+pub const HTTP_MIN_SPEED_WINDOW_SECS_MAX: u64 = 3600;
 
 impl Default for Http {
     fn default() -> Self {
@@ -131,6 +145,9 @@ impl Default for Http {
             retries: 10,
             backoff_initial_ms: 1000,
             backoff_max_ms: 30_000,
+            deadline_secs: 6 * 3600,
+            min_bytes_per_sec: 1024,
+            min_speed_window_secs: 60,
         }
     }
 }
@@ -186,6 +203,29 @@ impl Config {
                 "config {}: http timeouts must be at least 1 second",
                 path.display()
             );
+        }
+        let h = &cfg.http;
+        for (key, v, lo, hi) in [
+            ("deadline_secs", h.deadline_secs, 1, HTTP_DEADLINE_SECS_MAX),
+            (
+                "min_bytes_per_sec",
+                h.min_bytes_per_sec,
+                0,
+                HTTP_MIN_BYTES_PER_SEC_MAX,
+            ),
+            (
+                "min_speed_window_secs",
+                h.min_speed_window_secs,
+                1,
+                HTTP_MIN_SPEED_WINDOW_SECS_MAX,
+            ),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                anyhow::bail!(
+                    "config {}: http.{key} = {v} is out of range {lo}..={hi}",
+                    path.display()
+                );
+            }
         }
         if cfg.signature_threshold == 0 {
             anyhow::bail!(
@@ -252,6 +292,37 @@ mod tests {
         std::fs::write(&p, "[[boot_check.checks]]\nname = \"x\"\ncommand = []\n").unwrap();
         let e = Config::from_file(&p).unwrap_err().to_string();
         assert!(e.contains("\"x\"") && e.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn http_deadline_and_floor_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        let d = Config::default();
+        assert_eq!(d.http.deadline_secs, 21600);
+        assert_eq!(d.http.min_bytes_per_sec, 1024);
+        assert_eq!(d.http.min_speed_window_secs, 60);
+        for bad in [
+            "deadline_secs = 0",
+            "deadline_secs = 604801",
+            "deadline_secs = 9223372036854775807",
+            "min_bytes_per_sec = 1073741825",
+            "min_speed_window_secs = 0",
+            "min_speed_window_secs = 3601",
+        ] {
+            std::fs::write(&p, format!("[http]\n{bad}\n")).unwrap();
+            let e = Config::from_file(&p).unwrap_err().to_string();
+            let key = bad.split(' ').next().unwrap();
+            assert!(e.contains(&format!("http.{key} = ")), "{bad}: {e}");
+        }
+        std::fs::write(
+            &p,
+            "[http]\ndeadline_secs = 604800\nmin_bytes_per_sec = 0\nmin_speed_window_secs = 3600\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&p).unwrap();
+        assert_eq!(c.http.deadline_secs, 604800);
+        assert_eq!(c.http.min_bytes_per_sec, 0);
     }
 
     #[test]

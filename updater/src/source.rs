@@ -15,6 +15,17 @@
 //!   counted over the whole download), after which the install fails with the
 //!   last error and the byte offset reached;
 //! - `4xx` answers are not retried; `5xx` answers and I/O errors are;
+//! - a throughput floor: a connection that delivers fewer than
+//!   `min_bytes_per_sec` on average over `min_speed_window_secs` counts as
+//!   stalled and is resumed (a retry), so a body trickled just below the
+//!   stall timeout cannot hold the download;
+//! - an overall deadline, `deadline_secs`, over the whole download
+//!   (connects, retries and backoff included): when it passes, the download
+//!   fails at once, not retried. It is checked around every read, and a
+//!   read waits at most the stall timeout, so it ends at most that late;
+//! - redirects are followed here, not by ureq, up to [`MAX_REDIRECTS`]: a
+//!   redirect to anything but `http://`/`https://` is refused, and so is a
+//!   loop (a URL seen twice in one chain), at once and without retrying;
 //! - TLS through rustls (ring); `tls.ca_file` replaces the built-in web PKI
 //!   roots with the given CA certificates (a device usually trusts exactly its
 //!   update server's CA).
@@ -22,11 +33,14 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
 use crate::config::Config;
+
+mod redirect;
+use redirect::redirect_target;
 
 /// Tunables for an HTTP download.
 #[derive(Debug, Clone)]
@@ -38,6 +52,12 @@ pub struct HttpOptions {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub ca_file: Option<PathBuf>,
+    /// The whole download, retries and backoff included.
+    pub deadline: Duration,
+    /// Throughput floor in bytes per second (0: none), averaged over
+    /// `min_speed_window`.
+    pub min_bytes_per_sec: u64,
+    pub min_speed_window: Duration,
 }
 
 impl HttpOptions {
@@ -49,6 +69,9 @@ impl HttpOptions {
             backoff_initial: Duration::from_millis(cfg.http.backoff_initial_ms),
             backoff_max: Duration::from_millis(cfg.http.backoff_max_ms),
             ca_file: cfg.tls.ca_file.clone(),
+            deadline: Duration::from_secs(cfg.http.deadline_secs),
+            min_bytes_per_sec: cfg.http.min_bytes_per_sec,
+            min_speed_window: Duration::from_secs(cfg.http.min_speed_window_secs),
         }
     }
 }
@@ -168,7 +191,16 @@ pub struct HttpReader {
     retries_used: u32,
     backoff: Duration,
     warn: Warn,
+    /// When the whole download must have ended (`deadline`).
+    deadline_at: Instant,
+    /// The throughput window of the current connection: when it began and
+    /// the body bytes received since.
+    window_start: Instant,
+    window_bytes: u64,
 }
+
+/// Redirects followed for one request before giving up.
+pub const MAX_REDIRECTS: usize = 10;
 
 fn load_ca(path: &PathBuf) -> anyhow::Result<Vec<ureq::tls::Certificate<'static>>> {
     let pem =
@@ -199,9 +231,16 @@ impl HttpReader {
             .timeout_recv_response(Some(opts.stall_timeout))
             .timeout_per_read(Some(opts.stall_timeout))
             .tls_config(tls.build())
+            // Redirects are followed by `connect_once`, which refuses
+            // non-HTTP targets and loops without retrying.
+            .max_redirects(0)
             .build();
         let agent: ureq::Agent = config.into();
+        let now = Instant::now();
         let mut r = HttpReader {
+            deadline_at: now + opts.deadline,
+            window_start: now,
+            window_bytes: 0,
             agent,
             url: url.to_string(),
             backoff: opts.backoff_initial,
@@ -217,22 +256,63 @@ impl HttpReader {
         Ok(r)
     }
 
-    /// One request from `self.pos` on.
-    fn connect_once(&mut self) -> Result<(), Failure> {
-        let mut req = self.agent.get(&self.url);
+    /// One GET of `url` from `self.pos` on (no redirects followed).
+    fn get_once(&self, url: &str) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+        let mut req = self.agent.get(url);
         if self.pos > 0 {
             req = req.header("Range", format!("bytes={}-", self.pos));
         }
-        let resp = req.call().map_err(|e| match e {
+        req.call().map_err(|e| match e {
             // Retrying cannot fix a bad URL or a certificate the device
             // does not trust.
             ureq::Error::BadUri(_)
             | ureq::Error::RequireHttpsOnly(_)
             | ureq::Error::Tls(_)
             | ureq::Error::Rustls(_)
-            | ureq::Error::Pem(_) => Failure::Fatal(format!("{}: {e}", self.url)),
-            e => Failure::Transient(format!("{}: {e}", self.url)),
-        })?;
+            | ureq::Error::Pem(_) => Failure::Fatal(format!("{url}: {e}")),
+            e => Failure::Transient(format!("{url}: {e}")),
+        })
+    }
+
+    /// GET `self.url` from `self.pos` on, following redirects: a target
+    /// that is not http(s), a loop or more than [`MAX_REDIRECTS`] hops are
+    /// fatal (a server that answers so will answer so again).
+    fn get_following(&self) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+        let mut chain = vec![self.url.clone()];
+        loop {
+            let url = chain.last().expect("not empty");
+            let resp = self.get_once(url)?;
+            let status = resp.status().as_u16();
+            if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+                return Ok(resp);
+            }
+            let Some(location) = resp.headers().get("location").and_then(|v| v.to_str().ok())
+            else {
+                return Err(Failure::Fatal(format!(
+                    "{url}: HTTP {status} redirect without a Location"
+                )));
+            };
+            let next = redirect_target(url, location).map_err(Failure::Fatal)?;
+            if chain.contains(&next) {
+                chain.push(next);
+                return Err(Failure::Fatal(format!(
+                    "redirect loop: {}",
+                    chain.join(" -> ")
+                )));
+            }
+            if chain.len() > MAX_REDIRECTS {
+                return Err(Failure::Fatal(format!(
+                    "{}: more than {MAX_REDIRECTS} redirects (last to {next})",
+                    self.url
+                )));
+            }
+            chain.push(next);
+        }
+    }
+
+    /// One request from `self.pos` on.
+    fn connect_once(&mut self) -> Result<(), Failure> {
+        let resp = self.get_following()?;
         let status = resp.status().as_u16();
         let content_range = resp
             .headers()
@@ -269,9 +349,13 @@ impl HttpReader {
                     .and_then(|v| v.split_once('-'))
                     .and_then(|(a, _)| a.trim().parse::<u64>().ok());
                 if start != Some(self.pos) {
+                    let sent = match &content_range {
+                        Some(v) => format!("Content-Range {v}"),
+                        None => "no Content-Range".into(),
+                    };
                     return Err(Failure::Fatal(format!(
-                        "{}: asked to resume at byte {} but the server sent Content-Range {:?}",
-                        self.url, self.pos, content_range
+                        "{}: asked to resume at byte {} but the server sent {sent}",
+                        self.url, self.pos
                     )));
                 }
                 self.skip = 0;
@@ -298,11 +382,52 @@ impl HttpReader {
             }
         }
         self.body = Some(body.into_reader());
+        self.window_start = Instant::now();
+        self.window_bytes = 0;
+        Ok(())
+    }
+
+    /// Fatal once the overall deadline has passed.
+    fn check_deadline(&self) -> Result<(), String> {
+        let done = self.total.is_some_and(|t| self.pos >= t);
+        if done || Instant::now() < self.deadline_at {
+            return Ok(());
+        }
+        let of = self.total.map(|t| format!(" of {t}")).unwrap_or_default();
+        Err(format!(
+            "{}: download deadline passed at byte {}{of}: it took longer than [http] deadline_secs = {}",
+            self.url,
+            self.pos,
+            self.opts.deadline.as_secs()
+        ))
+    }
+
+    /// When a whole throughput window has passed on this connection, say
+    /// whether it met the floor (Err: too slow); then start the next one.
+    fn check_floor(&mut self) -> Result<(), String> {
+        let min = self.opts.min_bytes_per_sec;
+        let elapsed = self.window_start.elapsed();
+        if min == 0 || elapsed < self.opts.min_speed_window {
+            return Ok(());
+        }
+        // bytes / seconds < min, without dividing.
+        let needed = u128::from(min) * elapsed.as_millis() / 1000;
+        if u128::from(self.window_bytes) < needed {
+            return Err(format!(
+                "{}: too slow: {} bytes in the last {} s, below [http] min_bytes_per_sec = {min}",
+                self.url,
+                self.window_bytes,
+                elapsed.as_secs()
+            ));
+        }
+        self.window_start = Instant::now();
+        self.window_bytes = 0;
         Ok(())
     }
 
     fn connect_with_retries(&mut self) -> Result<(), String> {
         loop {
+            self.check_deadline()?;
             match self.connect_once() {
                 Ok(()) => return Ok(()),
                 Err(Failure::Fatal(m)) => return Err(m),
@@ -319,6 +444,15 @@ impl HttpReader {
                 self.pos, self.retries_used
             ));
         }
+        self.check_deadline()?;
+        let retry_at = Instant::now().checked_add(self.backoff);
+        if retry_at.is_none_or(|t| t >= self.deadline_at) {
+            return Err(format!(
+                "download failed at byte {}: {why}; no time left to retry before [http] deadline_secs = {}",
+                self.pos,
+                self.opts.deadline.as_secs()
+            ));
+        }
         self.retries_used += 1;
         (self.warn)(&format!(
             "{why}; retrying from byte {} in {:?} ({}/{})",
@@ -329,21 +463,43 @@ impl HttpReader {
         Ok(())
     }
 
-    /// Read from the current body, discarding `skip` bytes first.
-    fn read_body(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let body = self.body.as_mut().expect("connected");
-        while self.skip > 0 {
-            let n = (buf.len() as u64).min(self.skip) as usize;
-            let got = body.read(&mut buf[..n])?;
+    /// Read from the current body, discarding `skip` bytes first; the
+    /// deadline and the throughput floor are checked before every read.
+    fn read_body(&mut self, buf: &mut [u8]) -> Result<usize, Failure> {
+        loop {
+            self.check_deadline().map_err(Failure::Fatal)?;
+            self.check_floor().map_err(Failure::Transient)?;
+            let want = if self.skip > 0 {
+                (buf.len() as u64).min(self.skip) as usize
+            } else {
+                buf.len()
+            };
+            let body = self.body.as_mut().expect("connected");
+            let got = match body.read(&mut buf[..want]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if e.kind() == io::ErrorKind::TimedOut || e.to_string().contains("timeout") =>
+                {
+                    return Err(Failure::Transient(format!(
+                        "{}: stalled (no data for {:?})",
+                        self.url, self.opts.stall_timeout
+                    )))
+                }
+                Err(e) => return Err(Failure::Transient(format!("{}: {e}", self.url))),
+            };
+            self.window_bytes = self.window_bytes.saturating_add(got as u64);
+            if self.skip == 0 {
+                return Ok(got);
+            }
             if got == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed while skipping",
-                ));
+                return Err(Failure::Transient(format!(
+                    "{}: connection closed while skipping",
+                    self.url
+                )));
             }
             self.skip -= got as u64;
         }
-        body.read(buf)
     }
 }
 
@@ -383,16 +539,11 @@ impl Read for HttpReader {
                     self.pos += n as u64;
                     return Ok(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e)
-                    if e.kind() == io::ErrorKind::TimedOut || e.to_string().contains("timeout") =>
-                {
-                    format!(
-                        "{}: stalled (no data for {:?})",
-                        self.url, self.opts.stall_timeout
-                    )
+                Err(Failure::Fatal(m)) => {
+                    self.body = None;
+                    return Err(io::Error::other(m));
                 }
-                Err(e) => format!("{}: {e}", self.url),
+                Err(Failure::Transient(m)) => m,
             };
             self.body = None;
             self.backoff_or_fail(why).map_err(io::Error::other)?;
@@ -401,138 +552,4 @@ impl Read for HttpReader {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use slotctl_tests::http::{Mode, TestServer};
-    use std::sync::{Arc, Mutex};
-
-    fn opts() -> HttpOptions {
-        HttpOptions {
-            connect_timeout: Duration::from_secs(2),
-            stall_timeout: Duration::from_secs(1),
-            retries: 3,
-            backoff_initial: Duration::from_millis(10),
-            backoff_max: Duration::from_millis(50),
-            ca_file: None,
-        }
-    }
-
-    fn fixture() -> (tempfile::TempDir, PathBuf, Vec<u8>) {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("img");
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
-        std::fs::write(&p, &data).unwrap();
-        (dir, p, data)
-    }
-
-    fn fetch(url: &str, o: HttpOptions) -> (anyhow::Result<Vec<u8>>, Vec<String>) {
-        let warnings = Arc::new(Mutex::new(Vec::new()));
-        let w = warnings.clone();
-        let res = open(
-            url,
-            &o,
-            Box::new(move |m| w.lock().unwrap().push(m.to_string())),
-        )
-        .and_then(|mut s| {
-            let mut v = Vec::new();
-            s.reader.read_to_end(&mut v)?;
-            Ok(v)
-        });
-        let w = warnings.lock().unwrap().clone();
-        (res, w)
-    }
-
-    #[test]
-    fn plain_download() {
-        let (_d, p, data) = fixture();
-        let srv = TestServer::start(&p, Mode::Normal);
-        let (r, w) = fetch(&srv.url("img"), opts());
-        assert_eq!(r.unwrap(), data);
-        assert!(w.is_empty(), "{w:?}");
-    }
-
-    #[test]
-    fn resumes_after_drop_with_range() {
-        let (_d, p, data) = fixture();
-        let srv = TestServer::start(&p, Mode::DropOnce(1_000_000));
-        let (r, w) = fetch(&srv.url("img"), opts());
-        assert_eq!(r.unwrap(), data);
-        let reqs = srv.requests();
-        assert_eq!(reqs.len(), 2, "{reqs:?}");
-        assert_eq!(reqs[1].range.as_deref(), Some("bytes=1000000-"));
-        assert_eq!(reqs[1].status, 206);
-        assert!(w[0].contains("retrying from byte 1000000"), "{w:?}");
-    }
-
-    #[test]
-    fn resumes_after_stall() {
-        let (_d, p, data) = fixture();
-        let srv = TestServer::start(&p, Mode::StallOnce(500_000));
-        let (r, _) = fetch(&srv.url("img"), opts());
-        assert_eq!(r.unwrap(), data);
-        assert_eq!(srv.requests()[1].range.as_deref(), Some("bytes=500000-"));
-    }
-
-    #[test]
-    fn ignored_range_restarts_and_skips() {
-        let (_d, p, data) = fixture();
-        let srv = TestServer::start(&p, Mode::IgnoreRangeDropOnce(700_000));
-        let (r, w) = fetch(&srv.url("img"), opts());
-        assert_eq!(r.unwrap(), data);
-        assert!(
-            w.iter().any(|m| m.contains("server ignored Range")),
-            "{w:?}"
-        );
-    }
-
-    #[test]
-    fn retries_are_bounded() {
-        let (_d, p, _) = fixture();
-        let srv = TestServer::start(&p, Mode::DropEvery(100_000));
-        let (r, _) = fetch(&srv.url("img"), opts());
-        let e = format!("{:#}", r.unwrap_err());
-        assert!(
-            e.contains("download failed at byte 400000 after 3 retries"),
-            "{e}"
-        );
-        assert_eq!(srv.requests().len(), 4);
-    }
-
-    #[test]
-    fn not_found_is_not_retried() {
-        let (_d, p, _) = fixture();
-        let srv = TestServer::start(&p, Mode::Status(404));
-        let (r, _) = fetch(&srv.url("img"), opts());
-        let e = format!("{:#}", r.unwrap_err());
-        assert!(e.contains("HTTP 404 Not Found"), "{e}");
-        assert_eq!(srv.requests().len(), 1);
-    }
-
-    #[test]
-    fn server_error_is_retried_then_fails() {
-        let (_d, p, _) = fixture();
-        let srv = TestServer::start(&p, Mode::Status(500));
-        let (r, _) = fetch(&srv.url("img"), opts());
-        let e = format!("{:#}", r.unwrap_err());
-        assert!(
-            e.contains("after 3 retries") && e.contains("HTTP 500 Internal Server Error"),
-            "{e}"
-        );
-        assert_eq!(srv.requests().len(), 4);
-    }
-
-    #[test]
-    fn connection_refused_fails_clearly() {
-        // A port nothing listens on: bind, note the port, close.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut o = opts();
-        o.retries = 1;
-        let (r, _) = fetch(&format!("http://127.0.0.1:{port}/x"), o);
-        let e = format!("{:#}", r.unwrap_err());
-        assert!(e.contains("after 1 retries"), "{e}");
-    }
-}
+mod tests;

@@ -1,0 +1,159 @@
+//! Unit tests of the HTTP source against the real test server
+//! (tests/src/http.rs) on 127.0.0.1.
+
+use super::*;
+use slotctl_tests::http::{Mode, TestServer};
+use std::sync::{Arc, Mutex};
+
+fn opts() -> HttpOptions {
+    HttpOptions {
+        connect_timeout: Duration::from_secs(2),
+        stall_timeout: Duration::from_secs(1),
+        retries: 3,
+        backoff_initial: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(50),
+        ca_file: None,
+        deadline: Duration::from_secs(60),
+        min_bytes_per_sec: 0,
+        min_speed_window: Duration::from_secs(60),
+    }
+}
+
+fn fixture() -> (tempfile::TempDir, PathBuf, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("img");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    std::fs::write(&p, &data).unwrap();
+    (dir, p, data)
+}
+
+fn fetch(url: &str, o: HttpOptions) -> (anyhow::Result<Vec<u8>>, Vec<String>) {
+    let warnings = Arc::new(Mutex::new(Vec::new()));
+    let w = warnings.clone();
+    let res = open(
+        url,
+        &o,
+        Box::new(move |m| w.lock().unwrap().push(m.to_string())),
+    )
+    .and_then(|mut s| {
+        let mut v = Vec::new();
+        s.reader.read_to_end(&mut v)?;
+        Ok(v)
+    });
+    let w = warnings.lock().unwrap().clone();
+    (res, w)
+}
+
+#[test]
+fn redirect_targets() {
+    let from = "http://h:1/a/b/img?x=1";
+    let ok = |loc: &str| redirect_target(from, loc).unwrap();
+    assert_eq!(ok("https://o/x"), "https://o/x");
+    assert_eq!(ok("HTTP://o/x"), "HTTP://o/x");
+    assert_eq!(ok("//o:2/x"), "http://o:2/x");
+    assert_eq!(ok("/x?y"), "http://h:1/x?y");
+    assert_eq!(ok("c"), "http://h:1/a/b/c");
+    assert_eq!(ok("../c"), "http://h:1/a/c");
+    assert_eq!(ok("./../../../c/."), "http://h:1/c/");
+    for bad in ["file:///etc/passwd", "ftp://h/x", "data:,x", "javascript:x"] {
+        let e = redirect_target(from, bad).unwrap_err();
+        assert_eq!(
+            e,
+            format!("{from}: redirect to a non-HTTP URL {bad} refused")
+        );
+    }
+}
+
+#[test]
+fn plain_download() {
+    let (_d, p, data) = fixture();
+    let srv = TestServer::start(&p, Mode::Normal);
+    let (r, w) = fetch(&srv.url("img"), opts());
+    assert_eq!(r.unwrap(), data);
+    assert!(w.is_empty(), "{w:?}");
+}
+
+#[test]
+fn resumes_after_drop_with_range() {
+    let (_d, p, data) = fixture();
+    let srv = TestServer::start(&p, Mode::DropOnce(1_000_000));
+    let (r, w) = fetch(&srv.url("img"), opts());
+    assert_eq!(r.unwrap(), data);
+    let reqs = srv.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[1].range.as_deref(), Some("bytes=1000000-"));
+    assert_eq!(reqs[1].status, 206);
+    assert!(w[0].contains("retrying from byte 1000000"), "{w:?}");
+}
+
+#[test]
+fn resumes_after_stall() {
+    let (_d, p, data) = fixture();
+    let srv = TestServer::start(&p, Mode::StallOnce(500_000));
+    let (r, _) = fetch(&srv.url("img"), opts());
+    assert_eq!(r.unwrap(), data);
+    assert_eq!(srv.requests()[1].range.as_deref(), Some("bytes=500000-"));
+}
+
+#[test]
+fn ignored_range_restarts_and_skips() {
+    let (_d, p, data) = fixture();
+    let srv = TestServer::start(&p, Mode::IgnoreRangeDropOnce(700_000));
+    let (r, w) = fetch(&srv.url("img"), opts());
+    assert_eq!(r.unwrap(), data);
+    assert!(
+        w.iter().any(|m| m.contains("server ignored Range")),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn retries_are_bounded() {
+    let (_d, p, _) = fixture();
+    let srv = TestServer::start(&p, Mode::DropEvery(100_000));
+    let (r, _) = fetch(&srv.url("img"), opts());
+    let e = format!("{:#}", r.unwrap_err());
+    assert!(
+        e.contains("download failed at byte 400000 after 3 retries"),
+        "{e}"
+    );
+    assert_eq!(srv.requests().len(), 4);
+}
+
+#[test]
+fn not_found_is_not_retried() {
+    let (_d, p, _) = fixture();
+    let srv = TestServer::start(&p, Mode::Status(404));
+    let (r, _) = fetch(&srv.url("img"), opts());
+    let e = format!("{:#}", r.unwrap_err());
+    assert!(e.contains("HTTP 404 Not Found"), "{e}");
+    assert_eq!(srv.requests().len(), 1);
+}
+
+#[test]
+fn server_error_is_retried_then_fails() {
+    let (_d, p, _) = fixture();
+    let srv = TestServer::start(&p, Mode::Status(500));
+    let (r, _) = fetch(&srv.url("img"), opts());
+    let e = format!("{:#}", r.unwrap_err());
+    assert!(
+        e.contains("after 3 retries") && e.contains("HTTP 500 Internal Server Error"),
+        "{e}"
+    );
+    assert_eq!(srv.requests().len(), 4);
+}
+
+#[test]
+fn connection_refused_fails_clearly() {
+    // A port nothing listens on: bind, note the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut o = opts();
+    o.retries = 1;
+    let (r, _) = fetch(&format!("http://127.0.0.1:{port}/x"), o);
+    let e = format!("{:#}", r.unwrap_err());
+    assert!(e.contains("after 1 retries"), "{e}");
+}
