@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::exit::refused;
 use crate::feed::time::Timestamp;
 use crate::install::{self, InstallArgs, InstallCommand, KeyArgs};
+use crate::term::printable;
 use crate::{device, install::policy};
 use state::{Pending, StateDir};
 
@@ -57,7 +58,7 @@ pub struct AgentArgs {
 
 /// Warnings (HTTP retries) go to stderr as they happen.
 pub fn stderr_warn() -> crate::source::Warn {
-    Box::new(|m| eprintln!("slotctl: warning: {m}"))
+    Box::new(|m| eprintln!("slotctl: warning: {}", crate::term::printable(m)))
 }
 
 pub fn run(cmd: AgentCommand, globals: &Globals) -> anyhow::Result<()> {
@@ -69,11 +70,12 @@ pub fn run(cmd: AgentCommand, globals: &Globals) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&out.to_json())?);
             } else {
                 for n in &out.notes {
-                    println!("{n}");
+                    println!("{}", printable(n));
                 }
-                println!("{}", out.reason);
+                println!("{}", printable(&out.reason));
                 for c in &out.considered {
-                    println!("  {}: {}", c.version, c.verdict.describe());
+                    let line = format!("  {}: {}", c.version, c.verdict.describe());
+                    println!("{}", printable(&line));
                 }
             }
             Ok(())
@@ -100,14 +102,14 @@ pub fn update(
     let out = check::check(cfg, globals, stderr_warn())?;
     if !globals.json {
         for n in &out.notes {
-            println!("{n}");
+            println!("{}", printable(n));
         }
     }
     let Some((rel, url)) = out.chosen.clone() else {
         if globals.json {
             println!("{}", serde_json::to_string(&out.to_json())?);
         } else {
-            println!("{}", out.reason);
+            println!("{}", printable(&out.reason));
         }
         return Ok(None);
     };
@@ -122,12 +124,14 @@ pub fn update(
             serde_json::json!({"event": "update", "from": from, "to": rel.version, "url": url});
         println!("{line}");
     } else {
-        println!("updating from {from} to {} ({url})", rel.version);
+        let line = format!("updating from {from} to {} ({url})", rel.version);
+        println!("{}", printable(&line));
     }
     let stopped = || {
         let s = stop.load(Ordering::SeqCst);
         if s {
-            println!("stop requested: not starting the update to {}", rel.version);
+            let v = printable(&rel.version);
+            println!("stop requested: not starting the update to {v}");
         }
         s
     };

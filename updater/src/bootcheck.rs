@@ -150,7 +150,7 @@ pub fn run(globals: &Globals) -> anyhow::Result<()> {
     if reboot_now {
         // Say it before the machine goes down; a reboot command that
         // returns (systemctl reboot) ends the run here with the same code.
-        eprintln!("slotctl: error: {msg}");
+        eprintln!("slotctl: error: {}", crate::term::printable(&msg));
         drop(_lock);
         reboot(&cfg, globals)?;
         std::process::exit(i32::from(exit::UNHEALTHY));
@@ -172,7 +172,7 @@ fn say(globals: &Globals, ok: bool, message: &str) {
             serde_json::json!({"event": "result", "ok": ok, "message": message})
         );
     } else if ok {
-        println!("{message}");
+        println!("{}", crate::term::printable(message));
     }
 }
 

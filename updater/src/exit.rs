@@ -59,9 +59,10 @@ pub fn report(result: anyhow::Result<()>) -> ExitCode {
                 .chain()
                 .find_map(|e| e.downcast_ref::<Coded>().map(|c| c.code))
                 .unwrap_or(ERROR);
-            // `{:#}` joins the context chain with ": " on one line.
+            // `{:#}` joins the context chain with ": " on one line; what
+            // the chain quotes from outside is escaped (crate::term).
             let line = format!("{err:#}").replace('\n', " ");
-            eprintln!("slotctl: error: {line}");
+            eprintln!("slotctl: error: {}", crate::term::printable(&line));
             ExitCode::from(code)
         }
     }

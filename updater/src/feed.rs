@@ -17,6 +17,7 @@ use clap::{Args, Subcommand};
 use sha2::{Digest, Sha256};
 
 use crate::cli::Globals;
+use crate::term::printable;
 use doc::{Envelope, FeedDoc, Release, Wave};
 use time::{parse_duration, Timestamp};
 
@@ -410,18 +411,20 @@ pub fn run(cmd: FeedCommand, globals: &Globals) -> anyhow::Result<()> {
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!(
+                // Every field of a feed may come from outside: escaped.
+                let line = format!(
                     "feed {}: compatible {}, serial {}, expires {}",
                     file.feed.display(),
                     d.compatible,
                     d.serial,
                     d.expires
                 );
+                println!("{}", printable(&line));
                 for s in &env.signatures {
-                    println!("  signed by {}", s.keyid);
+                    println!("  signed by {}", printable(&s.keyid));
                 }
                 if let Some(v) = verified {
-                    println!("  verified by {}", v.signed_by().join(", "));
+                    println!("  verified by {}", printable(&v.signed_by().join(", ")));
                 }
                 for r in &d.releases {
                     let waves: Vec<String> = r
@@ -429,7 +432,7 @@ pub fn run(cmd: FeedCommand, globals: &Globals) -> anyhow::Result<()> {
                         .iter()
                         .map(|w| format!("{}% from {}", w.percent, w.start))
                         .collect();
-                    println!(
+                    let line = format!(
                         "  {} (rollback index {}) {} {} bytes sha256 {}{}: {}",
                         r.version,
                         r.rollback_index,
@@ -441,6 +444,7 @@ pub fn run(cmd: FeedCommand, globals: &Globals) -> anyhow::Result<()> {
                             .unwrap_or_default(),
                         waves.join(", ")
                     );
+                    println!("{}", printable(&line));
                 }
             }
         }

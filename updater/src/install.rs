@@ -137,10 +137,8 @@ fn install(args: InstallArgs, globals: &Globals) -> anyhow::Result<()> {
     }
     let summary = result?;
     if !globals.json {
-        println!(
-            "{}",
-            summary["message"].as_str().unwrap_or("install complete")
-        );
+        let message = summary["message"].as_str().unwrap_or("install complete");
+        println!("{}", crate::term::printable(message));
     }
     if args.reboot && !args.no_activate {
         bootcheck::reboot(&cfg, globals)?;

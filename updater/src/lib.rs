@@ -21,3 +21,4 @@ pub mod progress;
 pub mod record;
 pub mod slots;
 pub mod source;
+pub mod term;

@@ -98,7 +98,8 @@ impl Progress {
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> ");
                 bar.set_style(style);
-                bar.set_message(format!("{phase} {role}"));
+                let msg = format!("{phase} {role}");
+                bar.set_message(crate::term::printable(&msg).into_owned());
                 g.bar = Some(bar);
             }
             Mode::Quiet => {}
@@ -142,13 +143,14 @@ impl Progress {
     /// A warning that does not stop the operation.
     pub fn warn(&self, msg: &str) {
         let g = self.0.lock().unwrap();
+        let text = crate::term::printable(msg);
         match g.mode {
             Mode::Json => emit_json(json!({"event": "warning", "message": msg})),
             Mode::Bar => match &g.bar {
-                Some(b) => b.println(format!("slotctl: warning: {msg}")),
-                None => eprintln!("slotctl: warning: {msg}"),
+                Some(b) => b.println(format!("slotctl: warning: {text}")),
+                None => eprintln!("slotctl: warning: {text}"),
             },
-            Mode::Quiet => eprintln!("slotctl: warning: {msg}"),
+            Mode::Quiet => eprintln!("slotctl: warning: {text}"),
         }
     }
 

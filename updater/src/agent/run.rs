@@ -71,7 +71,7 @@ fn reboot_pending(cfg: &Config, globals: &Globals) -> anyhow::Result<bool> {
 /// (and no stop was asked for meanwhile).
 fn cycle(cfg: &Config, globals: &Globals, stop: &AtomicBool) -> anyhow::Result<()> {
     if let Some(v) = super::update(cfg, globals, stop)? {
-        println!("slotctl agent: installed {v}");
+        println!("slotctl agent: installed {}", crate::term::printable(&v));
     }
     if stop.load(Ordering::SeqCst) {
         return Ok(());
@@ -129,6 +129,7 @@ pub fn agent(cfg: &Config, globals: &Globals, once: bool) -> anyhow::Result<()> 
             }
             Err(e) => {
                 let line = format!("{e:#}").replace('\n', " ");
+                let line = crate::term::printable(&line);
                 eprintln!("slotctl agent: error: {line}; retrying in {backoff}s");
                 let w = backoff;
                 backoff = (backoff.saturating_mul(2)).min(a.backoff_max_secs);

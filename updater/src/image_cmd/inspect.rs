@@ -12,6 +12,7 @@ use serde_json::json;
 use super::{image_error, persist, temp_beside, TrustArgs};
 use crate::cli::Globals;
 use crate::exit;
+use crate::term::printable;
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
@@ -50,7 +51,8 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
     };
     let header = run().map_err(|e| image_error(path, e))?;
     let signers: Vec<String> = header.verified_by().iter().map(|k| k.to_hex()).collect();
-    println!(
+    // The image's strings (and its file name) are escaped: crate::term.
+    let line = format!(
         "{}: OK: {} {} (rollback index {}), signed by {}",
         path.display(),
         header.compatible(),
@@ -58,13 +60,15 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
         header.rollback_index(),
         signers.join(", ")
     );
+    println!("{}", printable(&line));
     for p in header.payloads() {
-        println!(
+        let line = format!(
             "  {:<8} {} bytes, sha256 {} matches",
             p.role,
             p.raw_size,
             p.sha256_hex()
         );
+        println!("{}", printable(&line));
     }
     Ok(())
 }
@@ -155,17 +159,21 @@ pub fn info(args: &InfoArgs, globals: &Globals) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
+    // Every string below may come from an untrusted image: escaped
+    // (crate::term).
+    let name = path.display().to_string();
+    let name = printable(&name);
     if verified {
-        println!("{}: header verified", path.display());
+        println!("{name}: header verified");
     } else {
         println!(
-            "{}: header NOT VERIFIED ({why}); fields below are untrusted",
-            path.display()
+            "{name}: header NOT VERIFIED ({}); fields below are untrusted",
+            printable(&why)
         );
     }
     println!("  format version  {}", h.format_version());
-    println!("  compatible      {}", h.compatible());
-    println!("  version         {}", h.version());
+    println!("  compatible      {}", printable(h.compatible()));
+    println!("  version         {}", printable(&h.version().to_string()));
     println!("  rollback index  {}", h.rollback_index());
     println!("  created         {}", h.created());
     println!("  header          {header_len} bytes");
@@ -174,7 +182,7 @@ pub fn info(args: &InfoArgs, globals: &Globals) -> anyhow::Result<()> {
     for p in h.payloads() {
         println!(
             "  payload {:<8} {:<4} raw {} stored {} at {} sha256 {}",
-            p.role,
+            printable(&p.role),
             p.compression.name(),
             p.raw_size,
             p.stored_size,

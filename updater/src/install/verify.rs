@@ -115,12 +115,13 @@ pub fn run(args: VerifySlotArgs, globals: &Globals) -> anyhow::Result<()> {
             Ok(h) => {
                 let roles: Vec<&str> = h.payloads().iter().map(|p| p.role.as_str()).collect();
                 if !globals.json {
-                    println!(
+                    let line = format!(
                         "slot {slot}: {} (rollback index {}) verified: {}",
                         h.version(),
                         h.rollback_index(),
                         roles.join(", ")
                     );
+                    println!("{}", crate::term::printable(&line));
                 }
                 results.push(json!({
                     "slot": slot.as_str(), "ok": true,

@@ -6,6 +6,7 @@ use boot_flags::{GptCopy, SlotId};
 use serde_json::{json, Value};
 
 use crate::device::{self, BootedSource, Opened};
+use crate::term::printable;
 
 /// The status as JSON (also the `--json` output of the flag commands).
 pub fn to_json(o: &mut Opened, state_dir: &Path) -> Value {
@@ -92,7 +93,7 @@ fn installed_text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         v => match (v["version"].as_str(), v["rollback_index"].as_u64()) {
-            (Some(ver), Some(rb)) => format!("{ver} (rb {rb})"),
+            (Some(ver), Some(rb)) => format!("{} (rb {rb})", printable(ver)),
             _ => "corrupt record".into(),
         },
     }
@@ -185,13 +186,17 @@ pub fn print(o: &mut Opened, as_json: bool, state_dir: &Path) -> anyhow::Result<
     match crate::agent::failed_versions(state_dir) {
         Ok(list) => {
             for f in list {
-                s.push_str(&format!(
-                    "failed:    {} at {} ({})\n",
-                    f.version, f.at, f.reason
-                ));
+                let line = format!("{} at {} ({})", f.version, f.at, f.reason);
+                s.push_str(&format!("failed:    {}\n", printable(&line)));
             }
         }
-        Err(e) => s.push_str(&format!("failed:    cannot read agent state: {e}\n")),
+        Err(e) => {
+            let e = format!("{e:#}");
+            s.push_str(&format!(
+                "failed:    cannot read agent state: {}\n",
+                printable(&e)
+            ));
+        }
     }
     out!("{s}");
     Ok(())
