@@ -157,3 +157,25 @@ fn connection_refused_fails_clearly() {
     let e = format!("{:#}", r.unwrap_err());
     assert!(e.contains("after 1 retries"), "{e}");
 }
+
+#[test]
+fn the_deadline_ends_retries_whose_backoff_would_pass_it() {
+    let (_d, p, _) = fixture();
+    let srv = TestServer::start(&p, Mode::Status(500));
+    let mut o = opts();
+    o.retries = 100;
+    o.backoff_initial = Duration::from_millis(500);
+    o.backoff_max = Duration::from_secs(30);
+    o.deadline = Duration::from_secs(2);
+    let (r, w) = fetch(&srv.url("img"), o);
+    let e = format!("{:#}", r.unwrap_err());
+    assert!(
+        e.contains("HTTP 500")
+            && e.contains("no time left to retry before [http] deadline_secs = 2"),
+        "{e}"
+    );
+    // Backoffs of 0.5 s and 1 s fit in 2 s, the next (2 s) does not: far
+    // fewer attempts than the 100 retries allowed.
+    let n = srv.requests().len();
+    assert!((1..=3).contains(&n), "{n} requests; warnings {w:?}");
+}
