@@ -229,26 +229,65 @@ pub fn parse_waves(start: Timestamp, specs: &[String]) -> anyhow::Result<Vec<Wav
         .collect()
 }
 
-/// What `feed add` needs from an image file: its signed identity.
+/// What `feed add` needs from an image file: its signed identity, its
+/// size and its hashes.
 struct ImageIdentity {
     compatible: String,
     version: String,
     rollback_index: u64,
+    size: u64,
+    sha256: String,
+    header_sha256: String,
+}
+
+/// Hashes and counts what is read through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
 }
 
 /// The image's identity from its header (not its signatures: the devices
-/// verify those; `image verify` does it in CI).
+/// verify those; `image verify` does it in CI), its size and SHA-256 and
+/// its header's SHA-256, all from ONE read of the file: every value the
+/// feed lists comes from the same bytes.
 fn read_image_identity(path: &Path) -> anyhow::Result<ImageIdentity> {
     let f = std::fs::File::open(path)
         .with_context(|| format!("cannot open image {}", path.display()))?;
-    let img = image_format::ImageReader::new(std::io::BufReader::new(f))
+    let mut r = Hashing {
+        inner: std::io::BufReader::new(f),
+        hasher: Sha256::new(),
+        count: 0,
+    };
+    let img = image_format::ImageReader::new(&mut r)
         .and_then(|r| r.into_untrusted())
         .with_context(|| format!("image {}", path.display()))?;
     let h = img.header();
+    let (compatible, version, rollback_index) = (
+        h.compatible().to_string(),
+        h.version().to_string(),
+        h.rollback_index(),
+    );
+    let header_sha256 = sign::hex(&Sha256::digest(h.record_bytes()));
+    drop(img);
+    std::io::copy(&mut r, &mut std::io::sink())
+        .with_context(|| format!("cannot read {}", path.display()))?;
     Ok(ImageIdentity {
-        compatible: h.compatible().to_string(),
-        version: h.version().to_string(),
-        rollback_index: h.rollback_index(),
+        compatible,
+        version,
+        rollback_index,
+        size: r.count,
+        sha256: sign::hex(&r.hasher.finalize()),
+        header_sha256,
     })
 }
 
@@ -264,16 +303,6 @@ fn signing_key(file: Option<&Path>) -> anyhow::Result<image_format::SigningKey> 
             .map_err(|e| anyhow::anyhow!("{ENV}: {e}")),
         _ => bail!("no signing key: give --key FILE or set {ENV} to the PEM text"),
     }
-}
-
-/// Size and SHA-256 of a file, streamed.
-fn hash_file(path: &Path) -> anyhow::Result<(u64, String)> {
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut h = Sha256::new();
-    let n =
-        std::io::copy(&mut f, &mut h).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok((n, sign::hex(&h.finalize())))
 }
 
 pub fn run(cmd: FeedCommand, globals: &Globals) -> anyhow::Result<()> {
@@ -326,13 +355,14 @@ pub fn run(cmd: FeedCommand, globals: &Globals) -> anyhow::Result<()> {
                     .with_context(|| format!("--start {s:?}: expected YYYY-MM-DDTHH:MM:SSZ"))?,
             };
             let rollout = parse_waves(start, &waves)?;
-            let (size, sha256) = hash_file(&image)?;
+            let size = id.size;
             d.releases.push(Release {
                 version: id.version.clone(),
                 rollback_index: id.rollback_index,
                 url,
                 size,
-                sha256,
+                sha256: id.sha256,
+                header_sha256: id.header_sha256,
                 rollout,
                 pulled: None,
             });
@@ -430,12 +460,13 @@ pub fn run(cmd: FeedCommand, globals: &Globals) -> anyhow::Result<()> {
                         .map(|w| format!("{}% from {}", w.percent, w.start))
                         .collect();
                     println!(
-                        "  {} (rollback index {}) {} {} bytes sha256 {}{}: {}",
+                        "  {} (rollback index {}) {} {} bytes sha256 {} header_sha256 {}{}: {}",
                         r.version,
                         r.rollback_index,
                         r.url,
                         r.size,
                         r.sha256,
+                        r.header_sha256,
                         r.pulled
                             .map(|t| format!(" PULLED at {t}"))
                             .unwrap_or_default(),
