@@ -240,22 +240,6 @@ struct ImageIdentity {
     header_sha256: String,
 }
 
-/// Hashes and counts what is read through it.
-struct Hashing<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
-}
-
-impl<R: std::io::Read> std::io::Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-}
-
 /// The image's identity from its header (not its signatures: the devices
 /// verify those; `image verify` does it in CI), its size and SHA-256 and
 /// its header's SHA-256, all from ONE read of the file: every value the
@@ -263,11 +247,7 @@ impl<R: std::io::Read> std::io::Read for Hashing<R> {
 fn read_image_identity(path: &Path) -> anyhow::Result<ImageIdentity> {
     let f = std::fs::File::open(path)
         .with_context(|| format!("cannot open image {}", path.display()))?;
-    let mut r = Hashing {
-        inner: std::io::BufReader::new(f),
-        hasher: Sha256::new(),
-        count: 0,
-    };
+    let mut r = crate::install::pin::Tee::hashing(std::io::BufReader::new(f));
     let img = image_format::ImageReader::new(&mut r)
         .and_then(|r| r.into_untrusted())
         .with_context(|| format!("image {}", path.display()))?;
@@ -281,12 +261,13 @@ fn read_image_identity(path: &Path) -> anyhow::Result<ImageIdentity> {
     drop(img);
     std::io::copy(&mut r, &mut std::io::sink())
         .with_context(|| format!("cannot read {}", path.display()))?;
+    let (size, sha256) = r.finish();
     Ok(ImageIdentity {
         compatible,
         version,
         rollback_index,
-        size: r.count,
-        sha256: sign::hex(&r.hasher.finalize()),
+        size,
+        sha256: sign::hex(&sha256.expect("a hashing tee hashes")),
         header_sha256,
     })
 }

@@ -280,6 +280,11 @@ impl InstallReport {
 /// (or mark it good with `opts.factory`, or leave it with
 /// `opts.no_activate`).
 ///
+/// With `opts.expect` (`slotctl update`: the feed's release), the image is
+/// pinned ([`pin`]): the verified header must be the pinned one before any
+/// write, no source byte past the pinned size is read, and the size and
+/// whole-image SHA-256 must match before the slot record and the activation.
+///
 /// The caller holds the updater lock ([`crate::lock`]) if other updaters may
 /// run. A refusal (exit code 3, [`crate::exit`]) leaves the disk as it was;
 /// an error after the invalidation leaves the target slot invalidated (never

@@ -107,12 +107,13 @@ impl ImagePin {
 }
 
 /// A reader that counts what passes and, with a pin, hashes it and never
-/// passes more than the pin's size: one byte more is an error (and
-/// [`Tee::exceeded`] says so).
+/// passes more than the pin's size: one byte more is an error (and the flag
+/// of [`Tee::exceeded_flag`] says so).
 pub struct Tee<R> {
     inner: R,
     count: u64,
-    pin: Option<(u64, Sha256)>,
+    hasher: Option<Sha256>,
+    max: u64,
     exceeded: Arc<AtomicBool>,
 }
 
@@ -121,8 +122,17 @@ impl<R: Read> Tee<R> {
         Tee {
             inner,
             count: 0,
-            pin: pin.map(|p| (p.size, Sha256::new())),
+            hasher: pin.map(|_| Sha256::new()),
+            max: pin.map_or(u64::MAX, |p| p.size),
             exceeded: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Count and hash everything, unbounded (`feed add`).
+    pub fn hashing(inner: R) -> Tee<R> {
+        Tee {
+            hasher: Some(Sha256::new()),
+            ..Tee::new(inner, None)
         }
     }
 
@@ -131,27 +141,29 @@ impl<R: Read> Tee<R> {
         self.exceeded.clone()
     }
 
+    /// The bytes read, and their SHA-256 when hashed.
+    pub fn finish(self) -> (u64, Option<[u8; 32]>) {
+        (self.count, self.hasher.map(|h| h.finalize().into()))
+    }
+
     /// After the source reached its end: the bytes read must be the pinned
     /// image, by count and SHA-256.
     pub fn check_whole(self, pin: &ImagePin, name: &str) -> anyhow::Result<()> {
-        let Some((_, hasher)) = self.pin else {
-            return Ok(());
-        };
-        if self.count != pin.size {
+        let (count, got) = self.finish();
+        if count != pin.size {
             return Err(refused(format!(
-                "image {name} is {} bytes, the feed says {}: refusing it",
-                self.count, pin.size
+                "image {name} is {count} bytes, the feed says {}: refusing it",
+                pin.size
             )));
         }
-        let got = hasher.finalize();
-        if got[..] != pin.sha256 {
-            return Err(refused(format!(
+        match got {
+            Some(got) if got == pin.sha256 => Ok(()),
+            got => Err(refused(format!(
                 "image {name} has SHA-256 {}, the feed says {}: refusing it",
-                hex(&got),
+                got.map_or_else(|| "(not hashed)".into(), |g| hex(&g)),
                 hex(&pin.sha256)
-            )));
+            ))),
         }
-        Ok(())
     }
 }
 
@@ -170,15 +182,10 @@ pub fn exceeded_refusal(
 
 impl<R: Read> Read for Tee<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let Some((size, hasher)) = &mut self.pin else {
-            let n = self.inner.read(buf)?;
-            self.count += n as u64;
-            return Ok(n);
-        };
         if buf.is_empty() {
             return Ok(0);
         }
-        let left = *size - self.count;
+        let left = self.max - self.count;
         if left == 0 {
             // At the pinned size: the source must end here.
             let mut probe = [0u8; 1];
@@ -187,7 +194,8 @@ impl<R: Read> Read for Tee<R> {
                 _ => {
                     self.exceeded.store(true, Ordering::SeqCst);
                     Err(io::Error::other(format!(
-                        "the image is longer than the {size} bytes the feed says"
+                        "the image is longer than the {} bytes the feed says",
+                        self.max
                     )))
                 }
             };
@@ -195,7 +203,9 @@ impl<R: Read> Read for Tee<R> {
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         self.count += n as u64;
-        hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         Ok(n)
     }
 }
