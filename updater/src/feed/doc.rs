@@ -56,7 +56,8 @@ pub struct Release {
     /// SHA-256 of the image's signed header followed by its signature block
     /// (the image's first bytes, exactly what a slot record stores),
     /// lowercase hex. Required: a device checks it before writing anything,
-    /// and the header's payload hashes then bind every byte that follows.
+    /// and the header's payload hashes then bind every byte written to a
+    /// partition (the whole-image `sha256` binds the stored bytes).
     pub header_sha256: String,
     /// Waves: when each opens and the share of the fleet (cumulative
     /// percent) it brings in.
