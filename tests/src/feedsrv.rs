@@ -3,6 +3,7 @@
 //! answer every request with a status, or hold each answer back for a while.
 //! (tests/src/http.rs serves one file; this one serves a tree.)
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Component, Path, PathBuf};
@@ -36,6 +37,8 @@ pub struct FeedServer {
     mode: Arc<Mutex<Mode>>,
     swap: Arc<Mutex<Option<Swap>>>,
     log: Arc<Mutex<Vec<(String, u16)>>>,
+    /// Body bytes handed to the socket, per URL path.
+    sent: Arc<Mutex<HashMap<String, u64>>>,
     accept: Option<JoinHandle<()>>,
 }
 
@@ -48,19 +51,26 @@ impl FeedServer {
         let mode = Arc::new(Mutex::new(mode));
         let log = Arc::new(Mutex::new(Vec::new()));
         let swap: Arc<Mutex<Option<Swap>>> = Arc::new(Mutex::new(None));
+        let sent = Arc::new(Mutex::new(HashMap::new()));
         let (s, m, l, root) = (stop.clone(), mode.clone(), log.clone(), root.to_path_buf());
-        let sw = swap.clone();
+        let (sw, se) = (swap.clone(), sent.clone());
         let accept = std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (m, l, root, s, sw) =
-                    (m.clone(), l.clone(), root.clone(), s.clone(), sw.clone());
+                let (m, l, root, s, sw, se) = (
+                    m.clone(),
+                    l.clone(),
+                    root.clone(),
+                    s.clone(),
+                    sw.clone(),
+                    se.clone(),
+                );
                 std::thread::spawn(move || {
                     let mode = *m.lock().unwrap();
-                    let _ = serve(conn, &root, mode, &l, &s, &sw);
+                    let _ = serve(conn, &root, mode, &l, &s, &sw, &se);
                 });
             }
         });
@@ -70,6 +80,7 @@ impl FeedServer {
             mode,
             swap,
             log,
+            sent,
             accept: Some(accept),
         }
     }
@@ -96,6 +107,18 @@ impl FeedServer {
     /// (path, status) of each request so far.
     pub fn requests(&self) -> Vec<(String, u16)> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// GET requests for URL path `path` so far.
+    pub fn gets(&self, path: &str) -> usize {
+        self.requests().iter().filter(|(p, _)| p == path).count()
+    }
+
+    /// Body bytes the server handed to the socket for URL path `path`, over
+    /// all requests (counted before each write: an upper bound of what the
+    /// client received).
+    pub fn bytes_sent(&self, path: &str) -> u64 {
+        self.sent.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 }
 
@@ -125,6 +148,7 @@ fn serve(
     log: &Mutex<Vec<(String, u16)>>,
     stop: &AtomicBool,
     swap: &Mutex<Option<Swap>>,
+    sent: &Mutex<HashMap<String, u64>>,
 ) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
@@ -180,6 +204,7 @@ fn serve(
         body_bytes.len()
     )?;
     if method != "HEAD" {
+        *sent.lock().unwrap().entry(path).or_insert(0) += body_bytes.len() as u64;
         out.write_all(&body_bytes)?;
     }
     out.flush()

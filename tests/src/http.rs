@@ -15,7 +15,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -78,6 +78,8 @@ pub struct TestServer {
     tls: bool,
     stop: Arc<AtomicBool>,
     log: Arc<Mutex<Vec<Request>>>,
+    /// Body bytes handed to the socket over all responses.
+    sent: Arc<AtomicU64>,
     accept: Option<JoinHandle<()>>,
     workers: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
@@ -89,6 +91,7 @@ struct Shared {
     stop: Arc<AtomicBool>,
     log: Arc<Mutex<Vec<Request>>>,
     served: AtomicUsize,
+    sent: Arc<AtomicU64>,
 }
 
 impl TestServer {
@@ -129,7 +132,9 @@ impl TestServer {
             stop: stop.clone(),
             log: log.clone(),
             served: AtomicUsize::new(0),
+            sent: Arc::new(AtomicU64::new(0)),
         });
+        let sent = shared.sent.clone();
         let is_tls = shared.tls.is_some();
         let w = workers.clone();
         let accept = std::thread::spawn(move || {
@@ -150,6 +155,7 @@ impl TestServer {
             tls: is_tls,
             stop,
             log,
+            sent,
             accept: Some(accept),
             workers,
         }
@@ -164,6 +170,13 @@ impl TestServer {
     /// The requests served so far.
     pub fn requests(&self) -> Vec<Request> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Bytes of the served file handed to the socket over all responses so
+    /// far (counted before each write: an upper bound of what the client
+    /// received).
+    pub fn body_bytes_sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
     }
 }
 
@@ -415,6 +428,7 @@ fn serve_stream<S: Read + Write>(conn: S, s: &Shared) -> std::io::Result<()> {
         }
         let n = (buf.len() as u64).min(left) as usize;
         file.read_exact(&mut buf[..n])?;
+        s.sent.fetch_add(n as u64, Ordering::SeqCst);
         out.write_all(&buf[..n])?;
         left -= n as u64;
     }

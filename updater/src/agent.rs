@@ -5,9 +5,11 @@
 //! signatures, not expired, serial not lower than the last one seen), then
 //! picks the newest release this device may take now ([`select`]): newer
 //! than the booted slot's, not pulled, not failed here, its wave open for
-//! this device's seed. `update` then verifies the whole image's size and
-//! SHA-256 against the feed before anything is written, and installs it
-//! through the install pipeline. `agent` does that in a loop.
+//! this device's seed. `update` then installs it through the install
+//! pipeline, downloading it once, pinned to the feed's release
+//! ([`crate::install::pin`]): the signed header is checked against the feed
+//! before any write, the whole image's size and SHA-256 before the slot
+//! record and the activation. `agent` does that in a loop.
 
 pub mod check;
 pub mod config;
@@ -19,16 +21,14 @@ pub mod state;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use boot_flags::SlotId;
 use clap::{Args, Subcommand};
 
 use crate::cli::Globals;
 use crate::config::Config;
-use crate::exit::refused;
 use crate::feed::time::Timestamp;
-use crate::install::{self, InstallArgs, InstallCommand, KeyArgs};
+use crate::install::pin::ImagePin;
+use crate::install::{self, InstallArgs, KeyArgs};
 use crate::term::printable;
-use crate::{device, install::policy};
 use state::{Pending, StateDir};
 
 pub use state::failed_versions;
@@ -127,25 +127,17 @@ pub fn update(
         let line = format!("updating from {from} to {} ({url})", rel.version);
         println!("{}", printable(&line));
     }
-    let stopped = || {
-        let s = stop.load(Ordering::SeqCst);
-        if s {
-            let v = printable(&rel.version);
-            println!("stop requested: not starting the update to {v}");
-        }
-        s
-    };
-    if stopped() {
+    if stop.load(Ordering::SeqCst) {
+        let v = printable(&rel.version);
+        println!("stop requested: not starting the update to {v}");
         return Ok(None);
     }
-    let keys = KeyArgs::default();
-    let ring = policy::load_keyring(&keys, cfg)?;
-    fetch::preverify_image(&url, &rel, cfg, &ring, stderr_warn())?;
-    if stopped() {
-        return Ok(None);
-    }
-    install::run(
-        InstallCommand::Install(InstallArgs {
+    // One download: the install reads the image once, checks its header
+    // against the feed's release before any write and the whole image's
+    // size and SHA-256 before the slot record and the activation.
+    let pin = ImagePin::from_release(&rel)?;
+    let report = install::install(
+        InstallArgs {
             source: url.clone(),
             slot: None,
             factory: false,
@@ -154,45 +146,18 @@ pub fn update(
             no_activate: false,
             reboot: false,
             allow_downgrade: false,
-            keys,
-        }),
+            keys: KeyArgs::default(),
+        },
         globals,
+        Some(pin),
     )?;
-    let target = out.booted.other();
-    confirm_installed(cfg, globals, target, &rel)?;
     let sd = StateDir::new(&cfg.state_dir);
     let mut st = sd.read()?.unwrap_or(out.state);
     st.pending = Some(Pending {
         version: rel.version.clone(),
-        slot: target.as_str().to_string(),
+        slot: report.slot.as_str().to_string(),
         installed_at: Timestamp::now(),
     });
     sd.save(&st).context("saving the agent state")?;
     Ok(Some(rel.version))
-}
-
-/// The image was fetched twice (once to verify, once to install): make sure
-/// the slot holds the release the feed named, else cancel the activation.
-fn confirm_installed(
-    cfg: &Config,
-    globals: &Globals,
-    target: SlotId,
-    rel: &crate::feed::doc::Release,
-) -> anyhow::Result<()> {
-    let mut opened = device::open(globals, cfg, true)?;
-    let held = policy::installed(&mut opened.disk, target)?;
-    let ok = held.as_ref().is_some_and(|h| {
-        h.version.to_string() == rel.version && h.rollback_index == rel.rollback_index
-    });
-    if ok {
-        return Ok(());
-    }
-    opened
-        .disk
-        .cancel()
-        .with_context(|| format!("cancelling the activation of slot {target}"))?;
-    Err(refused(format!(
-        "slot {target} does not hold {} as the feed says (the image changed between download and install): activation cancelled",
-        rel.version
-    )))
 }

@@ -230,26 +230,46 @@ pub fn parse_waves(start: Timestamp, specs: &[String]) -> anyhow::Result<Vec<Wav
         .collect()
 }
 
-/// What `feed add` needs from an image file: its signed identity.
+/// What `feed add` needs from an image file: its signed identity, its
+/// size and its hashes.
 struct ImageIdentity {
     compatible: String,
     version: String,
     rollback_index: u64,
+    size: u64,
+    sha256: String,
+    header_sha256: String,
 }
 
 /// The image's identity from its header (not its signatures: the devices
-/// verify those; `image verify` does it in CI).
+/// verify those; `image verify` does it in CI), its size and SHA-256 and
+/// its header's SHA-256, all from ONE read of the file: every value the
+/// feed lists comes from the same bytes.
 fn read_image_identity(path: &Path) -> anyhow::Result<ImageIdentity> {
     let f = std::fs::File::open(path)
         .with_context(|| format!("cannot open image {}", path.display()))?;
-    let img = image_format::ImageReader::new(std::io::BufReader::new(f))
+    let mut r = crate::install::pin::Tee::hashing(std::io::BufReader::new(f));
+    let img = image_format::ImageReader::new(&mut r)
         .and_then(|r| r.into_untrusted())
         .with_context(|| format!("image {}", path.display()))?;
     let h = img.header();
+    let (compatible, version, rollback_index) = (
+        h.compatible().to_string(),
+        h.version().to_string(),
+        h.rollback_index(),
+    );
+    let header_sha256 = sign::hex(&Sha256::digest(h.record_bytes()));
+    drop(img);
+    std::io::copy(&mut r, &mut std::io::sink())
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let (size, sha256) = r.finish();
     Ok(ImageIdentity {
-        compatible: h.compatible().to_string(),
-        version: h.version().to_string(),
-        rollback_index: h.rollback_index(),
+        compatible,
+        version,
+        rollback_index,
+        size,
+        sha256: sign::hex(&sha256.expect("a hashing tee hashes")),
+        header_sha256,
     })
 }
 
@@ -265,16 +285,6 @@ fn signing_key(file: Option<&Path>) -> anyhow::Result<image_format::SigningKey> 
             .map_err(|e| anyhow::anyhow!("{ENV}: {e}")),
         _ => bail!("no signing key: give --key FILE or set {ENV} to the PEM text"),
     }
-}
-
-/// Size and SHA-256 of a file, streamed.
-fn hash_file(path: &Path) -> anyhow::Result<(u64, String)> {
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut h = Sha256::new();
-    let n =
-        std::io::copy(&mut f, &mut h).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok((n, sign::hex(&h.finalize())))
 }
 
 pub fn run(cmd: FeedCommand, globals: &Globals) -> anyhow::Result<()> {
@@ -327,13 +337,14 @@ pub fn run(cmd: FeedCommand, globals: &Globals) -> anyhow::Result<()> {
                     .with_context(|| format!("--start {s:?}: expected YYYY-MM-DDTHH:MM:SSZ"))?,
             };
             let rollout = parse_waves(start, &waves)?;
-            let (size, sha256) = hash_file(&image)?;
+            let size = id.size;
             d.releases.push(Release {
                 version: id.version.clone(),
                 rollback_index: id.rollback_index,
                 url,
                 size,
-                sha256,
+                sha256: id.sha256,
+                header_sha256: id.header_sha256,
                 rollout,
                 pulled: None,
             });
@@ -433,12 +444,13 @@ pub fn run(cmd: FeedCommand, globals: &Globals) -> anyhow::Result<()> {
                         .map(|w| format!("{}% from {}", w.percent, w.start))
                         .collect();
                     let line = format!(
-                        "  {} (rollback index {}) {} {} bytes sha256 {}{}: {}",
+                        "  {} (rollback index {}) {} {} bytes sha256 {} header_sha256 {}{}: {}",
                         r.version,
                         r.rollback_index,
                         r.url,
                         r.size,
                         r.sha256,
+                        r.header_sha256,
                         r.pulled
                             .map(|t| format!(" PULLED at {t}"))
                             .unwrap_or_default(),

@@ -17,6 +17,7 @@
 //! last step marks the slot good instead: P=2 T=0 S=1.
 
 pub mod dev;
+pub mod pin;
 pub mod pipeline;
 pub mod policy;
 pub mod verify;
@@ -35,6 +36,7 @@ use crate::exit::refused;
 use crate::progress::Progress;
 use crate::{bootcheck, device, lock, record, source};
 
+use pin::ImagePin;
 use pipeline::Job;
 
 #[derive(Subcommand, Debug)]
@@ -103,7 +105,7 @@ pub struct VerifySlotArgs {
 
 pub fn run(cmd: InstallCommand, globals: &Globals) -> anyhow::Result<()> {
     match cmd {
-        InstallCommand::Install(args) => install(args, globals),
+        InstallCommand::Install(args) => install(args, globals, None).map(drop),
         InstallCommand::VerifySlot(args) => verify::run(args, globals),
         InstallCommand::BootCheck => bootcheck::run(globals),
     }
@@ -119,7 +121,13 @@ struct Plan {
     rollback_index: u64,
 }
 
-fn install(args: InstallArgs, globals: &Globals) -> anyhow::Result<()> {
+/// `slotctl install`; with `expect`, the image must be exactly the pinned
+/// one (`slotctl update`: the feed's release, see [`pin`]).
+pub fn install(
+    args: InstallArgs,
+    globals: &Globals,
+    expect: Option<ImagePin>,
+) -> anyhow::Result<InstallReport> {
     let progress = Progress::new(globals.json);
     // `--json` promises a last `result` line on every failure, a config
     // that cannot be loaded included.
@@ -130,20 +138,19 @@ fn install(args: InstallArgs, globals: &Globals) -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    let result = install_inner(&args, globals, &cfg, &progress);
+    let result = install_inner(&args, globals, &cfg, &progress, expect);
     match &result {
-        Ok(summary) => progress.result(true, summary.clone()),
+        Ok(report) => progress.result(true, report.to_json()),
         Err(e) => progress.result(false, json!({"error": format!("{e:#}")})),
     }
-    let summary = result?;
+    let report = result?;
     if !globals.json {
-        let message = summary["message"].as_str().unwrap_or("install complete");
-        println!("{}", crate::term::printable(message));
+        println!("{}", crate::term::printable(&report.message));
     }
     if args.reboot && !args.no_activate {
         bootcheck::reboot(&cfg, globals)?;
     }
-    Ok(())
+    Ok(report)
 }
 
 fn install_inner(
@@ -151,7 +158,8 @@ fn install_inner(
     globals: &Globals,
     cfg: &Config,
     progress: &Progress,
-) -> anyhow::Result<serde_json::Value> {
+    expect: Option<ImagePin>,
+) -> anyhow::Result<InstallReport> {
     if args.factory && args.slot.is_none() {
         return Err(refused("install --factory needs --slot A or --slot B"));
     }
@@ -175,16 +183,19 @@ fn install_inner(
         &source::HttpOptions::from_config(cfg),
         Box::new(move |m| warn_progress.warn(m)),
     )?;
-    let report = install_on(
+    let opts = InstallOptions {
+        expect,
+        ..InstallOptions::from(args)
+    };
+    install_on(
         &mut opened.disk,
         target,
         src,
         &keyring,
         cfg,
-        &InstallOptions::from(args),
+        &opts,
         progress,
-    )?;
-    Ok(report.to_json())
+    )
 }
 
 /// How an install behaves: the command-line switches of `slotctl install`
@@ -203,6 +214,10 @@ pub struct InstallOptions {
     pub no_activate: bool,
     /// Allow a version lower than the booted slot's record.
     pub allow_downgrade: bool,
+    /// The image must be exactly this one (size, SHA-256, signed header):
+    /// checked before any write and again before the record and the
+    /// activation ([`pin`]).
+    pub expect: Option<ImagePin>,
 }
 
 impl From<&InstallArgs> for InstallOptions {
@@ -213,6 +228,7 @@ impl From<&InstallArgs> for InstallOptions {
             no_readback: a.no_readback,
             no_activate: a.no_activate,
             allow_downgrade: a.allow_downgrade,
+            expect: None,
         }
     }
 }
@@ -264,6 +280,11 @@ impl InstallReport {
 /// (or mark it good with `opts.factory`, or leave it with
 /// `opts.no_activate`).
 ///
+/// With `opts.expect` (`slotctl update`: the feed's release), the image is
+/// pinned ([`pin`]): the verified header must be the pinned one before any
+/// write, no source byte past the pinned size is read, and the size and
+/// whole-image SHA-256 must match before the slot record and the activation.
+///
 /// The caller holds the updater lock ([`crate::lock`]) if other updaters may
 /// run. A refusal (exit code 3, [`crate::exit`]) leaves the disk as it was;
 /// an error after the invalidation leaves the target slot invalidated (never
@@ -281,13 +302,24 @@ pub fn install_on<D: BlockDevice>(
     progress: &Progress,
 ) -> anyhow::Result<InstallReport> {
     policy::check_target(disk, target, opts.factory)?;
+    let pin = opts.expect.as_ref();
+    // Every byte read from the source goes through the tee: with a pin it
+    // is counted, hashed and bounded by the pinned size.
+    let tee = pin::Tee::new(src.reader, pin);
+    let exceeded = tee.exceeded_flag();
+    let name = src.name.as_str();
+    // A source longer than the pin is a refusal wherever it shows.
+    let longer = |e: anyhow::Error| pin::exceeded_refusal(&exceeded, pin, name).unwrap_or(e);
     // Verify the header before anything is written.
-    let reader = image_format::ImageReader::new(src.reader)
-        .map_err(|e| policy::image_error(e, &src.name))?;
+    let reader =
+        image_format::ImageReader::new(tee).map_err(|e| longer(policy::image_error(e, name)))?;
     let verified = reader
         .verify(keyring, cfg.signature_threshold)
-        .map_err(|e| policy::image_error(e, &src.name))?;
+        .map_err(|e| policy::image_error(e, name))?;
     let header = verified.header().clone();
+    if let Some(p) = pin {
+        p.check_header(&header, name)?;
+    }
     policy::check_header(opts, cfg, disk, target, &header)?;
     let plan = plan(disk, target, &header)?;
     let mut stream = verified.into_inner();
@@ -305,12 +337,18 @@ pub fn install_on<D: BlockDevice>(
     record::erase(dev, flags_part.offset, flags_part.size)?;
     dev.flush().context("flushing the erased slot record")?;
 
+    let left_invalid = || format!("installing into slot {target} (left invalid, not activated)");
     pipeline::write_payloads(&mut stream, &plan.jobs, dev, progress)
-        .map_err(|e| pipeline_error(e, target, "installing into"))?;
+        .map_err(|e| longer(pipeline_error(e, target, "installing into")))?;
     // The image ends with its last payload (as `image verify` demands):
     // read the source to its end before anything is recorded.
-    check_end(&mut stream, plan.end, &src.name)
-        .with_context(|| format!("installing into slot {target} (left invalid, not activated)"))?;
+    check_end(&mut stream, plan.end, name)
+        .map_err(longer)
+        .with_context(left_invalid)?;
+    // With a pin: what was read is the pinned image, byte for byte.
+    if let Some(p) = pin {
+        stream.check_whole(p, name).with_context(left_invalid)?;
+    }
     dev.flush().context("flushing the written payloads")?;
     if !opts.no_readback {
         pipeline::readback(&plan.jobs, dev, progress)

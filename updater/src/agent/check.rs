@@ -43,6 +43,7 @@ impl Outcome {
                 "url": url,
                 "size": r.size,
                 "sha256": r.sha256,
+                "header_sha256": r.header_sha256,
             })),
             "reason": self.reason,
             "booted_slot": self.booted.as_str(),

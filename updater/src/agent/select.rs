@@ -169,6 +169,7 @@ mod tests {
             url: "x.img".into(),
             size: 1,
             sha256: "00".repeat(32),
+            header_sha256: "11".repeat(32),
             rollout: waves
                 .iter()
                 .map(|&(start, percent)| Wave {

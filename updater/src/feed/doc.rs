@@ -53,6 +53,12 @@ pub struct Release {
     pub size: u64,
     /// SHA-256 of the whole image file, lowercase hex.
     pub sha256: String,
+    /// SHA-256 of the image's signed header followed by its signature block
+    /// (the image's first bytes, exactly what a slot record stores),
+    /// lowercase hex. Required: a device checks it before writing anything,
+    /// and the header's payload hashes then bind every byte written to a
+    /// partition (the whole-image `sha256` binds the stored bytes).
+    pub header_sha256: String,
     /// Waves: when each opens and the share of the fleet (cumulative
     /// percent) it brings in.
     pub rollout: Vec<Wave>,
@@ -141,13 +147,16 @@ impl Release {
         {
             return ctx("url must be 1 to 2048 bytes without spaces");
         }
-        if self.sha256.len() != 64
-            || !self
-                .sha256
-                .bytes()
-                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-        {
+        let hex64 = |s: &str| {
+            s.len() == 64
+                && s.bytes()
+                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        };
+        if !hex64(&self.sha256) {
             return ctx("sha256 must be 64 lowercase hex digits");
+        }
+        if !hex64(&self.header_sha256) {
+            return ctx("header_sha256 must be 64 lowercase hex digits");
         }
         if self.rollout.is_empty() || self.rollout.len() > MAX_WAVES {
             return ctx("rollout must have 1 to 64 waves");
@@ -221,6 +230,7 @@ mod tests {
             url: format!("img-{version}.img"),
             size: 100,
             sha256: "ab".repeat(32),
+            header_sha256: "cd".repeat(32),
             rollout: vec![Wave {
                 start: Timestamp(1000),
                 percent: 100,
@@ -240,6 +250,13 @@ mod tests {
         d.releases[0].sha256 = "AB".repeat(32);
         assert!(d.validate().is_err());
         d.releases[0].sha256 = "ab".repeat(32);
+        d.releases[0].header_sha256 = "cd".repeat(31);
+        assert!(d
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("header_sha256"));
+        d.releases[0].header_sha256 = "cd".repeat(32);
         d.releases[0].rollout = vec![
             Wave {
                 start: Timestamp(10),
