@@ -290,7 +290,7 @@ pub fn install_on<D: BlockDevice>(
         .verify(keyring, cfg.signature_threshold)
         .map_err(|e| policy::image_error(e, &src.name))?;
     let header = verified.header().clone();
-    policy::check_header(opts, cfg, disk, target, &header)?;
+    policy::check_header(opts, cfg, disk, target, &header, keyring)?;
     let plan = plan(disk, target, &header)?;
     let mut stream = verified.into_inner();
 
