@@ -88,11 +88,11 @@ pub fn choose_target(args: &InstallArgs, opened: &Opened) -> anyhow::Result<Slot
 }
 
 /// Whether `target` may be written on `disk`. A factory install writes a
-/// fresh disk's slot (no booted slot, nothing to protect: [`check_fresh`]).
-/// Otherwise the
-/// disk must know its booted slot, the target must be the other one, and the
-/// state machine decides, without writing, whether the target may be
-/// invalidated (not booted, booted slot not on trial).
+/// fresh disk's slot (no booted slot, no slot that runs or ran:
+/// [`check_fresh`]). Otherwise the disk must know its booted slot, the
+/// target must be the other one, and the state machine decides, without
+/// writing, whether the target may be invalidated (not booted, booted slot
+/// not on trial).
 pub fn check_target<D: BlockDevice>(
     disk: &Disk<D>,
     target: SlotId,
@@ -145,9 +145,10 @@ fn precedence(a: &semver::Version, b: &semver::Version) -> Ordering {
         .then_with(|| a.pre.cmp(&b.pre))
 }
 
-/// What a slot's record says it holds, NOT signature-checked: for `status`
-/// only (it needs no keyring). Policy uses [`booted_floor`] and
-/// [`check_bootable`], which verify.
+/// What a slot's record says it holds, NOT signature-checked: for what is
+/// shown (`status` needs no keyring) and the agent's choice of a release,
+/// never for a decision to write or boot: the policy uses [`booted_floor`]
+/// and [`check_bootable`], which verify.
 pub struct Installed {
     pub version: semver::Version,
     pub rollback_index: u64,
