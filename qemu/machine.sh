@@ -39,10 +39,12 @@ prepare_machine() {
   "$SLOTCTL" keygen --out "$RUN/keys/release" >/dev/null
   cp "$RUN/keys/release.pub" "$RUN/keyring/release.pem"
 
-  local v version behaviour idx=0
+  # One rollback index for all five: it is raised only by a release that must
+  # never be gone back from, and scenario 7's `slotctl rollback` from 2.0.0 to
+  # 1.0.0 is refused across a raise (docs/state-machine.md).
+  local v version behaviour idx=1
   for v in "${VERSIONS[@]}"; do
     read -r version behaviour <<<"$v"
-    idx=$((idx + 1))
     bash "$QEMU_DIR/build-rootfs.sh" "$version" "$behaviour" "$SLOTCTL" \
       "$RUN/keyring" "$ROOT_FS_SIZE" "$RUN/root-$version.ext4" >/dev/null
     "$SLOTCTL" image pack --key "$RUN/keys/release.key" --version "$version" \

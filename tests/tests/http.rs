@@ -154,9 +154,11 @@ fn setup_with_old_b(compression: &str) -> (Fix, PathBuf, PathBuf, PathBuf) {
     let (f, img, root) = setup(compression);
     let r0 = f.payload("root0", 200_000, 9);
     let v0 = f.pack("v0.img", "0.9.0", 1, &[("ROOT", &r0)], "zstd");
-    // A above the priority 2 a factory install gives B.
-    ok(f.run(&["set-flags", "A", "--priority", "3"]));
+    // `--factory` wants a disk with no good slot: A's flags are cleared for
+    // it, then A goes above the priority 2 a factory install gives B.
+    ok(f.run(&["set-flags", "A", "--priority", "0", "--successful", "0"]));
     f.factory("B", &v0);
+    ok(f.run(&["set-flags", "A", "--priority", "3", "--successful", "1"]));
     let st = f.status(Some("A"));
     assert_eq!(st["slots"]["B"]["installed"]["version"], "0.9.0", "{st}");
     assert_eq!(st["slots"]["A"]["installed"]["version"], "1.0.0", "{st}");

@@ -33,10 +33,12 @@ fn two_good_slots() -> Setup {
     let r0 = f.payload("root0", 150_000, 9);
     let v0 = f.pack("v0.img", "0.9.0", 1, &[("ROOT", &r0)], "zstd");
     // B first, then A: the state after 1.0.0 was installed into A and
-    // committed (A P=2 good, B P=1 good, the fallback).
+    // committed (A P=2 good, B P=1 good, the fallback). `--factory` wants a
+    // disk with no good slot: B's flags are cleared for it and restored.
     f.factory("B", &v0);
-    ok(f.run(&["set-flags", "B", "--priority", "1"]));
+    ok(f.run(&["set-flags", "B", "--priority", "0", "--successful", "0"]));
     f.factory("A", &v1);
+    ok(f.run(&["set-flags", "B", "--priority", "1", "--successful", "1"]));
     let st = f.status(Some("A"));
     assert_eq!(st["slots"]["B"]["bootable"], true, "{st}");
     assert_eq!(st["slots"]["B"]["installed"]["version"], "0.9.0", "{st}");

@@ -320,7 +320,7 @@ pub fn install_on<D: BlockDevice>(
     if let Some(p) = pin {
         p.check_header(&header, name)?;
     }
-    policy::check_header(opts, cfg, disk, target, &header)?;
+    policy::check_header(opts, cfg, disk, target, &header, keyring)?;
     let plan = plan(disk, target, &header)?;
     let mut stream = verified.into_inner();
 

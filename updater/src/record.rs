@@ -44,6 +44,8 @@ pub enum RecordError {
     BadLength(u32),
     #[error("slot record: blob SHA-256 mismatch (corrupt record)")]
     BadHash,
+    #[error("slot record: no record magic, yet the region is not all zero (damaged record)")]
+    NoMagic,
     #[error("slot record: flags partition of {0} bytes is too small to hold a record")]
     PartitionTooSmall(u64),
     #[error("slot record at disk byte {offset}: {err}")]
@@ -69,11 +71,16 @@ pub fn encode(blob: &[u8]) -> Result<Vec<u8>, RecordError> {
     Ok(out)
 }
 
-/// The blob of a record region; `None` when there is no record (no magic:
-/// an erased or never-written slot).
+/// The blob of a record region; `None` when there is no record: the region
+/// is all zero (an erased or never-written slot). Any other content without
+/// the magic is a damaged record, not an absent one: zeroing a byte of the
+/// magic must not make a record (and the rollback floor it sets) vanish.
 pub fn decode(region: &[u8]) -> Result<Option<Vec<u8>>, RecordError> {
-    if region.len() < HEAD || &region[0..8] != MAGIC {
+    if region.iter().all(|&b| b == 0) {
         return Ok(None);
+    }
+    if region.len() < HEAD || &region[0..8] != MAGIC {
+        return Err(RecordError::NoMagic);
     }
     let crc = u32::from_le_bytes(region[60..64].try_into().unwrap());
     if crc32fast::hash(&region[0..60]) != crc {
@@ -156,6 +163,14 @@ mod tests {
         r[100] ^= 1;
         r[13] ^= 1;
         assert!(matches!(decode(&r), Err(RecordError::BadCrc)));
+        r[13] ^= 1;
+        // One byte of the magic zeroed: damaged, not absent.
+        r[0] = 0;
+        assert!(matches!(decode(&r), Err(RecordError::NoMagic)));
+        // A single stray byte in an otherwise empty region: damaged too.
+        let mut z = vec![0u8; RECORD_RESERVED as usize];
+        z[RECORD_RESERVED as usize - 1] = 1;
+        assert!(matches!(decode(&z), Err(RecordError::NoMagic)));
         assert!(encode(&vec![0u8; MAX_BLOB + 1]).is_err());
     }
 }

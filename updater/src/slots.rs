@@ -124,7 +124,30 @@ pub fn run(cmd: SlotCommand, globals: &Globals) -> anyhow::Result<()> {
             slot: slot.as_deref().map(parse_slot).transpose()?,
             force,
         },
-        SlotCommand::Rollback => Op::Rollback,
+        SlotCommand::Rollback => {
+            // The state machine first (it needs the booted slot, and the
+            // other slot bootable), then the policy every path that makes a
+            // slot bootable shares: the other slot's record verifies, is for
+            // this device, is not below the booted slot's rollback floor
+            // (an older version with the same index is fine), and its
+            // partitions re-hash to it.
+            let op = Op::Rollback;
+            boot_flags::state::apply(o.disk.slot_flags(), o.disk.booted(), &op)
+                .map_err(|r| lib_error(boot_flags::Error::Refused(r), &what))?;
+            let target = o
+                .disk
+                .booted()
+                .expect("rollback needs the booted slot")
+                .other();
+            crate::install::verify::require_verified_slot(
+                &mut o.disk,
+                target,
+                &config,
+                globals.json,
+                "rollback",
+            )?;
+            op
+        }
         SlotCommand::Cancel => Op::Cancel,
         SlotCommand::Activate { slot, tries } => {
             let tries = tries.unwrap_or(config.tries);
@@ -133,9 +156,11 @@ pub fn run(cmd: SlotCommand, globals: &Globals) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow!("--tries {tries} is out of range 1..=15"))?;
             let target = parse_slot(&slot)?;
             let op = Op::Activate { target, tries };
-            // The state machine's refusals first (cheap), then DESIGN's
-            // precondition: the target holds a slot record whose signature
-            // verifies against the keyring and whose partitions re-hash to it.
+            // The state machine's refusals first (cheap), then the policy
+            // every path that makes a slot bootable shares (as install and
+            // rollback): the booted slot's verified rollback floor; the
+            // target's record verifies against the keyring, is for this
+            // device and not below the floor; its partitions re-hash to it.
             boot_flags::state::apply(o.disk.slot_flags(), o.disk.booted(), &op)
                 .map_err(|r| lib_error(boot_flags::Error::Refused(r), &what))?;
             crate::install::verify::require_verified_slot(
@@ -143,6 +168,7 @@ pub fn run(cmd: SlotCommand, globals: &Globals) -> anyhow::Result<()> {
                 target,
                 &config,
                 globals.json,
+                "activate",
             )?;
             op
         }

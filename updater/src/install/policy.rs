@@ -1,16 +1,19 @@
-//! The checks an install makes before writing anything. Every refusal is one
-//! line and exit code 3 (`exit::refused`).
+//! The policy checks: those an install makes before writing anything, and
+//! the ones every path that makes a slot bootable shares ([`check_policy`],
+//! [`booted_floor`], [`check_bootable`] for `activate` and `rollback`).
+//! Every refusal is one line and exit code 3 (`exit::refused`).
 
 use std::cmp::Ordering;
 
 use anyhow::Context;
-use boot_flags::{state, BlockDevice, Disk, Op, SlotId};
+use boot_flags::{state, BlockDevice, Disk, FileDevice, Op, SlotId};
 use image_format::{Keyring, PublicKey, VerifiedHeader};
 
-use super::{InstallArgs, InstallOptions, KeyArgs};
+use super::{verify, InstallArgs, InstallOptions, KeyArgs};
 use crate::config::Config;
 use crate::device::{self, BootedSource, Opened};
 use crate::exit::refused;
+use crate::progress::Progress;
 use crate::record::{self, RECORD_RESERVED};
 
 /// The trusted keys: `--pubkey` files, else `--keyring DIR`, else the
@@ -85,17 +88,18 @@ pub fn choose_target(args: &InstallArgs, opened: &Opened) -> anyhow::Result<Slot
 }
 
 /// Whether `target` may be written on `disk`. A factory install writes a
-/// fresh disk's slot (no booted slot, nothing to protect). Otherwise the
-/// disk must know its booted slot, the target must be the other one, and the
-/// state machine decides, without writing, whether the target may be
-/// invalidated (not booted, booted slot not on trial).
+/// fresh disk's slot (no booted slot, no slot that runs or ran:
+/// [`check_fresh`]). Otherwise the disk must know its booted slot, the
+/// target must be the other one, and the state machine decides, without
+/// writing, whether the target may be invalidated (not booted, booted slot
+/// not on trial).
 pub fn check_target<D: BlockDevice>(
     disk: &Disk<D>,
     target: SlotId,
     factory: bool,
 ) -> anyhow::Result<()> {
     if factory {
-        return Ok(());
+        return check_fresh(disk, target);
     }
     let booted = disk
         .booted()
@@ -111,6 +115,29 @@ pub fn check_target<D: BlockDevice>(
     Ok(())
 }
 
+/// `--factory` provisions a fresh disk: refused, before anything is
+/// written, when a slot (the target included) is bootable or marked
+/// successful. Such a disk has a slot that runs or ran, and with it a
+/// rollback floor; a factory install (no booted slot, `--compatible` of its
+/// choice) would bypass it. To reprovision on purpose, clear the slots'
+/// flags with `set-flags` first (docs/slot-record.md).
+pub fn check_fresh<D: BlockDevice>(disk: &Disk<D>, target: SlotId) -> anyhow::Result<()> {
+    for slot in SlotId::ALL {
+        let f = disk.flags(slot);
+        if f.bootable() || f.successful {
+            let what = if f.successful {
+                "marked successful"
+            } else {
+                "bootable"
+            };
+            return Err(refused(format!(
+                "--factory is for a fresh disk, and slot {slot} is {what} ({f}): to reprovision slot {target}, first clear the flags with `slotctl set-flags {slot} --priority 0 --tries 0 --successful 0`"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Semantic-version precedence (build metadata ignored).
 fn precedence(a: &semver::Version, b: &semver::Version) -> Ordering {
     (a.major, a.minor, a.patch)
@@ -118,8 +145,10 @@ fn precedence(a: &semver::Version, b: &semver::Version) -> Ordering {
         .then_with(|| a.pre.cmp(&b.pre))
 }
 
-/// What a slot's record says it holds (unverified: the record was written
-/// by us after verification; its own CRC and SHA-256 guard its integrity).
+/// What a slot's record says it holds, NOT signature-checked: for what is
+/// shown (`status` needs no keyring) and the agent's choice of a release,
+/// never for a decision to write or boot: the policy uses [`booted_floor`]
+/// and [`check_bootable`], which verify.
 pub struct Installed {
     pub version: semver::Version,
     pub rollback_index: u64,
@@ -146,13 +175,17 @@ pub fn installed<D: BlockDevice>(
     }))
 }
 
-/// compatible, rollback index, version, roles and sizes.
+/// The install's checks of an image header, before anything is written:
+/// the shared policy ([`check_policy`]: compatible, the booted slot's
+/// verified rollback floor), the version against the booted slot's unless
+/// `--allow-downgrade`, then roles and sizes.
 pub fn check_header<D: BlockDevice>(
     args: &InstallOptions,
     cfg: &Config,
     disk: &mut Disk<D>,
     target: SlotId,
     header: &VerifiedHeader,
+    keyring: &Keyring,
 ) -> anyhow::Result<()> {
     let want = if args.factory {
         args.compatible.as_ref().or(cfg.compatible.as_ref())
@@ -166,35 +199,16 @@ pub fn check_header<D: BlockDevice>(
             "no `compatible` in the config: the device cannot check what an image is for"
         })
     })?;
-    if header.compatible() != want {
-        return Err(refused(format!(
-            "image is for {:?}, this device is {:?}",
-            header.compatible(),
-            want
-        )));
-    }
-
-    if let Some(booted) = disk.booted() {
-        if let Some(cur) = installed(disk, booted).map_err(|e| {
-            refused(format!(
-                "{e:#}; cannot check the rollback index against the booted slot"
-            ))
-        })? {
-            if header.rollback_index() < cur.rollback_index {
-                return Err(refused(format!(
-                    "rollback index {} is below the booted slot {booted}'s {}",
-                    header.rollback_index(),
-                    cur.rollback_index
-                )));
-            }
-            if precedence(header.version(), &cur.version) == Ordering::Less && !args.allow_downgrade
-            {
-                return Err(refused(format!(
-                    "version {} is older than the booted slot {booted}'s {} (use --allow-downgrade)",
-                    header.version(),
-                    cur.version
-                )));
-            }
+    let floor = booted_floor(disk, keyring, cfg.signature_threshold)?;
+    check_policy(header, want, floor.as_ref())?;
+    if let Some(f) = &floor {
+        if precedence(header.version(), &f.version) == Ordering::Less && !args.allow_downgrade {
+            return Err(refused(format!(
+                "version {} is older than the booted slot {}'s {} (use --allow-downgrade)",
+                header.version(),
+                f.slot,
+                f.version
+            )));
         }
     }
 
@@ -231,4 +245,128 @@ pub fn check_header<D: BlockDevice>(
         }
     }
     Ok(())
+}
+
+/// The rollback floor: the booted slot's version and rollback index, from
+/// its slot record with the signatures re-verified.
+#[derive(Debug, Clone)]
+pub struct Floor {
+    pub slot: SlotId,
+    pub version: semver::Version,
+    pub rollback_index: u64,
+}
+
+/// The booted slot's rollback floor (docs/slot-record.md), failing closed:
+/// its record region must be all zero (no record: no floor, allowed only
+/// while the booted slot is not marked successful, e.g. a disk provisioned
+/// with `dd`) or hold a record that decodes and whose signatures meet the
+/// keyring's threshold. Anything else (a damaged region, a record that
+/// does not decode or verify, a successful slot without a record) is a
+/// refusal: a damaged, missing or forged record never lowers the floor.
+/// `None` without a booted slot.
+pub fn booted_floor<D: BlockDevice>(
+    disk: &mut Disk<D>,
+    keyring: &Keyring,
+    threshold: usize,
+) -> anyhow::Result<Option<Floor>> {
+    let Some(booted) = disk.booted() else {
+        return Ok(None);
+    };
+    const WAY_OUT: &str =
+        "the rollback floor is unknown, refusing (docs/slot-record.md: reprovisioning)";
+    let part = disk.layout().slot(booted).flags_partition().clone();
+    let blob = match record::read(disk.device(), part.offset, part.size) {
+        Ok(Some(blob)) => blob,
+        Ok(None) if disk.flags(booted).successful => {
+            return Err(refused(format!(
+                "booted slot {booted} is marked successful but has no slot record: {WAY_OUT}"
+            )))
+        }
+        Ok(None) => return Ok(None),
+        Err(e @ record::RecordError::Io { .. }) => {
+            return Err(anyhow::Error::new(e).context(format!("booted slot {booted}")))
+        }
+        Err(e) => return Err(refused(format!("booted slot {booted}: {e}: {WAY_OUT}"))),
+    };
+    let h = VerifiedHeader::from_record_bytes(keyring, threshold, &blob).map_err(|e| {
+        if e.is_refusal() {
+            refused(format!(
+                "booted slot {booted}: slot record does not verify: {e}: {WAY_OUT}"
+            ))
+        } else {
+            anyhow::Error::new(e).context(format!("booted slot {booted}: slot record"))
+        }
+    })?;
+    Ok(Some(Floor {
+        slot: booted,
+        version: h.version().clone(),
+        rollback_index: h.rollback_index(),
+    }))
+}
+
+/// The policy every path that makes a slot bootable applies (install
+/// before writing, `activate` and `rollback` through [`check_bootable`]) to
+/// the signed header of what the slot holds or will hold: its signatures
+/// met the threshold (a [`VerifiedHeader`] is only made by verifying), its
+/// `compatible` is the device's, and its rollback index is not below the
+/// booted slot's floor (never overridable).
+pub fn check_policy(
+    header: &VerifiedHeader,
+    compatible: &str,
+    floor: Option<&Floor>,
+) -> anyhow::Result<()> {
+    if header.compatible() != compatible {
+        return Err(refused(format!(
+            "image is for {:?}, this device is {:?}",
+            header.compatible(),
+            compatible
+        )));
+    }
+    if let Some(f) = floor {
+        if header.rollback_index() < f.rollback_index {
+            return Err(refused(format!(
+                "rollback index {} is below the booted slot {}'s {}",
+                header.rollback_index(),
+                f.slot,
+                f.rollback_index
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// For `activate` and `rollback`: may `slot` be made the next boot? The
+/// booted slot's floor ([`booted_floor`], fail closed), then `slot`'s
+/// record (present, decodes, signatures meet the threshold), the shared
+/// [`check_policy`] (compatible, rollback floor), and last its partitions
+/// re-hashed against the record (past the page cache). Every failure is a
+/// refusal (exit 3) naming `op`; nothing is written. Returns the slot's
+/// verified header.
+pub fn check_bootable(
+    disk: &mut Disk<FileDevice>,
+    slot: SlotId,
+    cfg: &Config,
+    keyring: &Keyring,
+    op: &str,
+    progress: &Progress,
+) -> anyhow::Result<VerifiedHeader> {
+    let inner = |disk: &mut Disk<FileDevice>| -> anyhow::Result<VerifiedHeader> {
+        let compatible = cfg.compatible.as_deref().ok_or_else(|| {
+            refused("no `compatible` in the config: the device cannot check what a slot holds")
+        })?;
+        let floor = booted_floor(disk, keyring, cfg.signature_threshold)?;
+        let header = verify::verify_slot(
+            disk,
+            slot,
+            keyring,
+            cfg.signature_threshold,
+            false,
+            progress,
+        )?;
+        check_policy(&header, compatible, floor.as_ref())
+            .with_context(|| format!("slot {slot}"))?;
+        verify::rehash_slot(disk, slot, &header, progress)?;
+        Ok(header)
+    };
+    inner(disk).context(op.to_string())
 }

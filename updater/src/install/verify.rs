@@ -2,8 +2,9 @@
 //! record's signatures against the keyring, then the SHA-256 of each
 //! partition's first `raw_size` bytes, read past the page cache.
 //!
-//! [`verify_slot`] is also what `activate` uses to require a verified slot
-//! record.
+//! [`verify_slot`] and [`rehash_slot`] are also what `activate` and
+//! `rollback` use (through `policy::check_bootable`) to require a verified
+//! slot record.
 
 use anyhow::Context;
 use boot_flags::{BlockDevice, Disk, FileDevice, SlotId, SlotPartition};
@@ -37,9 +38,20 @@ pub fn verify_slot(
         })?;
     let header = VerifiedHeader::from_record_bytes(keyring, threshold, &blob)
         .map_err(|e| refused(format!("slot {slot}: slot record: {e}")))?;
-    if !rehash {
-        return Ok(header);
+    if rehash {
+        rehash_slot(disk, slot, &header, progress)?;
     }
+    Ok(header)
+}
+
+/// The SHA-256 of each of `slot`'s partitions' first `raw_size` bytes,
+/// read past the page cache, against the payloads of its verified record.
+pub fn rehash_slot(
+    disk: &mut Disk<FileDevice>,
+    slot: SlotId,
+    header: &VerifiedHeader,
+    progress: &Progress,
+) -> anyhow::Result<()> {
     let layout = disk.layout().slot(slot).clone();
     for p in header.payloads() {
         let target = layout.partition(&p.role).ok_or_else(|| {
@@ -70,7 +82,7 @@ pub fn verify_slot(
             )));
         }
     }
-    Ok(header)
+    Ok(())
 }
 
 /// After writing a record: read it back from the medium and compare.
@@ -146,28 +158,21 @@ pub fn run(args: VerifySlotArgs, globals: &Globals) -> anyhow::Result<()> {
     }
 }
 
-/// For `slotctl activate`: refuse (exit 3) unless `slot` holds a slot record
-/// whose signatures verify against the config's keyring and whose
-/// partitions re-hash to it. To be called by slots.rs before `Op::Activate`
-/// (see the install branch's report: slots.rs is not this module's file).
+/// For `slotctl activate` and `slotctl rollback` (`op`): refuse (exit 3)
+/// unless `slot` may be made the next boot under the shared policy
+/// ([`policy::check_bootable`]: the booted slot's verified floor; `slot`'s
+/// record verifies against the config's keyring, is for the config's
+/// `compatible`, is not below the floor, and its partitions re-hash to it).
 pub fn require_verified_slot(
     disk: &mut Disk<FileDevice>,
     slot: SlotId,
     cfg: &Config,
     json: bool,
+    op: &str,
 ) -> anyhow::Result<()> {
     let keyring = policy::load_keyring(&super::KeyArgs::default(), cfg)?;
     let progress = Progress::new(json);
-    verify_slot(
-        disk,
-        slot,
-        &keyring,
-        cfg.signature_threshold,
-        true,
-        &progress,
-    )
-    .map(drop)
-    .map_err(|e| refused(format!("activate: {e:#}")))
+    policy::check_bootable(disk, slot, cfg, &keyring, op, &progress).map(drop)
 }
 
 /// For `slotctl status`: what a slot's record says it holds, as JSON:
