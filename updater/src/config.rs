@@ -2,17 +2,24 @@
 //!
 //! Every key is optional; unknown keys are an error naming the key
 //! (`deny_unknown_fields`), so a typo never silently falls back to a default.
-//! `packaging/slotctl.toml.example` documents each key.
+//! `packaging/slotctl.toml.example` documents each key. Every number has a
+//! documented range ([`bounds`]), checked on load: a config that passes
+//! loads into values no arithmetic of slotctl can overflow with. The file
+//! itself must be a regular file (a symlink to one is fine) of at most
+//! [`MAX_CONFIG_BYTES`].
+
+pub mod bounds;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use serde::Deserialize;
 
 use crate::cli::Globals;
 
 /// Where the config lives when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/slotctl/slotctl.toml";
+/// A config file larger than this is refused (the example is 4 KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -151,20 +158,26 @@ impl Config {
     }
 
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config {}", path.display()))?;
+        use crate::localfile::{read_bounded_text, FileError, Links};
+        let text =
+            read_bounded_text(path, Links::Follow, MAX_CONFIG_BYTES).map_err(|e| match e {
+                FileError::Io(e) => anyhow::anyhow!("cannot read config {}: {e}", path.display()),
+                e => anyhow::anyhow!("config {}: {e}", path.display()),
+            })?;
         let cfg: Config = toml::from_str(&text).map_err(|e| {
-            // toml's message spans several lines; keep the first and the key.
+            // toml's message spans several lines; keep the first and the
+            // line it is about (which names the key).
             let msg = e.message().replace('\n', " ");
-            anyhow::anyhow!("config {}: {msg}", path.display())
+            match e.span().map(|s| line_at(&text, s.start)) {
+                Some((n, line)) => {
+                    anyhow::anyhow!("config {}: line {n}: {line}: {msg}", path.display())
+                }
+                None => anyhow::anyhow!("config {}: {msg}", path.display()),
+            }
         })?;
-        if !(1..=15).contains(&cfg.tries) {
-            anyhow::bail!(
-                "config {}: tries = {} is out of range 1..=15",
-                path.display(),
-                cfg.tries
-            );
-        }
+        cfg.validate_bounds()
+            .and_then(|()| cfg.agent.validate())
+            .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
         for c in &cfg.boot_check.checks {
             if c.command.is_empty() || c.command[0].is_empty() {
                 anyhow::bail!(
@@ -173,27 +186,13 @@ impl Config {
                     c.name
                 );
             }
-            if c.timeout_secs == 0 {
-                anyhow::bail!(
-                    "config {}: health check {:?} has timeout_secs = 0",
-                    path.display(),
-                    c.name
-                );
-            }
-        }
-        if cfg.http.connect_timeout_secs == 0 || cfg.http.stall_timeout_secs == 0 {
-            anyhow::bail!(
-                "config {}: http timeouts must be at least 1 second",
-                path.display()
-            );
-        }
-        if cfg.signature_threshold == 0 {
-            anyhow::bail!(
-                "config {}: signature_threshold must be at least 1",
-                path.display()
-            );
         }
         Ok(cfg)
+    }
+
+    /// Every number within its documented range ([`bounds`]).
+    pub fn validate_bounds(&self) -> Result<(), String> {
+        bounds::check(self)
     }
 
     /// The disk to operate on: `--disk`, else the config's, else None (the
@@ -201,6 +200,16 @@ impl Config {
     pub fn disk_path(&self, globals: &Globals) -> Option<PathBuf> {
         globals.disk.clone().or_else(|| self.disk.clone())
     }
+}
+
+/// The 1-based number and the text (trimmed, at most 80 characters) of the
+/// line holding byte `at` of `text`.
+fn line_at(text: &str, at: usize) -> (usize, String) {
+    let at = at.min(text.len());
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    let n = text[..start].matches('\n').count() + 1;
+    (n, text[start..end].trim().chars().take(80).collect())
 }
 
 #[cfg(test)]

@@ -325,7 +325,7 @@ impl HttpReader {
             self.pos, self.backoff, self.retries_used, self.opts.retries
         ));
         std::thread::sleep(self.backoff);
-        self.backoff = (self.backoff * 2).min(self.opts.backoff_max);
+        self.backoff = self.backoff.saturating_mul(2).min(self.opts.backoff_max);
         Ok(())
     }
 
