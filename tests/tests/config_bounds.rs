@@ -174,6 +174,38 @@ fn huge_config_values_are_refused_in_one_line_naming_the_key() {
             failures.push(format!("{}: the disk changed", case.key));
         }
     }
+    // The review's own config: the three agent keys huge at once (today
+    // they pass validation together and the agent panics, exit 101).
+    std::fs::write(
+        &fix.config,
+        format!(
+            "{base}interval_secs = {HUGE}\nbackoff_initial_secs = {HUGE}\nbackoff_max_secs = {HUGE}\n"
+        ),
+    )
+    .unwrap();
+    let mut args: Vec<std::ffi::OsString> = AGENT.iter().map(|a| a.into()).collect();
+    args.extend([
+        "--disk".into(),
+        fix.disk.clone().into(),
+        "--config".into(),
+        fix.config.clone().into(),
+    ]);
+    let run = run_slotctl_limited(&args, LIMIT);
+    let err = stderr(&run.output);
+    if run.killed || run.output.status.code() != Some(1) || err.lines().count() != 1 {
+        failures.push(format!(
+            "all three: killed={} exit={:?} stderr={err:?}",
+            run.killed,
+            run.output.status.code()
+        ));
+    } else if !err.contains(&format!(
+        "agent.interval_secs = {HUGE}: must be 1 to 2592000"
+    )) {
+        failures.push(format!("all three: {err:?}"));
+    }
+    if fix.disk_bytes() != before {
+        failures.push("all three: the disk changed".into());
+    }
     std::fs::write(&fix.config, &base).unwrap();
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }

@@ -77,7 +77,8 @@ fn lock_path_that_is_not_a_regular_file_is_refused() {
     let (fix, v2) = install_fix();
     let before = fix.disk_bytes();
     std::fs::remove_file(&fix.lock).unwrap();
-    let cases: [(&str, &dyn Fn(&Path)); 3] = [
+    type Make<'a> = &'a dyn Fn(&Path);
+    let cases: [(&str, Make); 3] = [
         ("is a FIFO", &|p| mkfifo(p)),
         ("is a directory", &|p| std::fs::create_dir(p).unwrap()),
         // /dev/null's own node, made where the lock goes.
@@ -281,5 +282,26 @@ fn config_and_feed_files_that_read_forever_are_refused() {
             HANG,
         );
         assert_one_line(&run, 1, &format!("feed {}: {what}", path.display()));
+        // A public key file (the keyring's, or --pubkey) likewise.
+        let run = run_slotctl_limited(
+            &[
+                "image".as_ref(),
+                "verify".as_ref(),
+                "--pubkey".as_ref(),
+                path.as_os_str(),
+                dir.path().join("absent.img").as_os_str(),
+            ],
+            HANG,
+        );
+        assert!(!run.killed, "image verify hung on {}", path.display());
+        let err = stderr(&run.output);
+        assert!(!run.output.status.success(), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("slotctl: error: ")
+                && err.contains(&path.display().to_string())
+                && err.contains("not a regular file"),
+            "{err}"
+        );
     }
 }

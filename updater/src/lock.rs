@@ -137,7 +137,7 @@ pub fn acquire(path: &Path) -> anyhow::Result<Lock> {
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut f) => {
             let writable = created
-                || is_pid_file(&mut *f)
+                || is_pid_file(&mut f)
                     .with_context(|| format!("cannot read lock file {}", path.display()))?;
             if writable {
                 f.set_len(0)
