@@ -30,7 +30,7 @@ pub struct Config {
     pub compatible: Option<String>,
     /// Directory of trusted SPKI PEM public keys.
     pub keyring: PathBuf,
-    /// How many distinct trusted signatures an image needs.
+    /// How many distinct trusted signatures an image needs (1 to 256).
     pub signature_threshold: usize,
     /// Tries a newly activated slot gets (1..=15).
     pub tries: u8,
@@ -97,7 +97,7 @@ pub struct HealthCheck {
     pub name: String,
     /// argv: program and its arguments (no shell unless you name one).
     pub command: Vec<String>,
-    /// Seconds before the check counts as failed.
+    /// Seconds before the check counts as failed (1 to 86400).
     #[serde(default = "default_check_timeout")]
     pub timeout_secs: u64,
 }
@@ -118,14 +118,16 @@ pub struct Tls {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Http {
-    /// Seconds to wait for a TCP (and TLS) connection.
+    /// Seconds to wait for a TCP (and TLS) connection (1 to 3600).
     pub connect_timeout_secs: u64,
     /// Seconds without a single body byte before the connection counts as
-    /// stalled and is resumed.
+    /// stalled and is resumed (1 to 3600).
     pub stall_timeout_secs: u64,
-    /// Reconnects allowed over a whole download (each resumes with Range).
+    /// Reconnects allowed over a whole download (each resumes with Range;
+    /// 0 to 1000).
     pub retries: u32,
-    /// First backoff between attempts, doubled each time up to the max.
+    /// First backoff between attempts, doubled each time up to the max
+    /// (each 0 to 3600000).
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
 }
