@@ -302,6 +302,40 @@ fn load_pem_file<T>(path: &Path, parse: fn(&str) -> Result<T>) -> Result<T> {
         path: path.to_owned(),
         detail,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| key_file_error(e.to_string()))?;
+    let text = read_pem_text(path).map_err(key_file_error)?;
     parse(&text).map_err(|e| key_file_error(e.to_string()))
+}
+
+/// A PEM key file is a few hundred bytes: more than this is not one.
+const MAX_KEY_FILE: u64 = 64 * 1024;
+
+/// The text of a key file: a regular file (checked before it is opened, so
+/// a FIFO does not block, and again on what was opened) of at most
+/// [`MAX_KEY_FILE`] bytes (so /dev/zero is not read forever).
+fn read_pem_text(path: &Path) -> std::result::Result<String, String> {
+    use std::io::Read;
+    let regular = |m: std::fs::Metadata| {
+        if m.is_file() {
+            Ok(m.len())
+        } else if m.is_dir() {
+            Err("is a directory, not a regular file".to_string())
+        } else {
+            Err("is not a regular file (a FIFO, device or socket)".to_string())
+        }
+    };
+    regular(std::fs::metadata(path).map_err(|e| e.to_string())?)?;
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = regular(f.metadata().map_err(|e| e.to_string())?)?;
+    let too_large = || format!("is larger than {MAX_KEY_FILE} bytes, not a PEM key");
+    if len > MAX_KEY_FILE {
+        return Err(too_large());
+    }
+    let mut text = String::new();
+    f.take(MAX_KEY_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_KEY_FILE {
+        return Err(too_large());
+    }
+    Ok(text)
 }

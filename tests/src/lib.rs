@@ -67,6 +67,7 @@ pub mod feedenv;
 pub mod feedsrv;
 pub mod http;
 pub mod installfix;
+pub mod limited;
 pub mod sim;
 
 /// Run slotctl with `args` under `/usr/bin/time -v` (Debian package `time`);

@@ -43,7 +43,9 @@ pub fn run_check(check: &HealthCheck) -> Result<(), String> {
         cmd.stdout(Stdio::from(fd));
     }
     let mut child = cmd.spawn().map_err(|e| format!("cannot run {prog}: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(check.timeout_secs);
+    // The config bounds timeout_secs to a day; past what an Instant holds
+    // would mean "no deadline".
+    let deadline = Instant::now().checked_add(Duration::from_secs(check.timeout_secs));
     loop {
         match child.try_wait() {
             Ok(Some(status)) if status.success() => return Ok(()),
@@ -51,7 +53,7 @@ pub fn run_check(check: &HealthCheck) -> Result<(), String> {
             Ok(None) => {}
             Err(e) => return Err(format!("waiting for {prog}: {e}")),
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             // Kill the whole group we started (the check and its children).
             let pid = Pid::from_raw(child.id() as i32);
             let _ = killpg(pid, Signal::SIGKILL);

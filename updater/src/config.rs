@@ -2,17 +2,24 @@
 //!
 //! Every key is optional; unknown keys are an error naming the key
 //! (`deny_unknown_fields`), so a typo never silently falls back to a default.
-//! `packaging/slotctl.toml.example` documents each key.
+//! `packaging/slotctl.toml.example` documents each key. Every number has a
+//! documented range ([`bounds`]), checked on load: a config that passes
+//! loads into values no arithmetic of slotctl can overflow with. The file
+//! itself must be a regular file (a symlink to one is fine) of at most
+//! [`MAX_CONFIG_BYTES`].
+
+pub mod bounds;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use serde::Deserialize;
 
 use crate::cli::Globals;
 
 /// Where the config lives when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/slotctl/slotctl.toml";
+/// A config file larger than this is refused (the example is 4 KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -23,7 +30,7 @@ pub struct Config {
     pub compatible: Option<String>,
     /// Directory of trusted SPKI PEM public keys.
     pub keyring: PathBuf,
-    /// How many distinct trusted signatures an image needs.
+    /// How many distinct trusted signatures an image needs (1 to 256).
     pub signature_threshold: usize,
     /// Tries a newly activated slot gets (1..=15).
     pub tries: u8,
@@ -90,7 +97,7 @@ pub struct HealthCheck {
     pub name: String,
     /// argv: program and its arguments (no shell unless you name one).
     pub command: Vec<String>,
-    /// Seconds before the check counts as failed.
+    /// Seconds before the check counts as failed (1 to 86400).
     #[serde(default = "default_check_timeout")]
     pub timeout_secs: u64,
 }
@@ -111,14 +118,16 @@ pub struct Tls {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Http {
-    /// Seconds to wait for a TCP (and TLS) connection.
+    /// Seconds to wait for a TCP (and TLS) connection (1 to 3600).
     pub connect_timeout_secs: u64,
     /// Seconds without a single body byte before the connection counts as
-    /// stalled and is resumed.
+    /// stalled and is resumed (1 to 3600).
     pub stall_timeout_secs: u64,
-    /// Reconnects allowed over a whole download (each resumes with Range).
+    /// Reconnects allowed over a whole download (each resumes with Range;
+    /// 0 to 1000).
     pub retries: u32,
-    /// First backoff between attempts, doubled each time up to the max.
+    /// First backoff between attempts, doubled each time up to the max
+    /// (each 0 to 3600000).
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
     /// Seconds the whole download may take, retries and backoff included
@@ -131,11 +140,6 @@ pub struct Http {
     /// The window of the floor (1..=3600 s).
     pub min_speed_window_secs: u64,
 }
-
-/// Bounds of the `[http]` keys of the deadline and the throughput floor.
-pub const HTTP_DEADLINE_SECS_MAX: u64 = 7 * 24 * 3600;
-pub const HTTP_MIN_BYTES_PER_SEC_MAX: u64 = 1 << 30;
-pub const HTTP_MIN_SPEED_WINDOW_SECS_MAX: u64 = 3600;
 
 impl Default for Http {
     fn default() -> Self {
@@ -168,20 +172,26 @@ impl Config {
     }
 
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config {}", path.display()))?;
+        use crate::localfile::{read_bounded_text, FileError, Links};
+        let text =
+            read_bounded_text(path, Links::Follow, MAX_CONFIG_BYTES).map_err(|e| match e {
+                FileError::Io(e) => anyhow::anyhow!("cannot read config {}: {e}", path.display()),
+                e => anyhow::anyhow!("config {}: {e}", path.display()),
+            })?;
         let cfg: Config = toml::from_str(&text).map_err(|e| {
-            // toml's message spans several lines; keep the first and the key.
+            // toml's message spans several lines; keep the first and the
+            // line it is about (which names the key).
             let msg = e.message().replace('\n', " ");
-            anyhow::anyhow!("config {}: {msg}", path.display())
+            match e.span().map(|s| line_at(&text, s.start)) {
+                Some((n, line)) => {
+                    anyhow::anyhow!("config {}: line {n}: {line}: {msg}", path.display())
+                }
+                None => anyhow::anyhow!("config {}: {msg}", path.display()),
+            }
         })?;
-        if !(1..=15).contains(&cfg.tries) {
-            anyhow::bail!(
-                "config {}: tries = {} is out of range 1..=15",
-                path.display(),
-                cfg.tries
-            );
-        }
+        cfg.validate_bounds()
+            .and_then(|()| cfg.agent.validate())
+            .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
         for c in &cfg.boot_check.checks {
             if c.command.is_empty() || c.command[0].is_empty() {
                 anyhow::bail!(
@@ -190,50 +200,13 @@ impl Config {
                     c.name
                 );
             }
-            if c.timeout_secs == 0 {
-                anyhow::bail!(
-                    "config {}: health check {:?} has timeout_secs = 0",
-                    path.display(),
-                    c.name
-                );
-            }
-        }
-        if cfg.http.connect_timeout_secs == 0 || cfg.http.stall_timeout_secs == 0 {
-            anyhow::bail!(
-                "config {}: http timeouts must be at least 1 second",
-                path.display()
-            );
-        }
-        let h = &cfg.http;
-        for (key, v, lo, hi) in [
-            ("deadline_secs", h.deadline_secs, 1, HTTP_DEADLINE_SECS_MAX),
-            (
-                "min_bytes_per_sec",
-                h.min_bytes_per_sec,
-                0,
-                HTTP_MIN_BYTES_PER_SEC_MAX,
-            ),
-            (
-                "min_speed_window_secs",
-                h.min_speed_window_secs,
-                1,
-                HTTP_MIN_SPEED_WINDOW_SECS_MAX,
-            ),
-        ] {
-            if !(lo..=hi).contains(&v) {
-                anyhow::bail!(
-                    "config {}: http.{key} = {v} is out of range {lo}..={hi}",
-                    path.display()
-                );
-            }
-        }
-        if cfg.signature_threshold == 0 {
-            anyhow::bail!(
-                "config {}: signature_threshold must be at least 1",
-                path.display()
-            );
         }
         Ok(cfg)
+    }
+
+    /// Every number within its documented range ([`bounds`]).
+    pub fn validate_bounds(&self) -> Result<(), String> {
+        bounds::check(self)
     }
 
     /// The disk to operate on: `--disk`, else the config's, else None (the
@@ -241,6 +214,16 @@ impl Config {
     pub fn disk_path(&self, globals: &Globals) -> Option<PathBuf> {
         globals.disk.clone().or_else(|| self.disk.clone())
     }
+}
+
+/// The 1-based number and the text (trimmed, at most 80 characters) of the
+/// line holding byte `at` of `text`.
+fn line_at(text: &str, at: usize) -> (usize, String) {
+    let at = at.min(text.len());
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    let n = text[..start].matches('\n').count() + 1;
+    (n, text[start..end].trim().chars().take(80).collect())
 }
 
 #[cfg(test)]

@@ -171,17 +171,11 @@ pub enum FeedSub {
 const MAX_FEED_FILE: u64 = 16 << 20;
 
 fn read_envelope(path: &Path) -> anyhow::Result<(Envelope, FeedDoc)> {
-    let len = std::fs::metadata(path)
-        .with_context(|| format!("cannot read feed {}", path.display()))?
-        .len();
-    if len > MAX_FEED_FILE {
-        bail!(
-            "feed {} is larger than {MAX_FEED_FILE} bytes",
-            path.display()
-        );
-    }
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read feed {}", path.display()))?;
+    use crate::localfile::{read_bounded, FileError, Links};
+    let bytes = read_bounded(path, Links::Follow, MAX_FEED_FILE).map_err(|e| match e {
+        FileError::Io(e) => anyhow::anyhow!("cannot read feed {}: {e}", path.display()),
+        e => anyhow::anyhow!("feed {}: {e}", path.display()),
+    })?;
     let env = doc::parse_envelope(&bytes).with_context(|| format!("feed {}", path.display()))?;
     let d: FeedDoc = serde_json::from_str(&env.signed)
         .map_err(|e| FeedError::Malformed(format!("signed document: {e}")))

@@ -16,6 +16,7 @@ pub mod exit;
 pub mod feed;
 pub mod image_cmd;
 pub mod install;
+pub mod localfile;
 pub mod lock;
 pub mod progress;
 pub mod record;

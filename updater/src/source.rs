@@ -203,8 +203,10 @@ pub struct HttpReader {
 pub const MAX_REDIRECTS: usize = 10;
 
 fn load_ca(path: &PathBuf) -> anyhow::Result<Vec<ureq::tls::Certificate<'static>>> {
-    let pem =
-        std::fs::read(path).with_context(|| format!("cannot read CA file {}", path.display()))?;
+    // A CA bundle is small; a FIFO or /dev/zero here must not hang or
+    // exhaust memory (crate::localfile).
+    let pem = crate::localfile::read_bounded(path, crate::localfile::Links::Follow, 4 << 20)
+        .map_err(|e| anyhow::anyhow!("cannot read CA file {}: {e}", path.display()))?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item.with_context(|| format!("CA file {}", path.display()))? {
@@ -459,7 +461,7 @@ impl HttpReader {
             self.pos, self.backoff, self.retries_used, self.opts.retries
         ));
         std::thread::sleep(self.backoff);
-        self.backoff = (self.backoff * 2).min(self.opts.backoff_max);
+        self.backoff = self.backoff.saturating_mul(2).min(self.opts.backoff_max);
         Ok(())
     }
 

@@ -14,16 +14,18 @@ pub struct AgentConfig {
     /// Public key file or directory trusted for the feed. Default: the
     /// image keyring (`keyring`).
     pub feed_keyring: Option<PathBuf>,
-    /// Distinct trusted signatures a feed needs.
+    /// Distinct trusted signatures a feed needs (1 to 256).
     pub feed_signature_threshold: usize,
-    /// A feed larger than this is refused before it is read whole.
+    /// A feed larger than this is refused before it is read whole (1 KiB
+    /// to 64 MiB).
     pub max_feed_bytes: u64,
-    /// Seconds between checks of the agent loop.
+    /// Seconds between checks of the agent loop (1 to 30 days).
     pub interval_secs: u64,
     /// Up to this many seconds are added at random to each interval, so a
-    /// fleet does not hit the server in step.
+    /// fleet does not hit the server in step (0 to 30 days).
     pub jitter_secs: u64,
-    /// After an error the agent retries after this, doubling up to the max.
+    /// After an error the agent retries after this, doubling up to the max
+    /// (1 to 30 days each, max not below initial).
     pub backoff_initial_secs: u64,
     pub backoff_max_secs: u64,
     /// Reboot into the new slot after the agent installed it.
@@ -96,7 +98,8 @@ impl Window {
 }
 
 impl AgentConfig {
-    /// Checks serde cannot express; `what` names the config file.
+    /// Checks serde cannot express, besides the numbers' ranges (those are
+    /// `crate::config::bounds`, checked with them on load).
     pub fn validate(&self) -> Result<(), String> {
         if let Some(u) = &self.feed_url {
             if !crate::source::is_url(u) {
@@ -104,22 +107,6 @@ impl AgentConfig {
                     "agent.feed_url {u:?} must be an http:// or https:// URL"
                 ));
             }
-        }
-        if self.feed_signature_threshold == 0 {
-            return Err("agent.feed_signature_threshold must be at least 1".into());
-        }
-        if self.max_feed_bytes < 1024 || self.max_feed_bytes > 64 << 20 {
-            return Err("agent.max_feed_bytes must be 1 KiB to 64 MiB".into());
-        }
-        if self.interval_secs == 0 || self.backoff_initial_secs == 0 {
-            return Err(
-                "agent.interval_secs and agent.backoff_initial_secs must be at least 1".into(),
-            );
-        }
-        if self.backoff_max_secs < self.backoff_initial_secs {
-            return Err(
-                "agent.backoff_max_secs must not be below agent.backoff_initial_secs".into(),
-            );
         }
         if let Some(w) = &self.reboot_window {
             if Window::parse(w).is_none() {

@@ -41,14 +41,18 @@ pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-/// Sleep up to `d`, returning early (true) when stopped.
+/// Sleep up to `d`, returning early (true) when stopped. A `d` past what
+/// an `Instant` can hold (the config's bounds keep it far below) sleeps
+/// until stopped.
 fn sleep(stop: &AtomicBool, d: Duration) -> bool {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
+    let end = Instant::now().checked_add(d);
+    while end.is_none_or(|end| Instant::now() < end) {
         if stop.load(Ordering::SeqCst) {
             return true;
         }
-        let left = end.saturating_duration_since(Instant::now());
+        let left = end.map_or(Duration::MAX, |end| {
+            end.saturating_duration_since(Instant::now())
+        });
         std::thread::sleep(left.min(Duration::from_millis(100)));
     }
     stop.load(Ordering::SeqCst)
@@ -115,10 +119,9 @@ pub fn agent(cfg: &Config, globals: &Globals, once: bool) -> anyhow::Result<()> 
         let wait = match cycle(cfg, globals, &stop) {
             Ok(()) => {
                 backoff = a.backoff_initial_secs;
-                let jitter = random_below(a.jitter_secs.min(u32::MAX as u64) as u32 + 1)
-                    .map(u64::from)
-                    .unwrap_or(0);
-                let mut wait = a.interval_secs + jitter;
+                let bound = u32::try_from(a.jitter_secs.saturating_add(1)).unwrap_or(u32::MAX);
+                let jitter = random_below(bound).map(u64::from).unwrap_or(0);
+                let mut wait = a.interval_secs.saturating_add(jitter);
                 // A reboot waiting for its window: wake when it opens.
                 if a.reboot && reboot_pending(cfg, globals).unwrap_or(false) {
                     if let Some(w) = a.window() {

@@ -1,16 +1,20 @@
 //! The device's small persistent state (`state_dir/agent.json`): the last
 //! feed serial seen, its rollout seed, the version an update installed and
 //! awaits, and the versions that failed here. Every write is atomic: a temp
-//! file in the same directory, fsync, rename over the old file, fsync of the
-//! directory — a power cut leaves the old state or the new one, never a mix.
+//! file created exclusively under an unpredictable name in the same
+//! directory, fsync, rename over the old file, fsync of the directory — a
+//! power cut leaves the old state or the new one, never a mix. Reads refuse
+//! a symlink, a FIFO, a device or anything but a regular file, and a file
+//! larger than 256 KiB ([`crate::localfile`]): whoever can write the state
+//! directory cannot make `check` write elsewhere, hang, or read forever.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::feed::time::Timestamp;
+use crate::localfile::{read_bounded, FileError, Links};
 
 /// The state file's name inside the state directory.
 pub const STATE_FILE: &str = "agent.json";
@@ -25,6 +29,11 @@ const MAX_FAILED: usize = 200;
 pub enum StateError {
     #[error("state {path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
+    #[error("state {path}: {err}; move it away to start afresh")]
+    Refused {
+        path: PathBuf,
+        err: crate::localfile::FileError,
+    },
     #[error("state {path} is corrupt ({detail}); move it away to start afresh")]
     Corrupt { path: PathBuf, detail: String },
     #[error("cannot draw a random seed: {0}")]
@@ -124,19 +133,12 @@ impl StateDir {
     /// The saved state, if there is one.
     pub fn read(&self) -> Result<Option<State>, StateError> {
         let path = self.path();
-        let f = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(&path)(e)),
+        let bytes = match read_bounded(&path, Links::Refuse, MAX_STATE_BYTES) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(FileError::Io(err)) => return Err(StateError::Io { path, err }),
+            Err(err) => return Err(StateError::Refused { path, err }),
         };
-        let len = f.metadata().map_err(io(&path))?.len();
-        if len > MAX_STATE_BYTES {
-            return Err(StateError::Corrupt {
-                path,
-                detail: format!("{len} bytes, more than {MAX_STATE_BYTES}"),
-            });
-        }
-        let bytes = fs::read(&path).map_err(io(&path))?;
         let st: State = serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
             path: path.clone(),
             detail: e.to_string(),
@@ -177,37 +179,10 @@ impl StateDir {
     }
 }
 
-/// Write `bytes` to `path` atomically: temp file beside it, fsync, rename,
-/// fsync of the directory.
+/// Write `bytes` to `path` atomically (mode 0644 less the umask): see
+/// [`crate::localfile::write_atomic`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let res = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        File::open(&dir)?.sync_all()
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res
+    crate::localfile::write_atomic(path, bytes, 0o644)
 }
 
 /// The versions that failed on this device (for `slotctl status`): empty

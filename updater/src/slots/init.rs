@@ -129,8 +129,13 @@ struct Plan {
 fn plan(args: &InitArgs) -> anyhow::Result<Plan> {
     let file = match &args.layout {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read layout {}", p.display()))?;
+            // A layout file is a few lines: bounded like the config.
+            let text = crate::localfile::read_bounded_text(
+                p,
+                crate::localfile::Links::Follow,
+                crate::config::MAX_CONFIG_BYTES,
+            )
+            .map_err(|e| anyhow!("layout {}: {e}", p.display()))?;
             toml::from_str::<LayoutFile>(&text).map_err(|e| {
                 anyhow!("layout {}: {}", p.display(), e.message().replace('\n', " "))
             })?
