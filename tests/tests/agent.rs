@@ -30,7 +30,13 @@ impl Env {
     fn new(agent_extra: &str) -> Env {
         let fix = Fix::new();
         let root = fix.payload("root-1.0.0", 1 << 20, 1);
-        let img = fix.pack("base.img", "1.0.0", 1, &[("ROOT", &root)], "zstd");
+        let img = fix.pack(
+            "base.img",
+            "1.0.0",
+            1,
+            &[("BOOT", &fix.boot_payload()), ("ROOT", &root)],
+            "zstd",
+        );
         fix.factory("A", &img);
         let www = fix.path("www");
         std::fs::create_dir_all(www.join("images")).unwrap();
@@ -59,7 +65,7 @@ impl Env {
             &format!("gw-{version}.img"),
             version,
             rollback,
-            &[("ROOT", &root)],
+            &[("BOOT", &self.fix.boot_payload()), ("ROOT", &root)],
             "zstd",
         );
         std::fs::copy(&img, self.www.join(&name)).unwrap();
@@ -273,8 +279,13 @@ fn wrongly_hashed_or_sized_images_are_refused() {
     // Another validly signed image at the URL (mix and match).
     let other = env.fix.path("other.img");
     let r = env.fix.payload("root-x", 1 << 20, 99);
-    env.fix
-        .pack("other.img", "1.0.5", 1, &[("ROOT", &r)], "zstd");
+    env.fix.pack(
+        "other.img",
+        "1.0.5",
+        1,
+        &[("BOOT", &env.fix.boot_payload()), ("ROOT", &r)],
+        "zstd",
+    );
     std::fs::copy(&other, &served).unwrap();
     assert_refused(&env, &["update"], "refusing it");
     // The right image goes through.
@@ -606,9 +617,13 @@ fn image_changed_between_verification_and_install_is_not_activated() {
     // The first download (verification) gets 1.1.0; the install's own
     // download gets another validly signed image.
     let r = env.fix.payload("root-x", 1 << 20, 99);
-    let other = env
-        .fix
-        .pack("other.img", "1.0.5", 1, &[("ROOT", &r)], "zstd");
+    let other = env.fix.pack(
+        "other.img",
+        "1.0.5",
+        1,
+        &[("BOOT", &env.fix.boot_payload()), ("ROOT", &r)],
+        "zstd",
+    );
     env.srv.swap_after("/images/gw-1.1.0.img", 1, &other);
     let out = env.run(&["update"]);
     let err = stderr(&out);

@@ -72,12 +72,24 @@ fn install_512_mib(compression: &str) {
         format!("ROOT={}", SIZE + (16 << 20)).as_ref(),
     ]));
     let tiny = f.payload("tiny", 4096, 7);
-    let v1 = f.pack("v1.img", "1.0.0", 1, &[("ROOT", &tiny)], "zstd");
+    let v1 = f.pack(
+        "v1.img",
+        "1.0.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &tiny)],
+        "zstd",
+    );
     f.factory("A", &v1);
 
     let raw = f.path("root.raw");
     payload(&raw);
-    let img = f.pack("v2.img", "2.0.0", 1, &[("ROOT", &raw)], compression);
+    let img = f.pack(
+        "v2.img",
+        "2.0.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &raw)],
+        compression,
+    );
     let img_len = std::fs::metadata(&img).unwrap().len();
     assert!(
         img_len >= SIZE / 2,

@@ -19,6 +19,7 @@
 pub mod dev;
 pub mod pipeline;
 pub mod policy;
+pub mod roles;
 pub mod verify;
 
 use std::path::PathBuf;

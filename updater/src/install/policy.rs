@@ -230,5 +230,5 @@ pub fn check_header<D: BlockDevice>(
             )));
         }
     }
-    Ok(())
+    super::roles::check_coverage(slot, header.payloads(), cfg, super::roles::Of::Image).map(drop)
 }
