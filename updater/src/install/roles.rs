@@ -217,3 +217,92 @@ pub fn check_rollback<D: BlockDevice>(disk: &mut Disk<D>, cfg: &Config) -> anyho
         .map(drop)
         .map_err(|e| refused(format!("rollback: {e:#}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use boot_flags::SlotPartition;
+
+    use super::*;
+
+    fn slot(roles: &[&str]) -> Slot {
+        Slot {
+            id: SlotId::B,
+            partitions: roles
+                .iter()
+                .enumerate()
+                .map(|(i, r)| SlotPartition {
+                    role: r.to_string(),
+                    index: 2 * i as u32 + 2,
+                    name: format!("{r}-B"),
+                    offset: 0,
+                    size: 1 << 20,
+                })
+                .collect(),
+            flags_index: 2,
+        }
+    }
+
+    fn cfg(unmanaged: &[&str]) -> Config {
+        Config {
+            unmanaged_roles: unmanaged.iter().map(|s| s.to_string()).collect(),
+            ..Config::default()
+        }
+    }
+
+    fn err(r: anyhow::Result<Coverage>) -> String {
+        format!("{:#}", r.unwrap_err())
+    }
+
+    #[test]
+    fn every_role_sorted_into_one_list_in_table_order() {
+        let s = slot(&["BOOT", "ROOT", "HASH", "DATA"]);
+        let c = Coverage::of(&s, ["ROOT", "BOOT", "OTHER"], &cfg(&["DATA"]));
+        assert_eq!(c.covered, ["BOOT", "ROOT"]);
+        assert_eq!(c.unmanaged, ["DATA"]);
+        assert_eq!(c.missing, ["HASH"]);
+        assert_eq!(
+            c.describe("verified"),
+            "verified: BOOT, ROOT; not managed: DATA; NOT covered: HASH"
+        );
+        let none = Coverage::of(&s, [], &cfg(&[]));
+        assert_eq!(
+            none.describe("record covers"),
+            "record covers: none; NOT covered: BOOT, ROOT, HASH, DATA"
+        );
+    }
+
+    #[test]
+    fn a_missing_managed_role_is_refused_with_its_partition_and_the_fixes() {
+        let s = slot(&["BOOT", "ROOT", "HASH"]);
+        let e = err(check_roles(&s, &["ROOT"], &cfg(&[]), Of::Image));
+        assert_eq!(
+            e,
+            "image carries no payload for roles BOOT, HASH of slot B (BOOT-B, HASH-B): an image must cover every role of its slot; carry them in the image, or name them in the config's unmanaged_roles"
+        );
+        let e = err(check_roles(&s, &["ROOT", "BOOT"], &cfg(&[]), Of::Record));
+        assert_eq!(
+            e,
+            "slot B's record does not cover role HASH (HASH-B): no verified image put those bytes there; install an image that carries it, or name it in the config's unmanaged_roles"
+        );
+        let ok = check_roles(&s, &["ROOT"], &cfg(&["BOOT", "HASH"]), Of::Record).unwrap();
+        assert!(ok.missing.is_empty() && ok.unmanaged == ["BOOT", "HASH"]);
+    }
+
+    #[test]
+    fn an_image_carrying_an_unmanaged_role_is_refused_a_record_is_not() {
+        let s = slot(&["BOOT", "ROOT"]);
+        let e = err(check_roles(
+            &s,
+            &["BOOT", "ROOT"],
+            &cfg(&["BOOT"]),
+            Of::Image,
+        ));
+        assert!(
+            e.starts_with("image carries role BOOT, which the config names in unmanaged_roles"),
+            "{e}"
+        );
+        let c = check_roles(&s, &["BOOT", "ROOT"], &cfg(&["BOOT"]), Of::Record).unwrap();
+        assert_eq!(c.covered, ["BOOT", "ROOT"]);
+        assert!(c.unmanaged.is_empty());
+    }
+}
