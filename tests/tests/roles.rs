@@ -193,7 +193,7 @@ fn unmanaged_role_is_not_required_and_is_reported() {
     );
     let st = f.status(Some("A"));
     assert_eq!(
-        st["slots"]["B"]["roles"],
+        st["slots"]["B"]["coverage"],
         serde_json::json!({"covered": ["ROOT"], "not_managed": ["BOOT"], "not_covered": []}),
         "{st}"
     );
@@ -257,12 +257,12 @@ fn activate_refuses_a_record_that_lacks_a_managed_role() {
     );
     let st = f.status(Some("A"));
     assert_eq!(
-        st["slots"]["B"]["roles"],
+        st["slots"]["B"]["coverage"],
         serde_json::json!({"covered": ["ROOT"], "not_managed": [], "not_covered": ["BOOT"]}),
         "{st}"
     );
     assert_eq!(
-        st["slots"]["A"]["roles"],
+        st["slots"]["A"]["coverage"],
         serde_json::json!({"covered": ["BOOT", "ROOT"], "not_managed": [], "not_covered": []}),
         "{st}"
     );

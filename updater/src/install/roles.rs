@@ -136,10 +136,10 @@ fn check_roles(slot: &Slot, roles: &[&str], cfg: &Config, of: Of) -> anyhow::Res
     if c.missing.is_empty() {
         return Ok(c);
     }
-    let (s, them, it) = if c.missing.len() == 1 {
-        ("", "it", "it")
+    let (s, them) = if c.missing.len() == 1 {
+        ("", "it")
     } else {
-        ("s", "them", "each")
+        ("s", "them")
     };
     let missing = c.missing.join(", ");
     let parts = names(slot, &c.missing);
@@ -148,7 +148,7 @@ fn check_roles(slot: &Slot, roles: &[&str], cfg: &Config, of: Of) -> anyhow::Res
             "image carries no payload for role{s} {missing} of slot {id} ({parts}): an image must cover every role of its slot; carry {them} in the image, or name {them} in the config's unmanaged_roles"
         ),
         Of::Record => format!(
-            "slot {id}'s record does not cover role{s} {missing} ({parts}): no verified image put those bytes there; install an image that carries {it}, or name {them} in the config's unmanaged_roles"
+            "slot {id}'s record does not cover role{s} {missing} ({parts}): no verified image put those bytes there; install an image that carries {them}, or name {them} in the config's unmanaged_roles"
         ),
     }))
 }

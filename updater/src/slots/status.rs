@@ -56,7 +56,7 @@ pub fn to_json(o: &mut Opened, cfg: &Config) -> Value {
                 "flags_partition": slot.flags_index,
                 "partitions": parts,
                 "installed": installed[id as usize],
-                "roles": coverage[id as usize],
+                "coverage": coverage[id as usize],
             }),
         );
     }
