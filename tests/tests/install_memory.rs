@@ -6,7 +6,9 @@
 //! an install that did nothing cannot pass. The payload is half random, half
 //! zeros (as in bench/install.sh), so the zstd image still carries 256 MiB of
 //! incompressible data. bench/install.sh records 1 GiB figures in
-//! bench/RESULTS.md.
+//! bench/RESULTS.md. The image also carries a small BOOT payload before
+//! ROOT (an image covers every role of its slot), which is the shape that
+//! once peaked at 34-36 MiB (glibc's moving mmap threshold; see main.rs).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
