@@ -71,10 +71,13 @@ done
 "$BIN" image pack --key private/bench.key --version 1.0.0 --compatible bench \
     --rollback-index 1 --part ROOT=tiny.bin -o tiny.img >/dev/null
 
+# BOOT is left unmanaged: the images carry ROOT only, so that an install
+# writes exactly what dd writes (docs/image-format.md, "Roles").
 cat > slotctl.toml <<TOML
 compatible = "bench"
 keyring = "$DIR/keyring"
 lock_file = "$DIR/slotctl.lock"
+unmanaged_roles = ["BOOT"]
 TOML
 
 "$BIN" disk init disk.img --role BOOT=8M --role ROOT=$((SIZE_MIB + 16))M >/dev/null

@@ -75,9 +75,14 @@ impl Image {
         };
         // A signed image in each slot (with its record), then all flags
         // back to zero.
+        // A payload for each role: an image must cover every role of its
+        // slot (docs/image-format.md, "Roles").
         let part = d.join("payload.bin");
         std::fs::write(&part, vec![0x5a; 8192]).expect("write payload");
         let part_arg = format!("ROOT={}", path_str(&part));
+        let boot = d.join("boot.bin");
+        std::fs::write(&boot, vec![0xb0; 4096]).expect("write payload");
+        let boot_arg = format!("BOOT={}", path_str(&boot));
         let image = d.join("v1.img");
         ok(&[
             "image",
@@ -90,6 +95,8 @@ impl Image {
             "slots-test",
             "--rollback-index",
             "0",
+            "--part",
+            &boot_arg,
             "--part",
             &part_arg,
             "-o",

@@ -32,7 +32,13 @@ impl Env {
     pub fn new(agent_extra: &str) -> Env {
         let fix = Fix::new();
         let root = fix.payload("root-1.0.0", 1 << 20, 1);
-        let img = fix.pack("base.img", "1.0.0", 1, &[("ROOT", &root)], "zstd");
+        let img = fix.pack(
+            "base.img",
+            "1.0.0",
+            1,
+            &[("BOOT", &fix.boot_payload()), ("ROOT", &root)],
+            "zstd",
+        );
         fix.factory("A", &img);
         let www = fix.path("www");
         std::fs::create_dir_all(www.join("images")).unwrap();
@@ -76,7 +82,7 @@ impl Env {
             &format!("gw-{version}.img"),
             version,
             rollback,
-            &[("ROOT", &root)],
+            &[("BOOT", &self.fix.boot_payload()), ("ROOT", &root)],
             compression,
         );
         let url = match url {

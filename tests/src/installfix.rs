@@ -68,10 +68,22 @@ impl Fix {
     pub fn updated(checks: &str) -> Fix {
         let f = Fix::with_config_extra(&format!("\n{checks}"));
         let r1 = f.payload("root1", 50_000, 1);
-        let v1 = f.pack("v1.img", "1.0.0", 1, &[("ROOT", &r1)], "zstd");
+        let v1 = f.pack(
+            "v1.img",
+            "1.0.0",
+            1,
+            &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
+            "zstd",
+        );
         f.factory("A", &v1);
         let r2 = f.payload("root2", 60_000, 2);
-        let v2 = f.pack("v2.img", "2.0.0", 1, &[("ROOT", &r2)], "zstd");
+        let v2 = f.pack(
+            "v2.img",
+            "2.0.0",
+            1,
+            &[("BOOT", &f.boot_payload()), ("ROOT", &r2)],
+            "zstd",
+        );
         ok(f.run(&[
             "install".as_ref(),
             "--booted".as_ref(),
@@ -165,6 +177,18 @@ backoff_max_ms = 50
     pub fn payload(&self, name: &str, len: usize, seed: u64) -> PathBuf {
         let p = self.path(name);
         std::fs::write(&p, test_bytes(len, seed)).unwrap();
+        p
+    }
+
+    /// A small BOOT payload (8 KiB of test bytes, the same for every image
+    /// of the fixture): the fixture's slots have BOOT and ROOT, and an image
+    /// must carry a payload for every role of its slot (docs/image-format.md,
+    /// "Roles").
+    pub fn boot_payload(&self) -> PathBuf {
+        let p = self.path("boot.bin");
+        if !p.exists() {
+            std::fs::write(&p, test_bytes(8192, 0xb007)).unwrap();
+        }
         p
     }
 

@@ -58,7 +58,13 @@ fn a_good_b_recorded(f: &Fix, b_image: &Path, b_compatible: Option<&str>) -> Pat
     ok(f.run(&factory_args("B", b_image, b_compatible)));
     clear(f, "B");
     let r1 = f.payload("root1", 60_000, 1);
-    let v1 = f.pack("v1.img", "1.0.0", 5, &[("ROOT", &r1)], "zstd");
+    let v1 = f.pack(
+        "v1.img",
+        "1.0.0",
+        5,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
+        "zstd",
+    );
     ok(f.run(&factory_args("A", &v1, None)));
     assert_eq!(f.flags("A"), (2, 0, true));
     assert_eq!(f.flags("B"), (0, 0, false));
@@ -70,7 +76,13 @@ fn a_good_b_recorded(f: &Fix, b_image: &Path, b_compatible: Option<&str>) -> Pat
 fn factory_for_another_compatible_on_a_good_disk_then_activate() {
     let f = Fix::new();
     let r1 = f.payload("root1", 60_000, 1);
-    let v1 = f.pack("v1.img", "1.0.0", 5, &[("ROOT", &r1)], "zstd");
+    let v1 = f.pack(
+        "v1.img",
+        "1.0.0",
+        5,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
+        "zstd",
+    );
     f.factory("A", &v1);
     let r = f.payload("other", 50_000, 7);
     let other = f.pack_with(
@@ -78,7 +90,7 @@ fn factory_for_another_compatible_on_a_good_disk_then_activate() {
         "9.0.0",
         0,
         "other-device",
-        &[("ROOT", &r)],
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r)],
         "zstd",
         &f.key,
     );
@@ -98,7 +110,13 @@ fn factory_for_another_compatible_on_a_good_disk_then_activate() {
 fn factory_refuses_a_bootable_slot_and_a_good_target() {
     let f = Fix::new();
     let r1 = f.payload("root1", 60_000, 1);
-    let v1 = f.pack("v1.img", "1.0.0", 5, &[("ROOT", &r1)], "zstd");
+    let v1 = f.pack(
+        "v1.img",
+        "1.0.0",
+        5,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
+        "zstd",
+    );
     f.factory("A", &v1);
     // The target itself good: refused.
     assert_refused_unchanged(
@@ -149,7 +167,7 @@ fn activate_of_a_slot_for_another_compatible_is_refused() {
         "9.0.0",
         5,
         "other-device",
-        &[("ROOT", &r)],
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r)],
         "zstd",
         &f.key,
     );
@@ -172,7 +190,13 @@ fn activate_of_a_slot_for_another_compatible_is_refused() {
 fn activate_and_rollback_below_the_floor_are_refused() {
     let f = Fix::new();
     let r0 = f.payload("root0", 50_000, 8);
-    let old = f.pack("old.img", "0.9.0", 1, &[("ROOT", &r0)], "zstd");
+    let old = f.pack(
+        "old.img",
+        "0.9.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r0)],
+        "zstd",
+    );
     a_good_b_recorded(&f, &old, None);
     assert_refused_unchanged(
         &f,
@@ -194,7 +218,13 @@ fn activate_and_rollback_below_the_floor_are_refused() {
 fn rollback_to_an_older_version_with_the_same_index_works() {
     let f = Fix::new();
     let r0 = f.payload("root0", 50_000, 8);
-    let old = f.pack("old.img", "0.9.0", 5, &[("ROOT", &r0)], "zstd");
+    let old = f.pack(
+        "old.img",
+        "0.9.0",
+        5,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r0)],
+        "zstd",
+    );
     a_good_b_recorded(&f, &old, None);
     ok(f.run(&["set-flags", "B", "--priority", "1", "--successful", "1"]));
     ok(f.run(&["--booted", "A", "rollback"]));
@@ -211,7 +241,13 @@ fn rollback_to_an_older_version_with_the_same_index_works() {
 fn rollback_needs_a_verified_slot() {
     let f = Fix::new();
     let r0 = f.payload("root0", 50_000, 8);
-    let same = f.pack("same.img", "1.0.0", 5, &[("ROOT", &r0)], "zstd");
+    let same = f.pack(
+        "same.img",
+        "1.0.0",
+        5,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r0)],
+        "zstd",
+    );
     a_good_b_recorded(&f, &same, None);
     ok(f.run(&["set-flags", "B", "--priority", "1", "--successful", "1"]));
     // B's ROOT no longer matches its record: refused, as activate.

@@ -132,7 +132,13 @@ fn huge_config_values_are_refused_in_one_line_naming_the_key() {
     ));
     std::fs::write(&fix.config, &base).unwrap();
     let r3 = fix.payload("root3", 50_000, 3);
-    let v3 = fix.pack("v3.img", "3.0.0", 1, &[("ROOT", &r3)], "zstd");
+    let v3 = fix.pack(
+        "v3.img",
+        "3.0.0",
+        1,
+        &[("BOOT", &fix.boot_payload()), ("ROOT", &r3)],
+        "zstd",
+    );
     // The base config works: the agent's one cycle passes.
     let mut once: Vec<&str> = AGENT.to_vec();
     once.push("--once");

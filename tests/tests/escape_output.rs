@@ -62,7 +62,13 @@ struct Env {
 fn env(url: &str) -> Env {
     let fix = Fix::new();
     let r1 = fix.payload("root1", 100_000, 1);
-    let v1 = fix.pack("v1.img", "1.0.0", 1, &[("ROOT", &r1)], "zstd");
+    let v1 = fix.pack(
+        "v1.img",
+        "1.0.0",
+        1,
+        &[("BOOT", &fix.boot_payload()), ("ROOT", &r1)],
+        "zstd",
+    );
     fix.factory("A", &v1);
     let www = fix.path("www");
     std::fs::create_dir_all(www.join("images")).unwrap();
@@ -76,7 +82,13 @@ fn env(url: &str) -> Env {
     let feed = www.join("feed.json");
     ok(feed_cmd(&["init", "--compatible", COMPATIBLE], &feed));
     let r2 = fix.payload("root2", 100_000, 2);
-    let v2 = fix.pack("v2.img", "1.1.0", 1, &[("ROOT", &r2)], "zstd");
+    let v2 = fix.pack(
+        "v2.img",
+        "1.1.0",
+        1,
+        &[("BOOT", &fix.boot_payload()), ("ROOT", &r2)],
+        "zstd",
+    );
     std::fs::copy(&v2, www.join("images/gw.img")).unwrap();
     ok(feed_cmd(
         &["add", v2.to_str().unwrap(), "--url", url],
@@ -184,7 +196,13 @@ fn feed_release_url_with_control_characters_is_printed_escaped() {
 fn hostile_version_image(f: &Fix, bad: &str) -> PathBuf {
     assert_eq!(bad.len(), 5);
     let r = f.payload("root-hv", 100_000, 3);
-    let img = f.pack("hv.img", "2.0.0-abcde", 1, &[("ROOT", &r)], "none");
+    let img = f.pack(
+        "hv.img",
+        "2.0.0-abcde",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r)],
+        "none",
+    );
     let mut bytes = std::fs::read(&img).unwrap();
     let at = bytes
         .windows(11)
@@ -200,7 +218,13 @@ fn hostile_version_image(f: &Fix, bad: &str) -> PathBuf {
 fn image_header_strings_with_control_characters_are_printed_escaped() {
     let f = Fix::new();
     let r1 = f.payload("root1", 100_000, 1);
-    let v1 = f.pack("v1.img", "1.0.0", 1, &[("ROOT", &r1)], "zstd");
+    let v1 = f.pack(
+        "v1.img",
+        "1.0.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
+        "zstd",
+    );
     f.factory("A", &v1);
     let pubkey = f.keyring.join("dev.pub");
     for (bad, shown) in [

@@ -62,7 +62,13 @@ fn feed_lifecycle_signed_as_openssl_sees_it() {
     let fix = Fix::new();
     let f = fix.path("feed.json");
     let root = fix.payload("root", 1 << 20, 3);
-    let img = fix.pack("gw.img", "2.0.0", 4, &[("ROOT", &root)], "none");
+    let img = fix.pack(
+        "gw.img",
+        "2.0.0",
+        4,
+        &[("BOOT", &fix.boot_payload()), ("ROOT", &root)],
+        "none",
+    );
     ok(feed(&["init", "--compatible", COMPATIBLE], &f));
     ok(feed(
         &[
@@ -170,13 +176,19 @@ fn feed_commands_refuse_bad_input() {
     let fix = Fix::new();
     let f = fix.path("feed.json");
     let root = fix.payload("root", 4096, 3);
-    let img = fix.pack("gw.img", "2.0.0", 4, &[("ROOT", &root)], "none");
+    let img = fix.pack(
+        "gw.img",
+        "2.0.0",
+        4,
+        &[("BOOT", &fix.boot_payload()), ("ROOT", &root)],
+        "none",
+    );
     let other = fix.pack_with(
         "other.img",
         "2.1.0",
         4,
         "another-board",
-        &[("ROOT", &root)],
+        &[("BOOT", &fix.boot_payload()), ("ROOT", &root)],
         "none",
         &fix.key,
     );

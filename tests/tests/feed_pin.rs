@@ -83,7 +83,7 @@ fn evil_image(env: &Env, version: &str) -> std::path::PathBuf {
         &format!("evil-{version}.img"),
         version,
         1,
-        &[("ROOT", &r)],
+        &[("BOOT", &env.fix.boot_payload()), ("ROOT", &r)],
         "zstd",
     )
 }
@@ -137,8 +137,13 @@ fn resumed_update(mode_of: impl Fn(u64) -> HttpMode, resent: impl Fn(u64) -> u64
     let env = Env::new("");
     let img = env.fix.path("gw-1.1.0.img");
     let root = env.fix.payload("root-1.1.0", 1 << 20, 7);
-    env.fix
-        .pack("gw-1.1.0.img", "1.1.0", 1, &[("ROOT", &root)], "none");
+    env.fix.pack(
+        "gw-1.1.0.img",
+        "1.1.0",
+        1,
+        &[("BOOT", &env.fix.boot_payload()), ("ROOT", &root)],
+        "none",
+    );
     let size = std::fs::metadata(&img).unwrap().len();
     let drop_at = size / 3;
     let srv = TestServer::start(&img, mode_of(drop_at));

@@ -20,11 +20,23 @@ fn os(s: &str) -> &OsStr {
 fn provisioned() -> (Fix, PathBuf) {
     let f = Fix::new();
     let r1 = f.payload("root1", 60_000, 1);
-    let v1 = f.pack("v1.img", "1.0.0", 5, &[("ROOT", &r1)], "zstd");
+    let v1 = f.pack(
+        "v1.img",
+        "1.0.0",
+        5,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
+        "zstd",
+    );
     f.factory("A", &v1);
     assert_eq!(f.flags("A"), (2, 0, true));
     let r0 = f.payload("root0", 50_000, 2);
-    let old = f.pack("old.img", "0.5.0", 1, &[("ROOT", &r0)], "zstd");
+    let old = f.pack(
+        "old.img",
+        "0.5.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r0)],
+        "zstd",
+    );
     (f, old)
 }
 
@@ -145,7 +157,7 @@ fn a_record_signed_by_a_key_the_keyring_lost_fails_closed() {
         "2.0.0",
         5,
         slotctl_tests::installfix::COMPATIBLE,
-        &[("ROOT", &r)],
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r)],
         "zstd",
         &f.path("private/new.key"),
     );
@@ -173,7 +185,13 @@ fn a_good_slot_provisioned_outside_slotctl_needs_a_factory_install() {
     let f = Fix::new();
     ok(f.run(&["set-flags", "A", "--priority", "1", "--successful", "1"]));
     let r = f.payload("root", 50_000, 4);
-    let img = f.pack("v.img", "2.0.0", 1, &[("ROOT", &r)], "zstd");
+    let img = f.pack(
+        "v.img",
+        "2.0.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r)],
+        "zstd",
+    );
     assert_install_refused(
         &f,
         &img,
@@ -183,7 +201,13 @@ fn a_good_slot_provisioned_outside_slotctl_needs_a_factory_install() {
     ok(f.run(&["set-flags", "A", "--priority", "0", "--successful", "0"]));
     let z = f.path("zero");
     std::fs::write(&z, vec![0u8; 4096]).unwrap();
-    let base = f.pack("base.img", "0.0.0", 0, &[("ROOT", &z)], "none");
+    let base = f.pack(
+        "base.img",
+        "0.0.0",
+        0,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &z)],
+        "none",
+    );
     f.factory("A", &base);
     ok(install_from_a(&f, &img, &["--no-readback"]));
     assert_eq!(f.flags("B"), (2, 3, false));
@@ -263,7 +287,13 @@ fn technician_reprovisions_a_damaged_booted_slot() {
         "rollback index 1 is below the booted slot A's 5",
     );
     let r2 = f.payload("root2", 50_000, 5);
-    let v2 = f.pack("v2.img", "2.0.0", 5, &[("ROOT", &r2)], "zstd");
+    let v2 = f.pack(
+        "v2.img",
+        "2.0.0",
+        5,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r2)],
+        "zstd",
+    );
     ok(install_from_a(&f, &v2, &[]));
     assert_eq!(f.flags("B"), (2, 3, false));
 }

@@ -14,10 +14,22 @@ use std::path::{Path, PathBuf};
 fn setup(compression: &str) -> (Fix, PathBuf, PathBuf) {
     let f = Fix::new();
     let r1 = f.payload("root1", 100_000, 1);
-    let v1 = f.pack("v1.img", "1.0.0", 1, &[("ROOT", &r1)], "zstd");
+    let v1 = f.pack(
+        "v1.img",
+        "1.0.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
+        "zstd",
+    );
     f.factory("A", &v1);
     let root = f.payload("root2", 3_500_000, 2);
-    let img = f.pack("v2.img", "2.0.0", 1, &[("ROOT", &root)], compression);
+    let img = f.pack(
+        "v2.img",
+        "2.0.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &root)],
+        compression,
+    );
     (f, img, root)
 }
 
@@ -153,7 +165,13 @@ fn connection_refused_fails_without_writing() {
 fn setup_with_old_b(compression: &str) -> (Fix, PathBuf, PathBuf, PathBuf) {
     let (f, img, root) = setup(compression);
     let r0 = f.payload("root0", 200_000, 9);
-    let v0 = f.pack("v0.img", "0.9.0", 1, &[("ROOT", &r0)], "zstd");
+    let v0 = f.pack(
+        "v0.img",
+        "0.9.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r0)],
+        "zstd",
+    );
     // `--factory` wants a disk with no good slot: A's flags are cleared for
     // it, then A goes above the priority 2 a factory install gives B.
     ok(f.run(&["set-flags", "A", "--priority", "0", "--successful", "0"]));

@@ -25,14 +25,32 @@ use slotctl_tests::installfix::*;
 fn setup(http: &[(&str, &str)]) -> (Fix, PathBuf) {
     let f = Fix::new();
     let r1 = f.payload("root1", 200_000, 1);
-    let v1 = f.pack("v1.img", "1.0.0", 1, &[("ROOT", &r1)], "zstd");
+    let v1 = f.pack(
+        "v1.img",
+        "1.0.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
+        "zstd",
+    );
     let r0 = f.payload("root0", 150_000, 9);
-    let v0 = f.pack("v0.img", "0.9.0", 1, &[("ROOT", &r0)], "zstd");
+    let v0 = f.pack(
+        "v0.img",
+        "0.9.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r0)],
+        "zstd",
+    );
     f.factory("B", &v0);
     ok(f.run(&["set-flags", "B", "--priority", "1"]));
     f.factory("A", &v1);
     let root = f.payload("root2", 3_500_000, 2);
-    let update = f.pack("v2.img", "2.0.0", 1, &[("ROOT", &root)], "none");
+    let update = f.pack(
+        "v2.img",
+        "2.0.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &root)],
+        "none",
+    );
     let mut cfg = std::fs::read_to_string(&f.config).unwrap();
     for (key, value) in http {
         let line = |v: &str| format!("\n{key} = {v}\n");

@@ -32,7 +32,13 @@ fn provisioned() -> Fix {
 /// An image for the update (2.0.0, rollback index 5).
 fn update_image(f: &Fix, compression: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let root = f.payload("root2", ROOT_LEN - 999, 3);
-    let img = f.pack("v2.img", "2.0.0", 5, &[("ROOT", &root)], compression);
+    let img = f.pack(
+        "v2.img",
+        "2.0.0",
+        5,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &root)],
+        compression,
+    );
     (img, root)
 }
 
@@ -150,7 +156,13 @@ fn install_from_standard_input() {
 fn downgrade_needs_allow_downgrade() {
     let f = provisioned();
     let root = f.payload("old", 1000, 9);
-    let img = f.pack("old.img", "0.9.0", 5, &[("ROOT", &root)], "zstd");
+    let img = f.pack(
+        "old.img",
+        "0.9.0",
+        5,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &root)],
+        "zstd",
+    );
     let before = f.disk_bytes();
     let out = f.run(&[
         "install".as_ref(),
@@ -178,7 +190,13 @@ fn downgrade_needs_allow_downgrade() {
 fn same_version_is_a_reinstall() {
     let f = provisioned();
     let root = f.payload("same", 5000, 11);
-    let img = f.pack("same.img", "1.0.0", 5, &[("ROOT", &root)], "zstd");
+    let img = f.pack(
+        "same.img",
+        "1.0.0",
+        5,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &root)],
+        "zstd",
+    );
     ok(f.run(&[
         "install".as_ref(),
         "--booted".as_ref(),
@@ -234,7 +252,7 @@ fn refuses_unknown_key() {
         "2.0.0",
         5,
         COMPATIBLE,
-        &[("ROOT", &root)],
+        &[("BOOT", &f.boot_payload()), ("ROOT", &root)],
         "zstd",
         &f.path("private/other.key"),
     );
@@ -255,7 +273,7 @@ fn refuses_wrong_compatible() {
         "2.0.0",
         5,
         "other-board",
-        &[("ROOT", &root)],
+        &[("BOOT", &f.boot_payload()), ("ROOT", &root)],
         "zstd",
         &f.key,
     );
@@ -271,7 +289,13 @@ fn refuses_wrong_compatible() {
 fn refuses_lower_rollback_index_even_with_allow_downgrade() {
     let f = provisioned();
     let root = f.payload("r", 1000, 4);
-    let img = f.pack("rb.img", "3.0.0", 4, &[("ROOT", &root)], "zstd");
+    let img = f.pack(
+        "rb.img",
+        "3.0.0",
+        4,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &root)],
+        "zstd",
+    );
     refused(
         &f,
         &[
@@ -290,7 +314,13 @@ fn refuses_lower_rollback_index_even_with_allow_downgrade() {
 fn refuses_payload_too_large() {
     let f = provisioned();
     let root = f.payload("big", ROOT_SIZE as usize + 1, 4);
-    let img = f.pack("big.img", "2.0.0", 5, &[("ROOT", &root)], "zstd");
+    let img = f.pack(
+        "big.img",
+        "2.0.0",
+        5,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &root)],
+        "zstd",
+    );
     refused(
         &f,
         &[os("install"), os("--booted"), os("A"), img.as_os_str()],
@@ -352,7 +382,13 @@ fn refuses_while_booted_slot_is_on_trial() {
     ok(f.run(&[os("install"), os("--booted"), os("A"), img.as_os_str()]));
     // Now B boots on trial; installing from it would overwrite A, its only fallback.
     let root = f.payload("r3", 1000, 4);
-    let img3 = f.pack("v3.img", "3.0.0", 5, &[("ROOT", &root)], "zstd");
+    let img3 = f.pack(
+        "v3.img",
+        "3.0.0",
+        5,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &root)],
+        "zstd",
+    );
     refused(
         &f,
         &[os("install"), os("--booted"), os("B"), img3.as_os_str()],
@@ -554,7 +590,13 @@ fn factory_with_compatible_option_and_pubkey_without_config_keys() {
     // A config without compatible: --compatible and --pubkey provide them.
     std::fs::write(&f.config, format!("lock_file = \"{}\"\n", f.lock.display())).unwrap();
     let root = f.payload("r", 70_000, 5);
-    let img = f.pack("f.img", "1.0.0", 1, &[("ROOT", &root)], "zstd");
+    let img = f.pack(
+        "f.img",
+        "1.0.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &root)],
+        "zstd",
+    );
     let out = f.run(&[
         os("install"),
         os("--factory"),

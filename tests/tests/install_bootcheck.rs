@@ -126,7 +126,13 @@ command = ["false"]
 "#,
     );
     let r1 = f.payload("root1", 50_000, 1);
-    let v1 = f.pack("v1.img", "1.0.0", 1, &[("ROOT", &r1)], "zstd");
+    let v1 = f.pack(
+        "v1.img",
+        "1.0.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
+        "zstd",
+    );
     f.factory("A", &v1);
     // A on trial and the only bootable slot.
     ok(f.run(&[

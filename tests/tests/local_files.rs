@@ -19,10 +19,22 @@ const PRECIOUS: &str = "precious content, not slotctl's\n";
 fn install_fix() -> (Fix, PathBuf) {
     let fix = Fix::new();
     let r1 = fix.payload("root1", 50_000, 1);
-    let v1 = fix.pack("v1.img", "1.0.0", 1, &[("ROOT", &r1)], "zstd");
+    let v1 = fix.pack(
+        "v1.img",
+        "1.0.0",
+        1,
+        &[("BOOT", &fix.boot_payload()), ("ROOT", &r1)],
+        "zstd",
+    );
     fix.factory("A", &v1);
     let r2 = fix.payload("root2", 50_000, 2);
-    let v2 = fix.pack("v2.img", "2.0.0", 1, &[("ROOT", &r2)], "zstd");
+    let v2 = fix.pack(
+        "v2.img",
+        "2.0.0",
+        1,
+        &[("BOOT", &fix.boot_payload()), ("ROOT", &r2)],
+        "zstd",
+    );
     (fix, v2)
 }
 
@@ -114,7 +126,13 @@ fn lock_path_that_is_not_a_regular_file_is_refused() {
 fn feed_fix() -> (Fix, FeedServer) {
     let fix = Fix::new();
     let r1 = fix.payload("root1", 50_000, 1);
-    let v1 = fix.pack("v1.img", "1.0.0", 1, &[("ROOT", &r1)], "zstd");
+    let v1 = fix.pack(
+        "v1.img",
+        "1.0.0",
+        1,
+        &[("BOOT", &fix.boot_payload()), ("ROOT", &r1)],
+        "zstd",
+    );
     fix.factory("A", &v1);
     let www = fix.path("www");
     std::fs::create_dir_all(&www).unwrap();

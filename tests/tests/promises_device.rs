@@ -227,7 +227,13 @@ fn factory_refuses_the_disk_the_system_runs_from() {
     let fix = f.dir.path().canonicalize().unwrap();
     let bin = slotctl_bin().canonicalize().unwrap();
     let r = f.payload("root1", 100_000, 1);
-    let img = f.pack("v1.img", "1.0.0", 1, &[("ROOT", &r)], "zstd");
+    let img = f.pack(
+        "v1.img",
+        "1.0.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r)],
+        "zstd",
+    );
 
     // A root file system for ROOT-A: the mount points slotctl's chroot needs.
     let skel = f.path("skel");

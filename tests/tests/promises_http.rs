@@ -29,9 +29,21 @@ struct Setup {
 fn two_good_slots() -> Setup {
     let f = Fix::new();
     let r1 = f.payload("root1", 200_000, 1);
-    let v1 = f.pack("v1.img", "1.0.0", 1, &[("ROOT", &r1)], "zstd");
+    let v1 = f.pack(
+        "v1.img",
+        "1.0.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
+        "zstd",
+    );
     let r0 = f.payload("root0", 150_000, 9);
-    let v0 = f.pack("v0.img", "0.9.0", 1, &[("ROOT", &r0)], "zstd");
+    let v0 = f.pack(
+        "v0.img",
+        "0.9.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r0)],
+        "zstd",
+    );
     // B first, then A: the state after 1.0.0 was installed into A and
     // committed (A P=2 good, B P=1 good, the fallback). `--factory` wants a
     // disk with no good slot: B's flags are cleared for it and restored.
@@ -43,7 +55,13 @@ fn two_good_slots() -> Setup {
     assert_eq!(st["slots"]["B"]["bootable"], true, "{st}");
     assert_eq!(st["slots"]["B"]["installed"]["version"], "0.9.0", "{st}");
     let root = f.payload("root2", 3_500_000, 2);
-    let update = f.pack("v2.img", "2.0.0", 1, &[("ROOT", &root)], "none");
+    let update = f.pack(
+        "v2.img",
+        "2.0.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &root)],
+        "none",
+    );
     Setup { f, update }
 }
 
@@ -278,7 +296,7 @@ fn json_result_on_a_refusal_before_writing() {
         "2.0.0",
         1,
         "another-board",
-        &[("ROOT", &r)],
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r)],
         "zstd",
         &f.key,
     );

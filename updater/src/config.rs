@@ -37,6 +37,11 @@ pub struct Config {
     /// Role whose partition carries a slot's flags; default: the slot's first
     /// partition in table order.
     pub flags_role: Option<String>,
+    /// Slot roles images do not carry (e.g. a per-slot DATA partition):
+    /// slotctl never writes nor verifies them. Every other role of a slot
+    /// must be covered by each image installed into it
+    /// (`crate::install::roles`).
+    pub unmanaged_roles: Vec<String>,
     /// Where the lock file lives (one updater at a time).
     pub lock_file: PathBuf,
     /// Directory for the agent's small persistent state.
@@ -57,6 +62,7 @@ impl Default for Config {
             signature_threshold: 1,
             tries: 3,
             flags_role: None,
+            unmanaged_roles: Vec::new(),
             lock_file: PathBuf::from("/run/slotctl.lock"),
             state_dir: PathBuf::from("/var/lib/slotctl"),
             boot_check: BootCheck::default(),
@@ -201,6 +207,24 @@ impl Config {
                 );
             }
         }
+        for (i, r) in cfg.unmanaged_roles.iter().enumerate() {
+            // The image format's role names: 1..32 of [A-Za-z0-9_].
+            if r.is_empty()
+                || r.len() > 32
+                || !r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                anyhow::bail!(
+                    "config {}: unmanaged_roles: {r:?} is not a role name (1 to 32 of A-Z a-z 0-9 _)",
+                    path.display()
+                );
+            }
+            if cfg.unmanaged_roles[..i].contains(r) {
+                anyhow::bail!(
+                    "config {}: unmanaged_roles names {r:?} twice",
+                    path.display()
+                );
+            }
+        }
         Ok(cfg)
     }
 
@@ -306,6 +330,23 @@ mod tests {
         let c = Config::from_file(&p).unwrap();
         assert_eq!(c.http.deadline_secs, 604800);
         assert_eq!(c.http.min_bytes_per_sec, 0);
+    }
+
+    #[test]
+    fn unmanaged_roles_are_role_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "unmanaged_roles = [\"DATA\", \"HASH_2\"]\n").unwrap();
+        assert_eq!(
+            Config::from_file(&p).unwrap().unmanaged_roles,
+            ["DATA", "HASH_2"]
+        );
+        for bad in ["\"\"", "\"DATA-A\"", "\"DATA\", \"DATA\""] {
+            std::fs::write(&p, format!("unmanaged_roles = [{bad}]\n")).unwrap();
+            let e = Config::from_file(&p).unwrap_err().to_string();
+            assert!(e.contains("unmanaged_roles"), "{bad}: {e}");
+        }
+        assert!(Config::default().unmanaged_roles.is_empty());
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod dev;
 pub mod pin;
 pub mod pipeline;
 pub mod policy;
+pub mod roles;
 pub mod verify;
 
 use std::path::PathBuf;

@@ -115,7 +115,7 @@ pub fn run(cmd: SlotCommand, globals: &Globals) -> anyhow::Result<()> {
     let mut o = device::open(globals, &config, writable)?;
     let what = o.path.display().to_string();
     let op = match cmd {
-        SlotCommand::Status => return status::print(&mut o, globals.json, &config.state_dir),
+        SlotCommand::Status => return status::print(&mut o, globals.json, &config),
         SlotCommand::BootSelect { dry_run } => return boot_select(&mut o, dry_run),
         SlotCommand::Repair => return repair(&mut o, globals.json),
         SlotCommand::Disk(_) => unreachable!("handled above"),
@@ -201,7 +201,7 @@ pub fn run(cmd: SlotCommand, globals: &Globals) -> anyhow::Result<()> {
     let before = o.disk.slot_flags();
     let after = o.disk.apply(op).map_err(|e| lib_error(e, &what))?;
     if globals.json {
-        return status::print(&mut o, true, &config.state_dir);
+        return status::print(&mut o, true, &config);
     }
     for id in boot_flags::SlotId::ALL {
         let (b, a) = (before.get(id), after.get(id));

@@ -244,7 +244,7 @@ pub fn check_header<D: BlockDevice>(
             )));
         }
     }
-    Ok(())
+    super::roles::check_coverage(slot, header.payloads(), cfg, super::roles::Of::Image).map(drop)
 }
 
 /// The rollback floor: the booted slot's version and rollback index, from
@@ -365,6 +365,14 @@ pub fn check_bootable(
         )?;
         check_policy(&header, compatible, floor.as_ref())
             .with_context(|| format!("slot {slot}"))?;
+        // Every managed role of the slot is covered by the record
+        // (docs/image-format.md, "Roles").
+        super::roles::check_coverage(
+            disk.layout().slot(slot),
+            header.payloads(),
+            cfg,
+            super::roles::Of::Record,
+        )?;
         verify::rehash_slot(disk, slot, &header, progress)?;
         Ok(header)
     };

@@ -126,21 +126,40 @@ pub fn run(args: VerifySlotArgs, globals: &Globals) -> anyhow::Result<()> {
         ) {
             Ok(h) => {
                 let roles: Vec<&str> = h.payloads().iter().map(|p| p.role.as_str()).collect();
+                // Which roles the record covers; a managed role it does not
+                // cover fails the slot (exit 3) after this line is printed.
+                let layout = opened.disk.layout().slot(slot);
+                let coverage = super::roles::Coverage::of(layout, roles.iter().copied(), &cfg);
+                let uncovered = super::roles::check_coverage(
+                    layout,
+                    h.payloads(),
+                    &cfg,
+                    super::roles::Of::Record,
+                )
+                .err();
                 if !globals.json {
                     let line = format!(
-                        "slot {slot}: {} (rollback index {}) verified: {}",
+                        "slot {slot}: {} (rollback index {}) {}",
                         h.version(),
                         h.rollback_index(),
-                        roles.join(", ")
+                        coverage.describe("verified")
                     );
                     println!("{}", crate::term::printable(&line));
                 }
-                results.push(json!({
-                    "slot": slot.as_str(), "ok": true,
+                let mut r = json!({
+                    "slot": slot.as_str(), "ok": uncovered.is_none(),
                     "version": h.version().to_string(),
                     "rollback_index": h.rollback_index(),
                     "roles": roles,
-                }));
+                    "coverage": coverage.to_json(),
+                });
+                if let Some(e) = &uncovered {
+                    r["error"] = json!(format!("{e:#}"));
+                }
+                results.push(r);
+                if let (Some(e), None) = (uncovered, &first_err) {
+                    first_err = Some(e);
+                }
             }
             Err(e) => {
                 results

@@ -1,18 +1,25 @@
 //! `slotctl status`: a human table, or JSON with `--json`.
 
-use std::path::Path;
-
 use boot_flags::{GptCopy, SlotId};
 use serde_json::{json, Value};
 
+use crate::config::Config;
 use crate::device::{self, BootedSource, Opened};
+use crate::install::roles;
 use crate::term::printable;
 
 /// The status as JSON (also the `--json` output of the flag commands).
-pub fn to_json(o: &mut Opened, state_dir: &Path) -> Value {
+pub fn to_json(o: &mut Opened, cfg: &Config) -> Value {
     let installed: Vec<Value> = SlotId::ALL
         .iter()
         .map(|&id| crate::install::verify::installed_json(&mut o.disk, id))
+        .collect();
+    let coverage: Vec<Value> = SlotId::ALL
+        .iter()
+        .map(|&id| match roles::record_coverage(&mut o.disk, id, cfg) {
+            Ok(c) => c.to_json(),
+            Err(e) => json!({ "error": e }),
+        })
         .collect();
     let disk = &o.disk;
     let gpt = disk.gpt();
@@ -50,6 +57,7 @@ pub fn to_json(o: &mut Opened, state_dir: &Path) -> Value {
                 "flags_partition": slot.flags_index,
                 "partitions": parts,
                 "installed": installed[id as usize],
+                "coverage": coverage[id as usize],
             }),
         );
     }
@@ -78,7 +86,7 @@ pub fn to_json(o: &mut Opened, state_dir: &Path) -> Value {
         "next": disk.next_boot().map(|s| s.to_string()),
         "slots": slots,
         "shared": shared,
-        "failed_versions": match crate::agent::failed_versions(state_dir) {
+        "failed_versions": match crate::agent::failed_versions(&cfg.state_dir) {
             Ok(list) => json!(list
                 .iter()
                 .map(|f| json!({"version": f.version, "at": f.at.to_string(), "reason": f.reason}))
@@ -108,14 +116,21 @@ fn yes(b: bool) -> &'static str {
 }
 
 /// Print the status.
-pub fn print(o: &mut Opened, as_json: bool, state_dir: &Path) -> anyhow::Result<()> {
+pub fn print(o: &mut Opened, as_json: bool, cfg: &Config) -> anyhow::Result<()> {
     if as_json {
-        outln!("{}", serde_json::to_string_pretty(&to_json(o, state_dir))?);
+        outln!("{}", serde_json::to_string_pretty(&to_json(o, cfg))?);
         return Ok(());
     }
     let installed: Vec<String> = SlotId::ALL
         .iter()
         .map(|&id| installed_text(&crate::install::verify::installed_json(&mut o.disk, id)))
+        .collect();
+    let coverage: Vec<String> = SlotId::ALL
+        .iter()
+        .map(|&id| match roles::record_coverage(&mut o.disk, id, cfg) {
+            Ok(c) => c.describe("record covers"),
+            Err(e) => format!("record unreadable ({e})"),
+        })
         .collect();
     let disk = &o.disk;
     let gpt = disk.gpt();
@@ -173,6 +188,10 @@ pub fn print(o: &mut Opened, as_json: bool, state_dir: &Path) -> anyhow::Result<
             parts.join(" ")
         ));
     }
+    // Which roles each slot's record covers (docs/image-format.md, "Roles").
+    for id in SlotId::ALL {
+        s.push_str(&format!("slot {id}:    {}\n", coverage[id as usize]));
+    }
     let shared: Vec<String> = disk
         .layout()
         .shared
@@ -183,7 +202,7 @@ pub fn print(o: &mut Opened, as_json: bool, state_dir: &Path) -> anyhow::Result<
         s.push_str(&format!("shared:    {}\n", shared.join(" ")));
     }
     // Versions the agent saw roll back here: never installed again automatically.
-    match crate::agent::failed_versions(state_dir) {
+    match crate::agent::failed_versions(&cfg.state_dir) {
         Ok(list) => {
             for f in list {
                 let line = format!("{} at {} ({})", f.version, f.at, f.reason);
