@@ -1,14 +1,18 @@
 //! Issue 11, item 3: the rollback floor (the booted slot's rollback index)
 //! is read from the booted slot's record with its signatures re-verified,
-//! and fails closed. A damaged, missing or forged record of the booted slot
+//! and fails closed. A damaged, forged or zeroed record of the booted slot
 //! never lowers it: the install is refused in one line (exit 3) naming the
-//! slot and what is wrong, with the disk byte for byte as before. The way
-//! out for a technician (docs/slot-record.md) is tested too.
+//! slot and what is wrong, with the disk byte for byte as before. With no
+//! slot record anywhere on the disk (a disk provisioned outside slotctl, as
+//! the RAUC comparison bench builds it) there is no floor; with none on the
+//! booted slot, a pending other slot's verified record sets it. The way out
+//! for a technician (docs/slot-record.md) is tested too.
 
 use std::ffi::OsStr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use slotctl_tests::installfix::{assert_refused, ok, Fix};
+use slotctl_tests::installfix::{assert_refused, ok, test_bytes, Fix, COMPATIBLE};
 
 fn os(s: &str) -> &OsStr {
     OsStr::new(s)
@@ -48,7 +52,7 @@ fn record_offset(f: &Fix, slot: &str) -> usize {
 }
 
 /// Install `image` into B with A booted (plus `extra` arguments).
-fn install_from_a(f: &Fix, image: &std::path::Path, extra: &[&str]) -> std::process::Output {
+fn install_from_a(f: &Fix, image: &Path, extra: &[&str]) -> std::process::Output {
     let mut args: Vec<&OsStr> = vec![os("install"), os("--booted"), os("A")];
     args.extend(extra.iter().map(|a| os(a)));
     args.push(image.as_os_str());
@@ -57,7 +61,7 @@ fn install_from_a(f: &Fix, image: &std::path::Path, extra: &[&str]) -> std::proc
 
 /// Run the install of the older image and check the refusal: exit 3, one
 /// line naming `what` and the booted slot A, the disk byte-identical.
-fn assert_install_refused(f: &Fix, image: &std::path::Path, extra: &[&str], what: &str) {
+fn assert_install_refused(f: &Fix, image: &Path, extra: &[&str], what: &str) {
     let before = f.disk_bytes();
     let out = install_from_a(f, image, extra);
     assert_refused(&out, 3, what);
@@ -124,19 +128,114 @@ fn forged_record_with_rollback_index_0_is_refused() {
     assert_install_refused(&f, &old, &["--allow-downgrade"], "does not verify");
 }
 
-#[test]
-fn successful_booted_slot_without_a_record_fails_closed() {
-    let (f, old) = provisioned();
+/// The state after an update was committed: A (1.0.0, index 5) booted and
+/// good, B (0.9.0, index 1) good, the fallback. Both slots hold a record;
+/// B's, taken as a floor, would let the old image (index 1) in.
+fn two_good_slots() -> (Fix, PathBuf) {
+    let f = Fix::new();
+    let r0 = f.payload("root09", 40_000, 7);
+    let v0 = f.pack(
+        "v09.img",
+        "0.9.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r0)],
+        "zstd",
+    );
+    f.factory("B", &v0);
+    ok(f.run(&["set-flags", "B", "--priority", "0", "--successful", "0"]));
+    let r1 = f.payload("root1", 60_000, 1);
+    let v1 = f.pack(
+        "v1.img",
+        "1.0.0",
+        5,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
+        "zstd",
+    );
+    f.factory("A", &v1);
+    ok(f.run(&["set-flags", "B", "--priority", "1", "--successful", "1"]));
+    assert_eq!(f.flags("A"), (2, 0, true));
+    assert_eq!(f.flags("B"), (1, 0, true));
+    let r0 = f.payload("root0", 50_000, 2);
+    let old = f.pack(
+        "old.img",
+        "0.5.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r0)],
+        "zstd",
+    );
+    (f, old)
+}
+
+/// Zero slot `slot`'s whole record region.
+fn zero_region(f: &Fix, slot: &str) {
     let mut disk = f.disk_bytes();
-    let at = record_offset(&f, "A");
+    let at = record_offset(f, slot);
     disk[at..at + slotctl::record::RECORD_RESERVED as usize].fill(0);
+    std::fs::write(&f.disk, &disk).unwrap();
+}
+
+/// Run `args` (with `--booted A`): refused (exit 3, one line naming
+/// `what`), the disk byte-identical.
+fn assert_cmd_refused(f: &Fix, args: &[&str], what: &str) {
+    let before = f.disk_bytes();
+    let mut v = vec!["--booted", "A"];
+    v.extend_from_slice(args);
+    assert_refused(&f.run(&v), 3, what);
+    assert!(
+        f.disk_bytes() == before,
+        "a refused {args:?} changed the disk"
+    );
+}
+
+const UNKNOWN_A: &str = "booted slot A has no slot record while slot B has one: the rollback floor is unknown, refusing (docs/slot-record.md: reprovisioning)";
+
+/// Zeroing the booted slot's whole record region, while the other slot
+/// holds a record, does not drop the floor (nor put the other slot's lower
+/// one in its place): install, activate and rollback are refused, whether
+/// B's record is good (the fallback), B is marked bad (not bootable, its
+/// record kept) or B's record is damaged.
+#[test]
+fn zeroed_booted_record_while_the_other_slot_has_one_is_refused() {
+    let (f, old) = two_good_slots();
+    zero_region(&f, "A");
+    assert_install_refused(&f, &old, &["--allow-downgrade"], UNKNOWN_A);
+    assert_install_refused(&f, &old, &[], UNKNOWN_A);
+    assert_cmd_refused(&f, &["rollback"], UNKNOWN_A);
+    assert_cmd_refused(&f, &["activate", "B"], UNKNOWN_A);
+    // B marked bad: flags cleared, its record (index 1) still there.
+    ok(f.run(&["--booted", "A", "mark-bad", "B"]));
+    assert_eq!(f.flags("B"), (0, 0, false));
+    assert_install_refused(&f, &old, &["--allow-downgrade"], UNKNOWN_A);
+    // B's record damaged (a byte of its blob flipped): refused as well.
+    let mut disk = f.disk_bytes();
+    disk[record_offset(&f, "B") + 100] ^= 0xff;
     std::fs::write(&f.disk, &disk).unwrap();
     assert_install_refused(
         &f,
         &old,
         &["--allow-downgrade"],
-        "marked successful but has no slot record",
+        "booted slot A has no slot record while slot B has one (slot record: blob SHA-256 mismatch",
     );
+}
+
+/// A booted slot marked successful that never had a record (flags set by
+/// hand) while the other slot holds one (a factory install of B): its floor
+/// is unknown, refused.
+#[test]
+fn a_successful_booted_slot_without_a_record_while_the_other_has_one_is_refused() {
+    let f = Fix::new();
+    let r = f.payload("root", 50_000, 4);
+    let v = f.pack(
+        "v.img",
+        "2.0.0",
+        3,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r)],
+        "zstd",
+    );
+    f.factory("B", &v);
+    ok(f.run(&["set-flags", "B", "--priority", "1"]));
+    ok(f.run(&["set-flags", "A", "--priority", "2", "--successful", "1"]));
+    assert_install_refused(&f, &v, &["--no-readback"], UNKNOWN_A);
 }
 
 #[test]
@@ -174,60 +273,250 @@ fn a_record_signed_by_a_key_the_keyring_lost_fails_closed() {
     ok(install_from_a(&f, &newer, &[]));
 }
 
-/// A disk provisioned outside slotctl (sgdisk or dd, as the RAUC
-/// comparison bench's setup: slot A marked P=1 S=1, its record region all
-/// zero): the booted slot is marked successful without a record, so its
-/// floor is unknown and an install is refused, writing nothing. The
-/// provisioning docs/slot-record.md gives (clear the marks, `install
-/// --factory` into A) makes it installable.
+/// No slot record anywhere on the disk (provisioned outside slotctl with
+/// `slotctl disk init` and flags set by hand): no floor, even with the
+/// booted slot marked successful. The first install's record (index 2,
+/// pending in B) then sets the floor while A has none.
 #[test]
-fn a_good_slot_provisioned_outside_slotctl_needs_a_factory_install() {
+fn no_record_on_either_slot_sets_no_floor_whatever_the_flags() {
     let f = Fix::new();
     ok(f.run(&["set-flags", "A", "--priority", "1", "--successful", "1"]));
     let r = f.payload("root", 50_000, 4);
     let img = f.pack(
         "v.img",
         "2.0.0",
-        1,
+        2,
         &[("BOOT", &f.boot_payload()), ("ROOT", &r)],
+        "zstd",
+    );
+    ok(install_from_a(&f, &img, &["--no-readback"]));
+    assert_eq!(f.flags("B"), (2, 3, false));
+    f.assert_partition_holds("B", "ROOT", &r);
+    let r0 = f.payload("root0", 50_000, 5);
+    let older = f.pack(
+        "older.img",
+        "2.1.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r0)],
         "zstd",
     );
     assert_install_refused(
         &f,
-        &img,
-        &["--no-readback"],
-        "booted slot A is marked successful but has no slot record",
+        &older,
+        &[],
+        "rollback index 1 is below slot B's 2 (pending: booted slot A has no record)",
     );
-    ok(f.run(&["set-flags", "A", "--priority", "0", "--successful", "0"]));
-    let z = f.path("zero");
-    std::fs::write(&z, vec![0u8; 4096]).unwrap();
-    let base = f.pack(
-        "base.img",
-        "0.0.0",
-        0,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &z)],
-        "none",
-    );
-    f.factory("A", &base);
-    ok(install_from_a(&f, &img, &["--no-readback"]));
-    assert_eq!(f.flags("B"), (2, 3, false));
-    f.assert_partition_holds("B", "ROOT", &r);
 }
 
-/// The one case with no floor: the booted slot is not marked successful
-/// (on trial, or booted as a last resort) and its record region is all
-/// zero (never installed by slotctl). Only `rollback` can run then (install
-/// and activate need a good booted slot): back to A, whose record verifies.
+/// With no record on the booted slot, a pending other slot (activated, not
+/// yet booted: P>0, T>0, S=0) whose record verifies sets the floor: it was
+/// checked against the floor of its time when it was installed. Its forged
+/// record does not verify, and once cancelled (not bootable) it no longer
+/// sets anything: refused.
 #[test]
-fn an_unsuccessful_booted_slot_without_a_record_sets_no_floor() {
+fn a_pending_other_slot_sets_the_floor_when_the_booted_slot_has_no_record() {
+    let (f, old) = provisioned();
+    let r = f.payload("root11", 50_000, 6);
+    let v11 = f.pack(
+        "v11.img",
+        "1.1.0",
+        5,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r)],
+        "zstd",
+    );
+    ok(install_from_a(&f, &v11, &[]));
+    assert_eq!(f.flags("B"), (2, 3, false));
+    zero_region(&f, "A");
+    assert_install_refused(
+        &f,
+        &old,
+        &["--allow-downgrade"],
+        "rollback index 1 is below slot B's 5 (pending: booted slot A has no record)",
+    );
+    let r09 = f.payload("root09", 50_000, 7);
+    let v09 = f.pack(
+        "v09.img",
+        "0.9.0",
+        5,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r09)],
+        "zstd",
+    );
+    assert_install_refused(
+        &f,
+        &v09,
+        &[],
+        "version 0.9.0 is older than slot B's 1.1.0 (pending: booted slot A has no record)",
+    );
+    // B's record forged to index 0 (CRC and SHA-256 recomputed, no key).
+    let good = f.disk_bytes();
+    let mut disk = good.clone();
+    let at = record_offset(&f, "B");
+    let region = &disk[at..at + slotctl::record::RECORD_RESERVED as usize];
+    let blob = slotctl::record::decode(region).unwrap().unwrap();
+    let forged = slotctl::record::encode(&with_rollback_index(&blob, 0)).unwrap();
+    disk[at..at + forged.len()].copy_from_slice(&forged);
+    std::fs::write(&f.disk, &disk).unwrap();
+    assert_install_refused(
+        &f,
+        &old,
+        &["--allow-downgrade"],
+        "booted slot A has no slot record while slot B has one: slot record does not verify",
+    );
+    // B cancelled (P=0 T=0, record kept): no longer pending, refused.
+    std::fs::write(&f.disk, &good).unwrap();
+    ok(f.run(&["--booted", "A", "cancel"]));
+    assert_eq!(f.flags("B"), (0, 0, false));
+    assert_install_refused(&f, &v11, &[], UNKNOWN_A);
+    assert_cmd_refused(&f, &["activate", "B"], UNKNOWN_A);
+}
+
+/// The RAUC comparison bench's disk (../shared/bench/rauc/run.sh, the
+/// `SLOT_LAYOUT=gpt` branch; slotctl.sh's config, image and command) at a
+/// small scale: a zeroed file, `sgdisk` with the bench's arguments (ROOT-A
+/// and ROOT-B; A priority 1 and successful, no slot record anywhere), then
+/// `--booted A install --no-readback` repeated as the bench repeats it
+/// (the head of ROOT-B wiped before the runs). Each install succeeds and
+/// ROOT-B holds the payload; ROOT-A is never written. From the second on,
+/// the first install's record (pending in B) is the floor.
+#[test]
+fn the_rauc_bench_disk_installs_repeatedly() {
+    slotctl_tests::require_tool("sgdisk");
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path();
+    let payload_bytes: usize = 512 << 10;
+    let payload = w.join("payload.img");
+    std::fs::write(&payload, test_bytes(payload_bytes, 11)).unwrap();
+    let slot_bytes = payload_bytes + (1 << 20);
+    let disk = w.join("disk.bin");
+    std::fs::write(&disk, vec![0u8; 2 * slot_bytes + (4 << 20)]).unwrap();
+    let size = format!("+{}K", slot_bytes / 1024);
+    let out = Command::new("sgdisk")
+        .args(["-o", "-n", &format!("1:2048:{size}"), "-c", "1:ROOT-A"])
+        .args(["-n", &format!("2:0:{size}"), "-c", "2:ROOT-B"])
+        .args(["-A", "1:set:48", "-A", "1:set:56"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sgdisk: {out:?}");
+    let part_off = |n: u32| -> usize {
+        let out = Command::new("sgdisk")
+            .arg("-i")
+            .arg(n.to_string())
+            .arg(&disk)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let first = text
+            .lines()
+            .find_map(|l| l.strip_prefix("First sector: "))
+            .unwrap_or_else(|| panic!("sgdisk -i {n}: {text}"));
+        first
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+            * 512
+    };
+    let (off_a, off_b) = (part_off(1), part_off(2));
+
+    // CANDIDATE_PREP_CMD of slotctl.sh.
+    std::fs::create_dir_all(w.join("sc/ring")).unwrap();
+    let sc = |p: &str| w.join("sc").join(p);
+    ok(slotctl_tests::run_slotctl([
+        os("keygen"),
+        os("--out"),
+        sc("k").as_os_str(),
+    ]));
+    std::fs::copy(sc("k.pub"), sc("ring/k.pub")).unwrap();
+    let pack = |name: &str, index: &str| -> PathBuf {
+        let mut part = std::ffi::OsString::from("ROOT=");
+        part.push(&payload);
+        ok(slotctl_tests::run_slotctl([
+            os("image"),
+            os("pack"),
+            os("--key"),
+            sc("k.key").as_os_str(),
+            os("--version"),
+            os("2.0.0"),
+            os("--compatible"),
+            os(COMPATIBLE),
+            os("--rollback-index"),
+            os(index),
+            os("--part"),
+            &part,
+            os("-o"),
+            sc(name).as_os_str(),
+        ]));
+        sc(name)
+    };
+    let v = pack("v.img", "1");
+    let config = format!(
+        "compatible = \"{COMPATIBLE}\"\nkeyring = \"{}\"\nlock_file = \"{}\"\n",
+        sc("ring").display(),
+        sc("lock").display()
+    );
+    std::fs::write(sc("c.toml"), config).unwrap();
+    let install = |image: &Path| {
+        slotctl_tests::run_slotctl([
+            os("--config"),
+            sc("c.toml").as_os_str(),
+            os("--disk"),
+            disk.as_os_str(),
+            os("--booted"),
+            os("A"),
+            os("install"),
+            os("--no-readback"),
+            image.as_os_str(),
+        ])
+    };
+
+    let want = std::fs::read(&payload).unwrap();
+    for run in 0..3 {
+        // "wipe the head of the target so the check below proves the
+        // candidate wrote it"
+        let mut d = std::fs::read(&disk).unwrap();
+        d[off_b..off_b + payload_bytes].fill(0);
+        std::fs::write(&disk, &d).unwrap();
+        let out = install(&v);
+        assert_eq!(out.status.code(), Some(0), "install run {run}: {out:?}");
+        let d = std::fs::read(&disk).unwrap();
+        assert!(
+            d[off_b..off_b + payload_bytes] == want[..],
+            "run {run}: ROOT-B does not hold the payload"
+        );
+        assert!(
+            d[off_a..off_a + slot_bytes].iter().all(|&b| b == 0),
+            "run {run}: ROOT-A was written"
+        );
+    }
+    // There is a floor now (B's record, pending): an image below it is refused.
+    let below = pack("below.img", "0");
+    let before = std::fs::read(&disk).unwrap();
+    assert_refused(
+        &install(&below),
+        3,
+        "rollback index 0 is below slot B's 1 (pending: booted slot A has no record)",
+    );
+    assert!(std::fs::read(&disk).unwrap() == before);
+}
+
+/// A booted slot with no record (on trial: B) while the other slot (A)
+/// holds one: the floor is unknown, so `rollback` is refused too, even
+/// back to A whose record verifies. A single stray byte in B's region is a
+/// damaged record, refused as such.
+#[test]
+fn a_booted_slot_without_a_record_refuses_rollback_when_the_other_has_one() {
     let (f, _) = provisioned();
     ok(f.run(&["set-flags", "A", "--priority", "1"]));
     ok(f.run(&["set-flags", "B", "--priority", "3", "--tries", "2"]));
-    ok(f.run(&["--booted", "B", "rollback"]));
-    assert_eq!(f.flags("A"), (2, 0, true));
-    // The same with a single stray byte in B's region: damaged, refused.
-    ok(f.run(&["set-flags", "B", "--priority", "3"]));
-    ok(f.run(&["set-flags", "A", "--priority", "1"]));
+    let before = f.disk_bytes();
+    assert_refused(
+        &f.run(&["--booted", "B", "rollback"]),
+        3,
+        "rollback: booted slot B has no slot record while slot A has one: the rollback floor is unknown",
+    );
+    assert!(f.disk_bytes() == before);
     let mut disk = f.disk_bytes();
     disk[record_offset(&f, "B") + 4000] = 1;
     std::fs::write(&f.disk, &disk).unwrap();

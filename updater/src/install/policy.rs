@@ -204,10 +204,9 @@ pub fn check_header<D: BlockDevice>(
     if let Some(f) = &floor {
         if precedence(header.version(), &f.version) == Ordering::Less && !args.allow_downgrade {
             return Err(refused(format!(
-                "version {} is older than the booted slot {}'s {} (use --allow-downgrade)",
+                "version {} is older than {} (use --allow-downgrade)",
                 header.version(),
-                f.slot,
-                f.version
+                f.describe(&f.version)
             )));
         }
     }
@@ -247,23 +246,90 @@ pub fn check_header<D: BlockDevice>(
     super::roles::check_coverage(slot, header.payloads(), cfg, super::roles::Of::Image).map(drop)
 }
 
-/// The rollback floor: the booted slot's version and rollback index, from
-/// its slot record with the signatures re-verified.
+/// The rollback floor: the version and rollback index of a verified slot
+/// record, normally the booted slot's.
 #[derive(Debug, Clone)]
 pub struct Floor {
+    /// The slot whose record sets it.
     pub slot: SlotId,
+    /// True when that is the booted slot; false for the one case where the
+    /// other slot's record sets it (see [`booted_floor`]).
+    pub booted: bool,
     pub version: semver::Version,
     pub rollback_index: u64,
 }
 
-/// The booted slot's rollback floor (docs/slot-record.md), failing closed:
-/// its record region must be all zero (no record: no floor, allowed only
-/// while the booted slot is not marked successful, e.g. a disk provisioned
-/// with `dd`) or hold a record that decodes and whose signatures meet the
-/// keyring's threshold. Anything else (a damaged region, a record that
-/// does not decode or verify, a successful slot without a record) is a
-/// refusal: a damaged, missing or forged record never lowers the floor.
-/// `None` without a booted slot.
+impl Floor {
+    /// `value` (its version or rollback index) with whose it is: "the
+    /// booted slot A's 5", or "slot B's 5 (pending: booted slot A has no
+    /// record)", for the refusals that compare against it.
+    fn describe(&self, value: impl std::fmt::Display) -> String {
+        if self.booted {
+            format!("the booted slot {}'s {value}", self.slot)
+        } else {
+            format!(
+                "slot {}'s {value} (pending: booted slot {} has no record)",
+                self.slot,
+                self.slot.other()
+            )
+        }
+    }
+}
+
+const WAY_OUT: &str =
+    "the rollback floor is unknown, refusing (docs/slot-record.md: reprovisioning)";
+
+/// A slot's record: `None` when its region is all zero, an error when the
+/// region is damaged or corrupt (or cannot be read).
+fn record_region<D: BlockDevice>(
+    disk: &mut Disk<D>,
+    slot: SlotId,
+) -> Result<Option<Vec<u8>>, record::RecordError> {
+    let part = disk.layout().slot(slot).flags_partition().clone();
+    record::read(disk.device(), part.offset, part.size)
+}
+
+/// The header of a record blob, its signatures meeting the threshold; a
+/// refusal (naming `who`) when they do not.
+fn verify_record(
+    keyring: &Keyring,
+    threshold: usize,
+    blob: &[u8],
+    who: &str,
+) -> anyhow::Result<VerifiedHeader> {
+    VerifiedHeader::from_record_bytes(keyring, threshold, blob).map_err(|e| {
+        if e.is_refusal() {
+            refused(format!(
+                "{who}: slot record does not verify: {e}: {WAY_OUT}"
+            ))
+        } else {
+            anyhow::Error::new(e).context(format!("{who}: slot record"))
+        }
+    })
+}
+
+/// The rollback floor (docs/slot-record.md), failing closed. `None`
+/// without a booted slot. The booted slot's record region:
+///
+/// - holds a record that decodes and whose signatures meet the keyring's
+///   threshold: the floor is its rollback index;
+/// - is damaged (not all zero yet no record: no magic, corrupt, a header
+///   that does not parse) or does not verify: refused;
+/// - is all zero (no record). Then the other slot's region decides:
+///   all zero too (no slot record anywhere on the disk: a disk provisioned
+///   outside slotctl) gives no floor, whatever the flags say; a record that
+///   verifies, on a slot that is *pending* (bootable, not marked
+///   successful: what install and activate leave, after checking the image
+///   against the floor of that time) sets the floor; anything else
+///   (a record on a slot that ran or was cancelled, a damaged or
+///   unverifiable one) is a refusal.
+///
+/// So zeroing or forging the booted slot's record alone never lowers the
+/// floor: a pending slot's rollback index is at least the floor it was
+/// activated under, and the booted slot's record cannot change while the
+/// other slot is pending (install and `--factory` refuse then). `install`
+/// calls this before it writes anything, so its target's record (the other
+/// slot's) is read before the install erases it.
 pub fn booted_floor<D: BlockDevice>(
     disk: &mut Disk<D>,
     keyring: &Keyring,
@@ -272,33 +338,41 @@ pub fn booted_floor<D: BlockDevice>(
     let Some(booted) = disk.booted() else {
         return Ok(None);
     };
-    const WAY_OUT: &str =
-        "the rollback floor is unknown, refusing (docs/slot-record.md: reprovisioning)";
-    let part = disk.layout().slot(booted).flags_partition().clone();
-    let blob = match record::read(disk.device(), part.offset, part.size) {
-        Ok(Some(blob)) => blob,
-        Ok(None) if disk.flags(booted).successful => {
-            return Err(refused(format!(
-                "booted slot {booted} is marked successful but has no slot record: {WAY_OUT}"
-            )))
+    let who = format!("booted slot {booted}");
+    match record_region(disk, booted) {
+        Ok(Some(blob)) => {
+            let h = verify_record(keyring, threshold, &blob, &who)?;
+            return Ok(Some(Floor {
+                slot: booted,
+                booted: true,
+                version: h.version().clone(),
+                rollback_index: h.rollback_index(),
+            }));
         }
-        Ok(None) => return Ok(None),
+        Ok(None) => {}
         Err(e @ record::RecordError::Io { .. }) => {
-            return Err(anyhow::Error::new(e).context(format!("booted slot {booted}")))
+            return Err(anyhow::Error::new(e).context(who));
         }
-        Err(e) => return Err(refused(format!("booted slot {booted}: {e}: {WAY_OUT}"))),
+        Err(e) => return Err(refused(format!("{who}: {e}: {WAY_OUT}"))),
+    }
+    let other = booted.other();
+    let has_one = format!("{who} has no slot record while slot {other} has one");
+    let blob = match record_region(disk, other) {
+        Ok(None) => return Ok(None),
+        Ok(Some(blob)) => blob,
+        Err(e @ record::RecordError::Io { .. }) => {
+            return Err(anyhow::Error::new(e).context(format!("slot {other}")));
+        }
+        Err(e) => return Err(refused(format!("{has_one} ({e}): {WAY_OUT}"))),
     };
-    let h = VerifiedHeader::from_record_bytes(keyring, threshold, &blob).map_err(|e| {
-        if e.is_refusal() {
-            refused(format!(
-                "booted slot {booted}: slot record does not verify: {e}: {WAY_OUT}"
-            ))
-        } else {
-            anyhow::Error::new(e).context(format!("booted slot {booted}: slot record"))
-        }
-    })?;
+    let f = disk.flags(other);
+    if !f.bootable() || f.successful {
+        return Err(refused(format!("{has_one}: {WAY_OUT}")));
+    }
+    let h = verify_record(keyring, threshold, &blob, &has_one)?;
     Ok(Some(Floor {
-        slot: booted,
+        slot: other,
+        booted: false,
         version: h.version().clone(),
         rollback_index: h.rollback_index(),
     }))
@@ -325,10 +399,9 @@ pub fn check_policy(
     if let Some(f) = floor {
         if header.rollback_index() < f.rollback_index {
             return Err(refused(format!(
-                "rollback index {} is below the booted slot {}'s {}",
+                "rollback index {} is below {}",
                 header.rollback_index(),
-                f.slot,
-                f.rollback_index
+                f.describe(f.rollback_index)
             )));
         }
     }
