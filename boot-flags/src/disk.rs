@@ -26,6 +26,12 @@ pub struct BootReport {
     /// GPT copies that were bad and rewritten first (or would be, on a dry
     /// run), with the reason.
     pub repaired: Vec<(GptCopy, String)>,
+    /// Why nothing could be written (see [`Gpt::check_writable`]): the
+    /// table was used as read, no copy rebuilt, no try recorded.
+    pub unwritable: Option<String>,
+    /// Slots on trial that were passed over because their try could not be
+    /// recorded (only when `unwritable`).
+    pub untried: Vec<SlotId>,
 }
 
 impl<D: BlockDevice> Disk<D> {
@@ -92,6 +98,13 @@ impl<D: BlockDevice> Disk<D> {
     /// The slot boot selection would pick, if any is bootable.
     pub fn next_boot(&self) -> Option<SlotId> {
         self.slot_flags().next_boot()
+    }
+
+    /// `Ok` when a commit may write this disk's table; the reason it may
+    /// not otherwise ([`Gpt::check_writable`]). Commands that write check
+    /// this before writing anything (payloads included).
+    pub fn check_writable(&self) -> Result<()> {
+        self.gpt.check_writable()
     }
 
     /// Write `new` flags: one commit (both copies), then read the table back
@@ -198,7 +211,31 @@ impl<D: BlockDevice> Disk<D> {
     /// What a boot stage runs: repair a bad copy, pick the slot, use one
     /// try if it is on trial (committed before returning). With `dry_run`
     /// nothing is written and the report says what would be done.
+    ///
+    /// A table that cannot be written safely ([`Gpt::check_writable`]) is
+    /// booted from as it is: nothing is written (no repair, no try), and a
+    /// slot on trial is passed over, as if it had no tries left, because a
+    /// try that cannot be recorded must not be taken (a broken update would
+    /// otherwise boot forever).
     pub fn boot_select(&mut self, dry_run: bool) -> Result<BootReport> {
+        if let Err(e) = self.gpt.check_writable() {
+            let flags = self.slot_flags();
+            let mut view = flags;
+            let mut untried = Vec::new();
+            let mut choice = state::boot_select(view);
+            while let state::BootKind::Trial { .. } = choice.kind {
+                untried.push(choice.slot);
+                view = view.with(choice.slot, |y| y.tries = Nibble::ZERO);
+                choice = state::boot_select(view);
+            }
+            choice.flags = flags;
+            return Ok(BootReport {
+                choice,
+                repaired: Vec::new(),
+                unwritable: Some(e.to_string()),
+                untried,
+            });
+        }
         let repaired = if dry_run {
             [GptCopy::Primary, GptCopy::Backup]
                 .into_iter()
@@ -214,6 +251,11 @@ impl<D: BlockDevice> Disk<D> {
         if !dry_run {
             self.write_flags(choice.flags)?;
         }
-        Ok(BootReport { choice, repaired })
+        Ok(BootReport {
+            choice,
+            repaired,
+            unwritable: None,
+            untried: Vec::new(),
+        })
     }
 }

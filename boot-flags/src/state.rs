@@ -41,7 +41,7 @@ impl SlotFlags {
         }
     }
 
-    fn with(mut self, id: SlotId, f: impl FnOnce(&mut Flags)) -> SlotFlags {
+    pub(crate) fn with(mut self, id: SlotId, f: impl FnOnce(&mut Flags)) -> SlotFlags {
         let mut x = self.get(id);
         f(&mut x);
         self.set(id, x);

@@ -66,8 +66,9 @@ fn a_backup_with_another_entry_size_is_stale() {
 }
 
 /// With the primary unusable, the backup rebuilds it at LBA 2..: allowed
-/// when the array fits before the first usable LBA, refused (nothing
-/// written) when it does not.
+/// when the array fits before the first usable LBA. When it does not, the
+/// backup is still read (a valid table to boot from) but the table is not
+/// writable: repair refuses and nothing is written.
 #[test]
 fn a_backup_alone_rebuilds_the_primary_only_if_there_is_room() {
     // 128 x 128 bytes = 32 sectors: LBA 2..=33, so first usable 34 fits.
@@ -77,22 +78,22 @@ fn a_backup_alone_rebuilds_the_primary_only_if_there_is_room() {
         edit_header(&mut dev, last, |h| h.first_usable_lba = first_usable);
         dev.data[SS..SS + 8].fill(0); // the primary's signature
         let before = dev.data.clone();
-        match Gpt::read(&mut dev) {
-            Ok(mut gpt) => {
-                assert!(fits, "first usable {first_usable}");
-                assert!(!gpt.health(GptCopy::Primary).is_ok());
-                assert_eq!(gpt.header().first_usable_lba, 34);
-                gpt.repair(&mut dev).unwrap();
-                let back = Gpt::read(&mut dev).unwrap();
-                assert!(back.is_healthy());
-                assert_eq!(back.header().my_lba, 1);
-                assert_eq!(back.header().entries_lba, 2);
-            }
-            Err(e) => {
-                assert!(!fits, "first usable {first_usable}: {e}");
-                assert!(e.to_string().contains("leaves no room to rebuild"), "{e}");
-                assert!(dev.data == before);
-            }
+        let mut gpt = Gpt::read(&mut dev).unwrap();
+        assert!(!gpt.health(GptCopy::Primary).is_ok());
+        assert_eq!(gpt.header().first_usable_lba, first_usable);
+        if fits {
+            gpt.check_writable().unwrap();
+            gpt.repair(&mut dev).unwrap();
+            let back = Gpt::read(&mut dev).unwrap();
+            assert!(back.is_healthy());
+            assert_eq!(back.header().my_lba, 1);
+            assert_eq!(back.header().entries_lba, 2);
+        } else {
+            let e = gpt.check_writable().unwrap_err().to_string();
+            assert!(e.contains("no room for the primary GPT copy"), "{e}");
+            let e = gpt.repair(&mut dev).unwrap_err().to_string();
+            assert!(e.contains("no room for the primary GPT copy"), "{e}");
+            assert!(dev.data == before);
         }
     }
 }

@@ -74,9 +74,16 @@ impl PublicKey {
 
     /// Decode an SPKI PEM public key (`-----BEGIN PUBLIC KEY-----`).
     pub fn from_public_key_pem(pem: &str) -> Result<PublicKey> {
+        let what = "public key (expected an ed25519 SPKI PEM)";
+        if let Some(detail) = crate::keyfile::not_ed25519(pem, false) {
+            return Err(Error::Key {
+                what: what.into(),
+                detail,
+            });
+        }
         let inner = ed25519_dalek::VerifyingKey::from_public_key_pem(pem.trim()).map_err(|e| {
             Error::Key {
-                what: "public key (expected an ed25519 SPKI PEM)".into(),
+                what: what.into(),
                 detail: e.to_string(),
             }
         })?;
@@ -158,17 +165,37 @@ impl SigningKey {
     /// `openssl genpkey -algorithm ed25519` writes it (v1) or with the public
     /// key included (v2).
     pub fn from_pkcs8_pem(pem: &str) -> Result<SigningKey> {
+        let what = "private key (expected an ed25519 PKCS#8 PEM)";
+        if let Some(detail) = crate::keyfile::not_ed25519(pem, true) {
+            return Err(Error::Key {
+                what: what.into(),
+                detail,
+            });
+        }
         let inner =
             ed25519_dalek::SigningKey::from_pkcs8_pem(pem.trim()).map_err(|e| Error::Key {
-                what: "private key (expected an ed25519 PKCS#8 PEM)".into(),
+                what: what.into(),
                 detail: e.to_string(),
             })?;
         Ok(SigningKey::from_dalek(inner))
     }
 
-    /// Read a PKCS#8 PEM private key file.
+    /// Read a PKCS#8 PEM private key file. A file that its group or others
+    /// may read or write is used, with a warning on stderr (see
+    /// [`SigningKey::load_file_warn`]).
     pub fn load_file(path: &Path) -> Result<SigningKey> {
-        load_pem_file(path, SigningKey::from_pkcs8_pem)
+        SigningKey::load_file_warn(path, &mut stderr_warning)
+    }
+
+    /// [`SigningKey::load_file`], handing each warning (one line naming the
+    /// file) to `warn`: a key file whose mode gives its group or others any
+    /// access (like ssh's "UNPROTECTED PRIVATE KEY FILE", but a warning).
+    pub fn load_file_warn(path: &Path, warn: &mut dyn FnMut(String)) -> Result<SigningKey> {
+        let key = load_pem_file(path, SigningKey::from_pkcs8_pem)?;
+        if let Some(w) = crate::keyfile::unprotected(path) {
+            warn(w);
+        }
+        Ok(key)
     }
 
     /// The PKCS#8 v1 PEM text (the form `openssl genpkey` writes). The
@@ -239,29 +266,46 @@ impl Keyring {
         Ok(ring)
     }
 
-    /// Every `*.pub` and `*.pem` file of a directory (other files are
-    /// ignored; a matching file that is not an ed25519 public key is an
-    /// error, so a broken keyring is noticed). An empty result is an error.
+    /// Every `*.pub` and `*.pem` file of a directory, warning on stderr
+    /// about matching entries that hold no key (see [`Keyring::load_dir_warn`]).
     pub fn load_dir(dir: &Path) -> Result<Keyring> {
+        Keyring::load_dir_warn(dir, &mut stderr_warning)
+    }
+
+    /// Every `*.pub` and `*.pem` file of a directory (other names are
+    /// ignored). A matching regular file that is not an ed25519 public key
+    /// is an error, so a broken key is noticed. A matching entry that is
+    /// not a regular file (a dangling symlink, a directory, a FIFO, socket
+    /// or device) holds no key: it is skipped with one warning line, handed
+    /// to `warn`, naming it and why, and the other keys still load. An
+    /// empty result is an error.
+    pub fn load_dir_warn(dir: &Path, warn: &mut dyn FnMut(String)) -> Result<Keyring> {
         let entries = std::fs::read_dir(dir).map_err(|e| Error::KeyFile {
             path: dir.to_owned(),
             detail: e.to_string(),
         })?;
-        let mut paths = Vec::new();
+        let mut names = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::KeyFile {
                 path: dir.to_owned(),
                 detail: e.to_string(),
             })?;
             let path = entry.path();
-            let wanted = path
+            if path
                 .extension()
-                .is_some_and(|ext| ext == "pub" || ext == "pem");
-            if wanted && path.is_file() {
-                paths.push(path);
+                .is_some_and(|ext| ext == "pub" || ext == "pem")
+            {
+                names.push(path);
             }
         }
-        paths.sort();
+        names.sort();
+        let mut paths = Vec::new();
+        for path in names {
+            match crate::keyfile::keyring_entry(&path)? {
+                None => paths.push(path),
+                Some(why) => warn(format!("keyring entry {} skipped: {why}", path.display())),
+            }
+        }
         let mut ring = Keyring::new();
         for path in paths {
             ring.add(PublicKey::load_file(&path)?);
@@ -294,6 +338,12 @@ impl Keyring {
     pub fn iter(&self) -> impl Iterator<Item = &PublicKey> {
         self.keys.values()
     }
+}
+
+/// Where the warnings of [`Keyring::load_dir`] and [`SigningKey::load_file`]
+/// go: one `slotctl: warning: ...` line on stderr each.
+pub fn stderr_warning(w: String) {
+    eprintln!("slotctl: warning: {w}");
 }
 
 /// Read a PEM key file and parse it; either failure names the file.

@@ -55,6 +55,7 @@
 
 mod error;
 mod format;
+mod keyfile;
 mod keys;
 mod pack;
 mod payload;

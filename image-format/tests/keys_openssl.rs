@@ -102,10 +102,17 @@ fn a_keyring_directory() {
         fs::write(d.join(name), k.public_key().to_public_key_pem()).unwrap();
         ids.push(k.key_id());
     }
-    // A directory named like a key is skipped, as is a file with no extension.
+    // A directory named like a key is skipped with a warning naming it (so
+    // is a dangling symlink); a file with no key extension quietly.
     fs::create_dir(d.join("d.pub")).unwrap();
+    std::os::unix::fs::symlink(d.join("missing"), d.join("e.pub")).unwrap();
     fs::write(d.join("README"), "not a key").unwrap();
-    let ring = Keyring::load_dir(d).unwrap();
+    let mut warned = Vec::new();
+    let ring = Keyring::load_dir_warn(d, &mut |w| warned.push(w)).unwrap();
+    assert_eq!(warned.len(), 2, "{warned:?}");
+    assert!(warned[0].contains("d.pub") && warned[0].contains("a directory"));
+    assert!(warned[1].contains("e.pub") && warned[1].contains("a symlink to"));
+    fs::remove_file(d.join("e.pub")).unwrap();
     assert_eq!(ring.len(), 2);
     assert!(!ring.is_empty());
     assert!(ring.get(&ids[0]).is_some());

@@ -153,8 +153,31 @@ pub fn parse_slot(s: &str) -> anyhow::Result<SlotId> {
 }
 
 /// Open the disk (read-only unless `writable`), discover its slots and the
-/// booted slot.
+/// booted slot. Opened `writable`, a disk whose partition table cannot be
+/// written safely (`Disk::check_writable`) is refused here, in one line,
+/// before anything is written: every command that writes (install, the
+/// state commands, repair, the agent, boot-check) goes through this.
 pub fn open(globals: &Globals, config: &Config, writable: bool) -> anyhow::Result<Opened> {
+    let o = open_unchecked(globals, config, writable)?;
+    if writable {
+        o.disk.check_writable().map_err(|e| {
+            anyhow!(
+                "{}: the partition table cannot be written safely, so nothing is written \
+                 (boot-select still boots from it as it is): {e}",
+                o.path.display()
+            )
+        })?;
+    }
+    Ok(o)
+}
+
+/// [`open`] without the writability check: for `boot-select`, which boots
+/// from a table it cannot write as it is (`Disk::boot_select`).
+pub fn open_unchecked(
+    globals: &Globals,
+    config: &Config,
+    writable: bool,
+) -> anyhow::Result<Opened> {
     let path = disk_path(globals, config)?;
     let dev = FileDevice::open(&path, writable)
         .with_context(|| format!("cannot open {}", path.display()))?;

@@ -313,6 +313,10 @@ pub fn run(cmd: FeedCommand, globals: &Globals) -> anyhow::Result<()> {
             waves,
         } => {
             let (_, mut d) = read_envelope(&file.feed)?;
+            // The whole image, as `image verify` reads it (exit 3 for trailing
+            // bytes, a cut or an altered payload): a feed never names a file
+            // that every device would refuse.
+            crate::image_cmd::check_image_file(&image)?;
             let id = read_image_identity(&image)?;
             if id.compatible != d.compatible {
                 return Err(crate::exit::refused(format!(

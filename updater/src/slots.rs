@@ -112,7 +112,11 @@ pub fn run(cmd: SlotCommand, globals: &Globals) -> anyhow::Result<()> {
         cmd,
         SlotCommand::Status | SlotCommand::BootSelect { dry_run: true }
     );
-    let mut o = device::open(globals, &config, writable)?;
+    let mut o = if matches!(cmd, SlotCommand::BootSelect { .. }) {
+        device::open_unchecked(globals, &config, writable)?
+    } else {
+        device::open(globals, &config, writable)?
+    };
     let what = o.path.display().to_string();
     let op = match cmd {
         SlotCommand::Status => return status::print(&mut o, globals.json, &config),
@@ -269,6 +273,17 @@ fn boot_select(o: &mut Opened, dry_run: bool) -> anyhow::Result<()> {
         .disk
         .boot_select(dry_run)
         .map_err(|e| lib_error(e, &what))?;
+    if let Some(why) = &report.unwritable {
+        eprintln!(
+            "slotctl: warning: the partition table cannot be written safely ({why}): \
+             booting from it as it is, nothing written"
+        );
+    }
+    for s in &report.untried {
+        eprintln!(
+            "slotctl: warning: slot {s} is on trial but its try cannot be recorded: not booting it"
+        );
+    }
     let verb = if dry_run { "would rewrite" } else { "rewrote" };
     for (c, why) in &report.repaired {
         eprintln!("slotctl: warning: {verb} the bad {c} GPT copy ({why})");

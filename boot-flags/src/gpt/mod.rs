@@ -250,14 +250,9 @@ fn try_sector_size(dev: &mut dyn BlockDevice, ss: u32, disk_len: u64) -> Attempt
                 sector: b.sector.clone(),
                 health: Health::Bad(why),
             };
-            if 2 + array_sectors(&b.header) > b.header.first_usable_lba {
-                return Attempt::Failed {
-                    primary: "unusable, and the backup leaves no room to rebuild it".into(),
-                    backup: "ok".into(),
-                    signature_seen: true,
-                    truncated: None,
-                };
-            }
+            // A backup that leaves no room to rebuild the primary at LBA
+            // 2.. is still a valid table to read (and boot) from; every
+            // commit refuses it (`check_writable`), so nothing is written.
             Gpt {
                 sector_size: ss,
                 disk_len,
@@ -486,6 +481,17 @@ impl Gpt {
             .map_err(|e| Error::io(format!("cannot write the {copy} GPT header"), e))?;
         dev.flush()
             .map_err(|e| Error::io(format!("cannot flush the {copy} GPT"), e))
+    }
+
+    /// Whether a commit may write this table: `Err` (nothing is written)
+    /// when a copy's entry array would land in the usable area (partition
+    /// data), on its own header or past the end of the disk. Possible only
+    /// when a bad copy would be rebuilt where the good one leaves it no
+    /// room (the primary's alternate LBA just after the usable area, a
+    /// backup whose first usable LBA leaves no room at LBA 2..). Such a
+    /// table is still read and booted from as it is.
+    pub fn check_writable(&self) -> Result<()> {
+        self.check_places()
     }
 
     /// Refuse to write a copy whose entry array would land in the usable

@@ -132,11 +132,10 @@ pub fn info(args: &InfoArgs, globals: &Globals) -> anyhow::Result<()> {
     let header_len = reader.header_bytes().len();
     let block_len = reader.signature_block_bytes().len();
     let room = image_format::signature_room(block_len as u32);
-    let h: UntrustedHeader = reader
-        .into_untrusted()
-        .map_err(|e| image_error(path, e))?
-        .header()
-        .clone();
+    let img = reader.into_untrusted().map_err(|e| image_error(path, e))?;
+    let h: UntrustedHeader = img.header().clone();
+    let input_len = input_len(path, img.into_inner(), h.payloads_offset())?;
+    let length_error = length_mismatch(&h, input_len);
 
     if globals.json {
         let v = json!({
@@ -152,12 +151,13 @@ pub fn info(args: &InfoArgs, globals: &Globals) -> anyhow::Result<()> {
             "signature_block_len": block_len,
             "signature_room": room,
             "image_len": h.image_len(),
+            "input_len": input_len,
             "payloads": h.payloads().iter().map(payload_json).collect::<Vec<_>>(),
             "signatures": statuses.iter().map(|(id, s)| json!({"key_id": id, "status": s})).collect::<Vec<_>>(),
             "ignored_fields": h.ignored_fields().iter().map(|(t, o, l)| json!({"tag": t, "offset": o, "len": l})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+        return length_error.map_or(Ok(()), |e| Err(image_error(path, e)));
     }
     // Every string below may come from an untrusted image: escaped
     // (crate::term).
@@ -196,8 +196,42 @@ pub fn info(args: &InfoArgs, globals: &Globals) -> anyhow::Result<()> {
     for (i, (id, s)) in statuses.iter().enumerate() {
         println!("  signature {i}: key {id}: {s}");
     }
+    println!("  input length    {input_len}");
     println!("  (payload hashes are not checked by info; use `slotctl image verify`)");
-    Ok(())
+    length_error.map_or(Ok(()), |e| Err(image_error(path, e)))
+}
+
+/// The length of the whole input: a file's size, or for standard input
+/// what is left after the header and signature block (`consumed` bytes),
+/// read to its end and counted.
+fn input_len(path: &Path, mut rest: Box<dyn Read>, consumed: u64) -> anyhow::Result<u64> {
+    if path.as_os_str() != "-" {
+        let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+        if meta.is_file() {
+            return Ok(meta.len());
+        }
+    }
+    let n = std::io::copy(&mut rest, &mut std::io::sink())
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(consumed + n)
+}
+
+/// Info reads no payload, but the input must be exactly as long as the
+/// header declares, as `image verify`, `extract`, `install` and `feed add`
+/// require: the same error they give for trailing bytes or a cut image.
+fn length_mismatch(h: &UntrustedHeader, input_len: u64) -> Option<image_format::Error> {
+    let end = h.image_len();
+    if input_len > end {
+        return Some(image_format::Error::TrailingData { offset: end });
+    }
+    let p = h
+        .payloads()
+        .iter()
+        .find(|p| input_len < p.offset + p.stored_size)?;
+    Some(image_format::Error::PayloadTruncated {
+        role: p.role.clone(),
+        offset: input_len,
+    })
 }
 
 fn reader_record<R: Read>(r: &ImageReader<R>) -> Vec<u8> {
@@ -239,6 +273,10 @@ pub fn extract(args: &ExtractArgs) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(tmp.reopen()?);
     let input = open_image(path)?;
     let role = args.role.as_str();
+    // Every payload is read and checked, and the image must end with its
+    // last one: extract writes nothing from an image that `image verify`
+    // (and install) would refuse, trailing bytes and a later truncated or
+    // altered payload included.
     macro_rules! walk {
         ($img:expr) => {{
             let mut img = $img;
@@ -255,14 +293,18 @@ pub fn extract(args: &ExtractArgs) -> anyhow::Result<()> {
                     roles.join(", ")
                 )));
             }
+            let mut written = false;
             for r in roles {
-                if r == role {
-                    img.copy_next_payload(&mut out)
-                        .map_err(|e| image_error(path, e))?;
-                    break;
-                }
-                img.skip_payload().map_err(|e| image_error(path, e))?;
+                let dest: &mut dyn std::io::Write = if r == role && !written {
+                    written = true;
+                    &mut out
+                } else {
+                    &mut std::io::sink()
+                };
+                img.copy_next_payload(dest)
+                    .map_err(|e| image_error(path, e))?;
             }
+            img.finish().map_err(|e| image_error(path, e))?;
         }};
     }
     let reader = ImageReader::new(input).map_err(|e| image_error(path, e))?;

@@ -7,8 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 use image_format::{
-    Compression, Error, ImageReader, PackPart, PackSpec, SigningKey, ZstdOptions,
-    DEFAULT_SIGNATURE_ROOM,
+    Compression, Error, PackPart, PackSpec, SigningKey, ZstdOptions, DEFAULT_SIGNATURE_ROOM,
 };
 
 use super::keys::signing_keys;
@@ -189,14 +188,7 @@ pub fn sign(args: &SignArgs) -> anyhow::Result<()> {
     let path = &args.image;
     // Sign only what is consistent: the header parses and every payload
     // matches its declared size and hash.
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let check = || -> image_format::Result<()> {
-        let mut img =
-            ImageReader::new(BufReader::with_capacity(IO_BUFFER, file))?.into_untrusted()?;
-        while img.copy_next_payload(&mut std::io::sink())?.is_some() {}
-        img.finish()
-    };
-    check().map_err(|e| image_error(path, e))?;
+    super::check_image_file(path)?;
 
     for key in &keys {
         let mut f = OpenOptions::new()
