@@ -41,8 +41,11 @@ fn setup(http: &[(&str, &str)]) -> (Fix, PathBuf) {
         "zstd",
     );
     f.factory("B", &v0);
-    ok(f.run(&["set-flags", "B", "--priority", "1"]));
+    // `--factory` wants a disk with no bootable or good slot: B's flags are
+    // cleared for A's, then B is the good fallback below A.
+    ok(f.run(&["set-flags", "B", "--priority", "0", "--successful", "0"]));
     f.factory("A", &v1);
+    ok(f.run(&["set-flags", "B", "--priority", "1", "--successful", "1"]));
     let root = f.payload("root2", 3_500_000, 2);
     let update = f.pack(
         "v2.img",

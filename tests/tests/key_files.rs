@@ -93,7 +93,13 @@ fn a_key_of_another_algorithm_is_named_in_every_command_that_loads_keys() {
     let f = Fix::new();
     let d = f.dir.path();
     let r = f.payload("root", 20_000, 1);
-    let good = f.pack("good.img", "1.0.0", 1, &[("ROOT", &r)], "zstd");
+    let good = f.pack(
+        "good.img",
+        "1.0.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r)],
+        "zstd",
+    );
     let dev_pub = f.keyring.join("dev.pub");
     let feed = f.path("feed.json");
     ok(
@@ -207,7 +213,13 @@ fn keyring_entries_that_hold_no_key_are_skipped_with_a_warning() {
     let dir = d.path();
     let f = Fix::new();
     let r = f.payload("root", 20_000, 2);
-    let img = f.pack("v.img", "1.0.0", 1, &[("ROOT", &r)], "zstd");
+    let img = f.pack(
+        "v.img",
+        "1.0.0",
+        1,
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r)],
+        "zstd",
+    );
     let ring = dir.join("ring");
     std::fs::create_dir(&ring).unwrap();
     std::fs::copy(f.keyring.join("dev.pub"), ring.join("dev.pub")).unwrap();
