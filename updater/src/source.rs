@@ -202,7 +202,7 @@ pub struct HttpReader {
 /// Redirects followed for one request before giving up.
 pub const MAX_REDIRECTS: usize = 10;
 
-fn load_ca(path: &PathBuf) -> anyhow::Result<Vec<ureq::tls::Certificate<'static>>> {
+fn load_ca(path: &std::path::Path) -> anyhow::Result<Vec<ureq::tls::Certificate<'static>>> {
     // A CA bundle is small; a FIFO or /dev/zero here must not hang or
     // exhaust memory (crate::localfile).
     let pem = crate::localfile::read_bounded(path, crate::localfile::Links::Follow, 4 << 20)
