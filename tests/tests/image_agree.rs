@@ -113,16 +113,7 @@ fn cases(f: &Fix, img: &Path) -> Vec<Case> {
 
 #[test]
 fn every_command_that_reads_an_image_agrees_on_trailing_bytes_and_cuts() {
-    let f = Fix::new();
-    let r1 = f.payload("root1", 40_000, 1);
-    let v1 = f.pack(
-        "v1.img",
-        "1.0.0",
-        1,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
-        "zstd",
-    );
-    f.factory("A", &v1);
+    let f = Fix::provisioned("1.0.0", 1);
     let boot = f.payload("boot2", 30_000, 2);
     let root = f.payload("root2", 60_000, 3);
     let img = f.pack(
