@@ -343,6 +343,20 @@ backoff_max_ms = 50
         ]));
     }
 
+    /// Clear a slot's flags (P=0 T=0 S=0) with `set-flags`, the escape hatch.
+    pub fn clear_flags(&self, slot: &str) {
+        ok(self.run(&[
+            "set-flags",
+            slot,
+            "--priority",
+            "0",
+            "--tries",
+            "0",
+            "--successful",
+            "0",
+        ]));
+    }
+
     /// `status --json` (with `--booted` when given).
     pub fn status(&self, booted: Option<&str>) -> Value {
         let mut args = vec!["status", "--json"];

@@ -38,11 +38,6 @@ fn set_flags(f: &Fix, slot: &str, priority: &str, tries: &str, successful: &str)
     ]));
 }
 
-/// Clear a slot's flags (P=0 T=0 S=0).
-fn clear(f: &Fix, slot: &str) {
-    set_flags(f, slot, "0", "0", "0");
-}
-
 /// A genuine image (signed by the fixture's key, BOOT and ROOT) for
 /// another device, "other-device", 9.0.0 at `rollback_index`.
 fn other_device_image(f: &Fix, rollback_index: u64) -> PathBuf {
@@ -64,7 +59,7 @@ fn other_device_image(f: &Fix, rollback_index: u64) -> PathBuf {
 /// with A booted.
 fn a_good_b_recorded(f: &Fix, b_image: &Path, b_compatible: Option<&str>) -> PathBuf {
     ok(f.run(&factory_args("B", b_image, b_compatible)));
-    clear(f, "B");
+    f.clear_flags("B");
     let v1 = f.provision_a("1.0.0", 5);
     assert_eq!(f.flags("B"), (0, 0, false));
     ok(f.run(&["verify-slot", "B"]));
@@ -99,7 +94,7 @@ fn factory_refuses_a_bootable_slot_and_a_good_target() {
     set_flags(&f, "A", "0", "0", "1");
     f.assert_refused_unchanged(&factory_args("B", &v1, None), "slot A is marked successful");
     // Cleared: a fresh disk again, the factory install goes ahead.
-    clear(&f, "A");
+    f.clear_flags("A");
     ok(f.run(&factory_args("B", &v1, None)));
     assert_eq!(f.flags("B"), (2, 0, true));
 }
@@ -150,7 +145,7 @@ fn rollback_to_an_older_version_with_the_same_index_works() {
     assert_eq!(f.flags("B"), (2, 0, true));
     assert_eq!(f.flags("A"), (1, 0, true));
     // And activate of it, from A again.
-    clear(&f, "B");
+    f.clear_flags("B");
     ok(f.run(&["set-flags", "A", "--priority", "2"]));
     ok(f.run(&["--booted", "A", "activate", "B"]));
     assert_eq!(f.flags("B"), (2, 3, false));

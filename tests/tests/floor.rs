@@ -457,16 +457,7 @@ fn technician_reprovisions_a_damaged_booted_slot() {
     ];
     f.assert_refused_unchanged(&factory, "slot A is marked successful");
     // ... so the technician clears the marks, then reprovisions.
-    ok(f.run(&[
-        "set-flags",
-        "A",
-        "--priority",
-        "0",
-        "--tries",
-        "0",
-        "--successful",
-        "0",
-    ]));
+    f.clear_flags("A");
     ok(f.run(&factory));
     assert_eq!(f.flags("A"), (2, 0, true));
     ok(f.run(&["verify-slot", "A"]));

@@ -105,11 +105,13 @@ fn lock_path_that_is_not_a_regular_file_is_refused() {
 }
 
 /// A disk with slot A good, a signed empty feed on 127.0.0.1, and the
-/// agent pointed at it.
-fn feed_env() -> Env {
+/// agent pointed at it; its state directory (created, empty).
+fn feed_env() -> (Env, PathBuf) {
     let env = Env::new("");
     env.sign();
-    env
+    let state = env.fix.path("state");
+    std::fs::create_dir_all(&state).unwrap();
+    (env, state)
 }
 
 fn agent_cmd(fix: &Fix, cmd: &str) -> Limited {
@@ -126,10 +128,8 @@ fn read_proc(name: &str) -> u64 {
 
 #[test]
 fn state_temp_name_symlinks_cannot_redirect_check() {
-    let env = feed_env();
+    let (env, state) = feed_env();
     let fix = &env.fix;
-    let state = fix.path("state");
-    std::fs::create_dir_all(&state).unwrap();
     let victim = fix.path("victim");
     std::fs::write(&victim, PRECIOUS).unwrap();
     // The old temp name was `.agent.json.tmp.<pid>`: plant it for every pid
@@ -176,10 +176,8 @@ fn state_temp_name_symlinks_cannot_redirect_check() {
 
 #[test]
 fn state_file_that_reads_forever_is_refused_in_one_line() {
-    let env = feed_env();
+    let (env, state) = feed_env();
     let fix = &env.fix;
-    let state = fix.path("state");
-    std::fs::create_dir_all(&state).unwrap();
     let st = state.join("agent.json");
     let before = fix.disk_bytes();
     // agent.json -> /dev/zero, then /dev/zero's own node in its place,
@@ -205,10 +203,8 @@ fn state_file_that_reads_forever_is_refused_in_one_line() {
 
 #[test]
 fn state_file_fifo_is_refused_without_hanging() {
-    let env = feed_env();
+    let (env, state) = feed_env();
     let fix = &env.fix;
-    let state = fix.path("state");
-    std::fs::create_dir_all(&state).unwrap();
     let st = state.join("agent.json");
     mkfifo(&st);
     let before = fix.disk_bytes();
