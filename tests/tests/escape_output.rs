@@ -61,10 +61,10 @@ fn feed_key_id_with_an_escape_sequence_is_printed_escaped() {
     let e = env("images/gw.img");
     // The server's feed: its one signature now claims a hostile key id.
     let mut envelope: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&e.feed()).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(e.feed()).unwrap()).unwrap();
     envelope["signatures"][0]["keyid"] = HOSTILE_KEYID.into();
-    std::fs::write(&e.feed(), serde_json::to_vec(&envelope).unwrap()).unwrap();
-    assert!(std::fs::read(&e.feed())
+    std::fs::write(e.feed(), serde_json::to_vec(&envelope).unwrap()).unwrap();
+    assert!(std::fs::read(e.feed())
         .unwrap()
         .windows(2)
         .all(|w| w != b"\x1b["));
