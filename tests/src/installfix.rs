@@ -3,6 +3,7 @@
 //! images by `slotctl image pack`, and a config file pointing at all of it
 //! (lock file, keyring, reboot command, short HTTP timeouts) in a temp dir.
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -67,23 +68,8 @@ impl Fix {
     /// `checks` is added to the config (the boot-check tests' checks).
     pub fn updated(checks: &str) -> Fix {
         let f = Fix::with_config_extra(&format!("\n{checks}"));
-        let r1 = f.payload("root1", 50_000, 1);
-        let v1 = f.pack(
-            "v1.img",
-            "1.0.0",
-            1,
-            &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
-            "zstd",
-        );
-        f.factory("A", &v1);
-        let r2 = f.payload("root2", 60_000, 2);
-        let v2 = f.pack(
-            "v2.img",
-            "2.0.0",
-            1,
-            &[("BOOT", &f.boot_payload()), ("ROOT", &r2)],
-            "zstd",
-        );
+        f.provision_a("1.0.0", 1);
+        let (v2, _) = f.image("v2.img", "2.0.0", 1, 60_000, 2);
         ok(f.run(&[
             "install".as_ref(),
             "--booted".as_ref(),
@@ -91,6 +77,46 @@ impl Fix {
             v2.as_os_str(),
         ]));
         assert_eq!(f.flags("B"), (2, 3, false));
+        f
+    }
+
+    /// A fresh fixture whose slot A is provisioned ([`Fix::provision_a`]).
+    pub fn provisioned(version: &str, rollback_index: u64) -> Fix {
+        let f = Fix::new();
+        f.provision_a(version, rollback_index);
+        f
+    }
+
+    /// Slot A factory-provisioned with `v1.img` (`version`, `rollback_index`;
+    /// BOOT and a 50,000-byte ROOT payload, file `root1`): good at priority
+    /// 2, the booted slot. Returns the image.
+    pub fn provision_a(&self, version: &str, rollback_index: u64) -> PathBuf {
+        let r1 = self.payload("root1", 50_000, 1);
+        let v1 = self.pack(
+            "v1.img",
+            version,
+            rollback_index,
+            &[("BOOT", &self.boot_payload()), ("ROOT", &r1)],
+            "zstd",
+        );
+        self.factory("A", &v1);
+        assert_eq!(self.flags("A"), (2, 0, true));
+        v1
+    }
+
+    /// The state after an update to A was committed: B factory-provisioned
+    /// with `v0.img` (0.9.0, rollback index 1), then A as by
+    /// [`Fix::provision_a`]; A good at priority 2 (booted), B good at
+    /// priority 1 (the fallback). `--factory` wants a disk with no bootable
+    /// or good slot: B's flags are cleared for A's install, then restored.
+    pub fn two_good_slots(a_version: &str, a_rollback_index: u64) -> Fix {
+        let f = Fix::new();
+        let (v0, _) = f.image("v0.img", "0.9.0", 1, 150_000, 9);
+        f.factory("B", &v0);
+        ok(f.run(&["set-flags", "B", "--priority", "0", "--successful", "0"]));
+        f.provision_a(a_version, a_rollback_index);
+        ok(f.run(&["set-flags", "B", "--priority", "1", "--successful", "1"]));
+        assert_eq!(f.flags("B"), (1, 0, true));
         f
     }
 
@@ -163,14 +189,34 @@ backoff_max_ms = 50
         self.dir.path().join(name)
     }
 
-    /// Run slotctl with `--disk` and `--config` of this fixture.
-    pub fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Output {
-        let mut v: Vec<std::ffi::OsString> = args.iter().map(|a| a.as_ref().into()).collect();
+    /// `args` followed by `--disk` and `--config` of this fixture.
+    pub fn args<S: AsRef<OsStr>>(&self, args: &[S]) -> Vec<OsString> {
+        let mut v: Vec<OsString> = args.iter().map(|a| a.as_ref().into()).collect();
         v.push("--disk".into());
         v.push(self.disk.clone().into());
         v.push("--config".into());
         v.push(self.config.clone().into());
-        run_slotctl(v)
+        v
+    }
+
+    /// Run slotctl with `--disk` and `--config` of this fixture.
+    pub fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
+        run_slotctl(self.args(args))
+    }
+
+    /// Run `args` (as [`Fix::run`]) and check a refusal: exit 3, one
+    /// `slotctl: error:` line naming `what`, the disk byte for byte as
+    /// before. Returns the output.
+    pub fn assert_refused_unchanged<S: AsRef<OsStr>>(&self, args: &[S], what: &str) -> Output {
+        let before = self.disk_bytes();
+        let out = self.run(args);
+        assert_refused(&out, 3, what);
+        assert!(
+            self.disk_bytes() == before,
+            "a refused {:?} changed the disk",
+            args.iter().map(|a| a.as_ref()).collect::<Vec<_>>()
+        );
+        out
     }
 
     /// Write a payload file of `len` test bytes.
@@ -190,6 +236,42 @@ backoff_max_ms = 50
             std::fs::write(&p, test_bytes(8192, 0xb007)).unwrap();
         }
         p
+    }
+
+    /// Pack and sign `name` (zstd) holding the fixture's BOOT payload and a
+    /// ROOT payload of `root_len` test bytes from `seed`, written to the
+    /// file `STEM.root` (`v2.img`: `v2.root`). Returns (image, ROOT payload).
+    pub fn image(
+        &self,
+        name: &str,
+        version: &str,
+        rollback_index: u64,
+        root_len: usize,
+        seed: u64,
+    ) -> (PathBuf, PathBuf) {
+        self.image_with(name, version, rollback_index, root_len, seed, "zstd")
+    }
+
+    /// [`Fix::image`] with the payloads' `compression`.
+    pub fn image_with(
+        &self,
+        name: &str,
+        version: &str,
+        rollback_index: u64,
+        root_len: usize,
+        seed: u64,
+        compression: &str,
+    ) -> (PathBuf, PathBuf) {
+        let stem = name.strip_suffix(".img").unwrap_or(name);
+        let root = self.payload(&format!("{stem}.root"), root_len, seed);
+        let img = self.pack(
+            name,
+            version,
+            rollback_index,
+            &[("BOOT", &self.boot_payload()), ("ROOT", &root)],
+            compression,
+        );
+        (img, root)
     }
 
     /// Pack and sign an image with this fixture's key.
@@ -258,6 +340,20 @@ backoff_max_ms = 50
             "--slot".as_ref(),
             slot.as_ref(),
             image.as_os_str(),
+        ]));
+    }
+
+    /// Clear a slot's flags (P=0 T=0 S=0) with `set-flags`, the escape hatch.
+    pub fn clear_flags(&self, slot: &str) {
+        ok(self.run(&[
+            "set-flags",
+            slot,
+            "--priority",
+            "0",
+            "--tries",
+            "0",
+            "--successful",
+            "0",
         ]));
     }
 

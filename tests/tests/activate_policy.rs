@@ -9,7 +9,7 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use slotctl_tests::installfix::{assert_refused, ok, Fix, COMPATIBLE};
+use slotctl_tests::installfix::{ok, Fix, COMPATIBLE};
 
 fn os(s: &str) -> &OsStr {
     OsStr::new(s)
@@ -24,30 +24,33 @@ fn factory_args<'a>(slot: &'a str, image: &'a Path, compatible: Option<&'a str>)
     v
 }
 
-/// Clear a slot's flags (P=0 T=0 S=0) with the escape hatch.
-fn clear(f: &Fix, slot: &str) {
+/// Set a slot's flags (priority, tries, successful) with the escape hatch.
+fn set_flags(f: &Fix, slot: &str, priority: &str, tries: &str, successful: &str) {
     ok(f.run(&[
         "set-flags",
         slot,
         "--priority",
-        "0",
+        priority,
         "--tries",
-        "0",
+        tries,
         "--successful",
-        "0",
+        successful,
     ]));
 }
 
-/// Run `args`, expect a refusal naming `what` (exit 3, one line) and the
-/// disk unchanged.
-fn assert_refused_unchanged<S: AsRef<OsStr>>(f: &Fix, args: &[S], what: &str) {
-    let before = f.disk_bytes();
-    let out = f.run(args);
-    assert_refused(&out, 3, what);
-    assert!(
-        f.disk_bytes() == before,
-        "a refused command changed the disk"
-    );
+/// A genuine image (signed by the fixture's key, BOOT and ROOT) for
+/// another device, "other-device", 9.0.0 at `rollback_index`.
+fn other_device_image(f: &Fix, rollback_index: u64) -> PathBuf {
+    let r = f.payload("other", 50_000, 7);
+    f.pack_with(
+        "other.img",
+        "9.0.0",
+        rollback_index,
+        "other-device",
+        &[("BOOT", &f.boot_payload()), ("ROOT", &r)],
+        "zstd",
+        &f.key,
+    )
 }
 
 /// B provisioned first with `b_image` (made by the test), its flags then
@@ -56,17 +59,8 @@ fn assert_refused_unchanged<S: AsRef<OsStr>>(f: &Fix, args: &[S], what: &str) {
 /// with A booted.
 fn a_good_b_recorded(f: &Fix, b_image: &Path, b_compatible: Option<&str>) -> PathBuf {
     ok(f.run(&factory_args("B", b_image, b_compatible)));
-    clear(f, "B");
-    let r1 = f.payload("root1", 60_000, 1);
-    let v1 = f.pack(
-        "v1.img",
-        "1.0.0",
-        5,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
-        "zstd",
-    );
-    ok(f.run(&factory_args("A", &v1, None)));
-    assert_eq!(f.flags("A"), (2, 0, true));
+    f.clear_flags("B");
+    let v1 = f.provision_a("1.0.0", 5);
     assert_eq!(f.flags("B"), (0, 0, false));
     ok(f.run(&["verify-slot", "B"]));
     v1
@@ -74,86 +68,33 @@ fn a_good_b_recorded(f: &Fix, b_image: &Path, b_compatible: Option<&str>) -> Pat
 
 #[test]
 fn factory_for_another_compatible_on_a_good_disk_then_activate() {
-    let f = Fix::new();
-    let r1 = f.payload("root1", 60_000, 1);
-    let v1 = f.pack(
-        "v1.img",
-        "1.0.0",
-        5,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
-        "zstd",
-    );
-    f.factory("A", &v1);
-    let r = f.payload("other", 50_000, 7);
-    let other = f.pack_with(
-        "other.img",
-        "9.0.0",
-        0,
-        "other-device",
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r)],
-        "zstd",
-        &f.key,
-    );
+    let f = Fix::provisioned("1.0.0", 5);
+    let other = other_device_image(&f, 0);
     // Refused before any byte is written (it used to write B's payloads
     // and record, then fail at "mark good").
-    assert_refused_unchanged(
-        &f,
+    f.assert_refused_unchanged(
         &factory_args("B", &other, Some("other-device")),
         "--factory is for a fresh disk, and slot A is marked successful",
     );
     // So B holds nothing `activate` could make bootable.
-    assert_refused_unchanged(&f, &["--booted", "A", "activate", "B"], "activate");
+    f.assert_refused_unchanged(&["--booted", "A", "activate", "B"], "activate");
     assert_eq!(f.flags("B"), (0, 0, false));
 }
 
 #[test]
 fn factory_refuses_a_bootable_slot_and_a_good_target() {
     let f = Fix::new();
-    let r1 = f.payload("root1", 60_000, 1);
-    let v1 = f.pack(
-        "v1.img",
-        "1.0.0",
-        5,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
-        "zstd",
-    );
-    f.factory("A", &v1);
+    let v1 = f.provision_a("1.0.0", 5);
     // The target itself good: refused.
-    assert_refused_unchanged(
-        &f,
-        &factory_args("A", &v1, None),
-        "slot A is marked successful",
-    );
+    f.assert_refused_unchanged(&factory_args("A", &v1, None), "slot A is marked successful");
     // The other slot bootable on trial (not successful): refused.
-    ok(f.run(&[
-        "set-flags",
-        "A",
-        "--priority",
-        "1",
-        "--tries",
-        "2",
-        "--successful",
-        "0",
-    ]));
-    assert_refused_unchanged(&f, &factory_args("B", &v1, None), "slot A is bootable");
+    set_flags(&f, "A", "1", "2", "0");
+    f.assert_refused_unchanged(&factory_args("B", &v1, None), "slot A is bootable");
     // Successful with priority 0 (boot-select's last resort): refused.
-    ok(f.run(&[
-        "set-flags",
-        "A",
-        "--priority",
-        "0",
-        "--tries",
-        "0",
-        "--successful",
-        "1",
-    ]));
-    assert_refused_unchanged(
-        &f,
-        &factory_args("B", &v1, None),
-        "slot A is marked successful",
-    );
+    set_flags(&f, "A", "0", "0", "1");
+    f.assert_refused_unchanged(&factory_args("B", &v1, None), "slot A is marked successful");
     // Cleared: a fresh disk again, the factory install goes ahead.
-    clear(&f, "A");
+    f.clear_flags("A");
     ok(f.run(&factory_args("B", &v1, None)));
     assert_eq!(f.flags("B"), (2, 0, true));
 }
@@ -161,26 +102,15 @@ fn factory_refuses_a_bootable_slot_and_a_good_target() {
 #[test]
 fn activate_of_a_slot_for_another_compatible_is_refused() {
     let f = Fix::new();
-    let r = f.payload("other", 50_000, 7);
-    let other = f.pack_with(
-        "other.img",
-        "9.0.0",
-        5,
-        "other-device",
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r)],
-        "zstd",
-        &f.key,
-    );
+    let other = other_device_image(&f, 5);
     a_good_b_recorded(&f, &other, Some("other-device"));
-    assert_refused_unchanged(
-        &f,
+    f.assert_refused_unchanged(
         &["--booted", "A", "activate", "B"],
         &format!("activate: slot B: image is for \"other-device\", this device is {COMPATIBLE:?}"),
     );
     // rollback too, once B is bootable (set-flags, the escape hatch).
     ok(f.run(&["set-flags", "B", "--priority", "1", "--successful", "1"]));
-    assert_refused_unchanged(
-        &f,
+    f.assert_refused_unchanged(
         &["--booted", "A", "rollback"],
         "rollback: slot B: image is for \"other-device\"",
     );
@@ -189,23 +119,14 @@ fn activate_of_a_slot_for_another_compatible_is_refused() {
 #[test]
 fn activate_and_rollback_below_the_floor_are_refused() {
     let f = Fix::new();
-    let r0 = f.payload("root0", 50_000, 8);
-    let old = f.pack(
-        "old.img",
-        "0.9.0",
-        1,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r0)],
-        "zstd",
-    );
+    let (old, _) = f.image("old.img", "0.9.0", 1, 50_000, 8);
     a_good_b_recorded(&f, &old, None);
-    assert_refused_unchanged(
-        &f,
+    f.assert_refused_unchanged(
         &["--booted", "A", "activate", "B"],
         "activate: slot B: rollback index 1 is below the booted slot A's 5",
     );
     ok(f.run(&["set-flags", "B", "--priority", "1", "--successful", "1"]));
-    assert_refused_unchanged(
-        &f,
+    f.assert_refused_unchanged(
         &["--booted", "A", "rollback"],
         "rollback: slot B: rollback index 1 is below the booted slot A's 5",
     );
@@ -217,21 +138,14 @@ fn activate_and_rollback_below_the_floor_are_refused() {
 #[test]
 fn rollback_to_an_older_version_with_the_same_index_works() {
     let f = Fix::new();
-    let r0 = f.payload("root0", 50_000, 8);
-    let old = f.pack(
-        "old.img",
-        "0.9.0",
-        5,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r0)],
-        "zstd",
-    );
+    let (old, _) = f.image("old.img", "0.9.0", 5, 50_000, 8);
     a_good_b_recorded(&f, &old, None);
     ok(f.run(&["set-flags", "B", "--priority", "1", "--successful", "1"]));
     ok(f.run(&["--booted", "A", "rollback"]));
     assert_eq!(f.flags("B"), (2, 0, true));
     assert_eq!(f.flags("A"), (1, 0, true));
     // And activate of it, from A again.
-    clear(&f, "B");
+    f.clear_flags("B");
     ok(f.run(&["set-flags", "A", "--priority", "2"]));
     ok(f.run(&["--booted", "A", "activate", "B"]));
     assert_eq!(f.flags("B"), (2, 3, false));
@@ -240,14 +154,7 @@ fn rollback_to_an_older_version_with_the_same_index_works() {
 #[test]
 fn rollback_needs_a_verified_slot() {
     let f = Fix::new();
-    let r0 = f.payload("root0", 50_000, 8);
-    let same = f.pack(
-        "same.img",
-        "1.0.0",
-        5,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r0)],
-        "zstd",
-    );
+    let (same, _) = f.image("same.img", "1.0.0", 5, 50_000, 8);
     a_good_b_recorded(&f, &same, None);
     ok(f.run(&["set-flags", "B", "--priority", "1", "--successful", "1"]));
     // B's ROOT no longer matches its record: refused, as activate.
@@ -255,8 +162,7 @@ fn rollback_needs_a_verified_slot() {
     let mut disk = f.disk_bytes();
     disk[off as usize + 10] ^= 0xff;
     std::fs::write(&f.disk, &disk).unwrap();
-    assert_refused_unchanged(
-        &f,
+    f.assert_refused_unchanged(
         &["--booted", "A", "rollback"],
         "rollback: slot B: partition ROOT-B does not match its record",
     );
@@ -265,8 +171,7 @@ fn rollback_needs_a_verified_slot() {
     let (boff, bsize) = f.partition("A", "BOOT");
     disk[(boff + bsize - slotctl::record::RECORD_RESERVED) as usize] = 0;
     std::fs::write(&f.disk, &disk).unwrap();
-    assert_refused_unchanged(
-        &f,
+    f.assert_refused_unchanged(
         &["--booted", "A", "rollback"],
         "rollback: booted slot A: slot record: no record magic",
     );

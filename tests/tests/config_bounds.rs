@@ -5,12 +5,13 @@
 //! never a panic (exit 101), never a hang, and the disk as it was. Each key
 //! is set alone and given to a command that uses it.
 
+use std::ffi::OsStr;
 use std::time::Duration;
 
+use slotctl_tests::feedenv::feed_cmd;
 use slotctl_tests::feedsrv::{FeedServer, Mode};
 use slotctl_tests::installfix::{ok, stderr, Fix, COMPATIBLE};
 use slotctl_tests::limited::run_slotctl_limited;
-use slotctl_tests::run_slotctl;
 
 const HUGE: &str = "9223372036854775807";
 /// Generous: a refusal is immediate; today's agent sleeps a minute on
@@ -116,29 +117,18 @@ fn huge_config_values_are_refused_in_one_line_naming_the_key() {
     std::fs::create_dir_all(&www).unwrap();
     let srv = FeedServer::start(&www, Mode::Normal);
     let feed = www.join("feed.json");
-    for args in [
-        vec!["init", "--compatible", COMPATIBLE],
-        vec!["sign", "--key", fix.key.to_str().unwrap()],
-    ] {
-        let mut v: Vec<std::ffi::OsString> = vec!["feed".into()];
-        v.extend(args.iter().map(|a| a.into()));
-        v.extend(["--feed".into(), feed.clone().into()]);
-        ok(run_slotctl(v));
-    }
+    ok(feed_cmd(&["init", "--compatible", COMPATIBLE], &feed));
+    ok(feed_cmd(
+        &["sign", "--key", fix.key.to_str().unwrap()],
+        &feed,
+    ));
     let mut base = std::fs::read_to_string(&fix.config).unwrap();
     base.push_str(&format!(
         "\n[agent]\nfeed_url = \"{}\"\nreboot = false\n",
         srv.url("feed.json")
     ));
     std::fs::write(&fix.config, &base).unwrap();
-    let r3 = fix.payload("root3", 50_000, 3);
-    let v3 = fix.pack(
-        "v3.img",
-        "3.0.0",
-        1,
-        &[("BOOT", &fix.boot_payload()), ("ROOT", &r3)],
-        "zstd",
-    );
+    let (v3, _) = fix.image("v3.img", "3.0.0", 1, 50_000, 3);
     // The base config works: the agent's one cycle passes.
     let mut once: Vec<&str> = AGENT.to_vec();
     once.push("--once");
@@ -148,17 +138,11 @@ fn huge_config_values_are_refused_in_one_line_naming_the_key() {
     let mut failures = Vec::new();
     for case in cases() {
         std::fs::write(&fix.config, set(&base, &case)).unwrap();
-        let mut args: Vec<std::ffi::OsString> = case.cmd.iter().map(|a| a.into()).collect();
+        let mut args: Vec<&OsStr> = case.cmd.iter().map(OsStr::new).collect();
         if case.cmd == INSTALL {
-            args.push(v3.clone().into());
+            args.push(v3.as_os_str());
         }
-        args.extend([
-            "--disk".into(),
-            fix.disk.clone().into(),
-            "--config".into(),
-            fix.config.clone().into(),
-        ]);
-        let run = run_slotctl_limited(&args, LIMIT);
+        let run = run_slotctl_limited(&fix.args(&args), LIMIT);
         let err = stderr(&run.output);
         let lines: Vec<&str> = err.lines().collect();
         let want = format!("{} = {HUGE}", case.key);
@@ -189,14 +173,7 @@ fn huge_config_values_are_refused_in_one_line_naming_the_key() {
         ),
     )
     .unwrap();
-    let mut args: Vec<std::ffi::OsString> = AGENT.iter().map(|a| a.into()).collect();
-    args.extend([
-        "--disk".into(),
-        fix.disk.clone().into(),
-        "--config".into(),
-        fix.config.clone().into(),
-    ]);
-    let run = run_slotctl_limited(&args, LIMIT);
+    let run = run_slotctl_limited(&fix.args(AGENT), LIMIT);
     let err = stderr(&run.output);
     if run.killed || run.output.status.code() != Some(1) || err.lines().count() != 1 {
         failures.push(format!(

@@ -9,12 +9,11 @@
 //! The oracle, [`assert_no_raw_controls`], looks at the bytes and is
 //! independent of the code under test.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 
-use slotctl_tests::feedsrv::{FeedServer, Mode};
-use slotctl_tests::installfix::{ok, stderr, Fix, COMPATIBLE};
-use slotctl_tests::run_slotctl;
+use slotctl_tests::feedenv::{feed_cmd, Env};
+use slotctl_tests::installfix::{ok, stderr, Fix};
 
 /// Panic if `bytes` (one stream of a command's output) hold a control
 /// character other than the newline ending a line: C0, DEL, C1 (U+0080 to
@@ -43,74 +42,15 @@ fn assert_clean(out: &Output) {
     assert_no_raw_controls("stderr", &out.stderr);
 }
 
-fn feed_cmd(args: &[&str], feed: &Path) -> Output {
-    let mut v: Vec<std::ffi::OsString> = vec!["feed".into()];
-    v.extend(args.iter().map(|a| a.into()));
-    v.push("--feed".into());
-    v.push(feed.into());
-    run_slotctl(v)
-}
-
 /// Slot A good with 1.0.0; a feed directory served on 127.0.0.1 holding a
-/// signed feed that offers 1.1.0 at `url`; the config pointing at it.
-struct Env {
-    fix: Fix,
-    feed: PathBuf,
-    _srv: FeedServer,
-}
-
+/// signed feed that offers 1.1.0 at `url` (the image is in the directory as
+/// `images/gw.img`); the config pointing the agent at it.
 fn env(url: &str) -> Env {
-    let fix = Fix::new();
-    let r1 = fix.payload("root1", 100_000, 1);
-    let v1 = fix.pack(
-        "v1.img",
-        "1.0.0",
-        1,
-        &[("BOOT", &fix.boot_payload()), ("ROOT", &r1)],
-        "zstd",
-    );
-    fix.factory("A", &v1);
-    let www = fix.path("www");
-    std::fs::create_dir_all(www.join("images")).unwrap();
-    let srv = FeedServer::start(&www, Mode::Normal);
-    let mut cfg = std::fs::read_to_string(&fix.config).unwrap();
-    cfg.push_str(&format!(
-        "\n[agent]\nfeed_url = \"{}\"\n",
-        srv.url("feed.json")
-    ));
-    std::fs::write(&fix.config, cfg).unwrap();
-    let feed = www.join("feed.json");
-    ok(feed_cmd(&["init", "--compatible", COMPATIBLE], &feed));
-    let r2 = fix.payload("root2", 100_000, 2);
-    let v2 = fix.pack(
-        "v2.img",
-        "1.1.0",
-        1,
-        &[("BOOT", &fix.boot_payload()), ("ROOT", &r2)],
-        "zstd",
-    );
-    std::fs::copy(&v2, www.join("images/gw.img")).unwrap();
-    ok(feed_cmd(
-        &["add", v2.to_str().unwrap(), "--url", url],
-        &feed,
-    ));
-    ok(feed_cmd(
-        &["sign", "--key", fix.key.to_str().unwrap()],
-        &feed,
-    ));
-    Env {
-        fix,
-        feed,
-        _srv: srv,
-    }
-}
-
-impl Env {
-    fn run(&self, args: &[&str]) -> Output {
-        let mut v = args.to_vec();
-        v.extend(["--booted", "A"]);
-        self.fix.run(&v)
-    }
+    let e = Env::new("");
+    let (_, v2) = e.add_with("1.1.0", 1, &[], "zstd", Some(url));
+    std::fs::copy(&v2, e.www.join("images/gw.img")).unwrap();
+    e.sign();
+    e
 }
 
 const HOSTILE_KEYID: &str = "\u{1b}[31mevil\u{202e}";
@@ -121,10 +61,10 @@ fn feed_key_id_with_an_escape_sequence_is_printed_escaped() {
     let e = env("images/gw.img");
     // The server's feed: its one signature now claims a hostile key id.
     let mut envelope: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&e.feed).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(e.feed()).unwrap()).unwrap();
     envelope["signatures"][0]["keyid"] = HOSTILE_KEYID.into();
-    std::fs::write(&e.feed, serde_json::to_vec(&envelope).unwrap()).unwrap();
-    assert!(std::fs::read(&e.feed)
+    std::fs::write(e.feed(), serde_json::to_vec(&envelope).unwrap()).unwrap();
+    assert!(std::fs::read(e.feed())
         .unwrap()
         .windows(2)
         .all(|w| w != b"\x1b["));
@@ -144,7 +84,7 @@ fn feed_key_id_with_an_escape_sequence_is_printed_escaped() {
         assert!(e.fix.disk_bytes() == before, "{cmd} changed the disk");
     }
     // The feed file itself, shown.
-    let out = ok(feed_cmd(&["show"], &e.feed));
+    let out = ok(feed_cmd(&["show"], &e.feed()));
     assert_clean(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -154,7 +94,7 @@ fn feed_key_id_with_an_escape_sequence_is_printed_escaped() {
     // JSON output is serde's: the same string, escaped the JSON way (C0
     // controls as \u001b; JSON leaves DEL, C1 and bidi characters as they
     // are, and so does slotctl: JSON is for programs).
-    let out = ok(feed_cmd(&["show", "--json"], &e.feed));
+    let out = ok(feed_cmd(&["show", "--json"], &e.feed()));
     assert!(
         !out.stdout.iter().any(|&b| b < 0x20 && b != b'\n'),
         "{}",
@@ -170,7 +110,7 @@ fn feed_release_url_with_control_characters_is_printed_escaped() {
     // terminal's title (OSC 0 ... BEL) and carries a C1 CSI.
     let url = "images/gw.img?\u{1b}]0;pwned\u{7}\u{9b}31m";
     let e = env(url);
-    let out = ok(feed_cmd(&["show"], &e.feed));
+    let out = ok(feed_cmd(&["show"], &e.feed()));
     assert_clean(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -216,16 +156,7 @@ fn hostile_version_image(f: &Fix, bad: &str) -> PathBuf {
 
 #[test]
 fn image_header_strings_with_control_characters_are_printed_escaped() {
-    let f = Fix::new();
-    let r1 = f.payload("root1", 100_000, 1);
-    let v1 = f.pack(
-        "v1.img",
-        "1.0.0",
-        1,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
-        "zstd",
-    );
-    f.factory("A", &v1);
+    let f = Fix::provisioned("1.0.0", 1);
     let pubkey = f.keyring.join("dev.pub");
     for (bad, shown) in [
         ("\u{1b}[31m", "\\u{1b}[31m"),

@@ -12,7 +12,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use slotctl_tests::installfix::{assert_refused, ok, test_bytes, Fix, COMPATIBLE};
+use slotctl_tests::installfix::{assert_refused, ok, stderr, test_bytes, Fix, COMPATIBLE};
 
 fn os(s: &str) -> &OsStr {
     OsStr::new(s)
@@ -22,25 +22,8 @@ fn os(s: &str) -> &OsStr {
 /// booted slot. Returns the fixture and an older image (0.5.0, index 1)
 /// that the floor must keep out.
 fn provisioned() -> (Fix, PathBuf) {
-    let f = Fix::new();
-    let r1 = f.payload("root1", 60_000, 1);
-    let v1 = f.pack(
-        "v1.img",
-        "1.0.0",
-        5,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
-        "zstd",
-    );
-    f.factory("A", &v1);
-    assert_eq!(f.flags("A"), (2, 0, true));
-    let r0 = f.payload("root0", 50_000, 2);
-    let old = f.pack(
-        "old.img",
-        "0.5.0",
-        1,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r0)],
-        "zstd",
-    );
+    let f = Fix::provisioned("1.0.0", 5);
+    let (old, _) = f.image("old.img", "0.5.0", 1, 50_000, 2);
     (f, old)
 }
 
@@ -51,28 +34,23 @@ fn record_offset(f: &Fix, slot: &str) -> usize {
     (off + size - slotctl::record::RECORD_RESERVED) as usize
 }
 
-/// Install `image` into B with A booted (plus `extra` arguments).
-fn install_from_a(f: &Fix, image: &Path, extra: &[&str]) -> std::process::Output {
+/// The arguments of an install of `image` into B with A booted (plus
+/// `extra` arguments).
+fn install_args<'a>(image: &'a Path, extra: &[&'a str]) -> Vec<&'a OsStr> {
     let mut args: Vec<&OsStr> = vec![os("install"), os("--booted"), os("A")];
     args.extend(extra.iter().map(|a| os(a)));
     args.push(image.as_os_str());
-    f.run(&args)
+    args
 }
 
 /// Run the install of the older image and check the refusal: exit 3, one
 /// line naming `what` and the booted slot A, the disk byte-identical.
 fn assert_install_refused(f: &Fix, image: &Path, extra: &[&str], what: &str) {
-    let before = f.disk_bytes();
-    let out = install_from_a(f, image, extra);
-    assert_refused(&out, 3, what);
+    let out = f.assert_refused_unchanged(&install_args(image, extra), what);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("booted slot A"),
+        stderr(&out).contains("booted slot A"),
         "the error must name the booted slot: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        f.disk_bytes() == before,
-        "a refused install changed the disk"
+        stderr(&out)
     );
 }
 
@@ -95,14 +73,34 @@ fn with_rollback_index(blob: &[u8], value: u64) -> Vec<u8> {
     panic!("no rollback_index field in the header");
 }
 
-#[test]
-fn zeroed_magic_byte_does_not_drop_the_floor() {
-    let (f, old) = provisioned();
+/// Zero the first byte of slot `slot`'s record (its magic).
+fn zero_magic_byte(f: &Fix, slot: &str) {
     let mut disk = f.disk_bytes();
-    let at = record_offset(&f, "A");
+    let at = record_offset(f, slot);
     assert_eq!(&disk[at..at + 8], b"SLOTREC\0");
     disk[at] = 0;
     std::fs::write(&f.disk, &disk).unwrap();
+}
+
+/// Rewrite slot `slot`'s record with rollback_index 0, re-encoded with the
+/// record format (CRC and SHA-256 recomputed), no key: its signature no
+/// longer matches.
+fn forge_rollback_index_0(f: &Fix, slot: &str) {
+    let mut disk = f.disk_bytes();
+    let at = record_offset(f, slot);
+    let region = &disk[at..at + slotctl::record::RECORD_RESERVED as usize];
+    let blob = slotctl::record::decode(region)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{slot} has a record"));
+    let forged = slotctl::record::encode(&with_rollback_index(&blob, 0)).unwrap();
+    disk[at..at + forged.len()].copy_from_slice(&forged);
+    std::fs::write(&f.disk, &disk).unwrap();
+}
+
+#[test]
+fn zeroed_magic_byte_does_not_drop_the_floor() {
+    let (f, old) = provisioned();
+    zero_magic_byte(&f, "A");
     assert_install_refused(&f, &old, &[], "damaged record");
     // With --allow-downgrade too: the floor is never overridable.
     assert_install_refused(&f, &old, &["--allow-downgrade"], "damaged record");
@@ -111,16 +109,7 @@ fn zeroed_magic_byte_does_not_drop_the_floor() {
 #[test]
 fn forged_record_with_rollback_index_0_is_refused() {
     let (f, old) = provisioned();
-    let mut disk = f.disk_bytes();
-    let at = record_offset(&f, "A");
-    let region = &disk[at..at + slotctl::record::RECORD_RESERVED as usize];
-    let blob = slotctl::record::decode(region)
-        .unwrap()
-        .expect("A has a record");
-    // Re-encoded with the record format: CRC and SHA-256 recomputed, no key.
-    let forged = slotctl::record::encode(&with_rollback_index(&blob, 0)).unwrap();
-    disk[at..at + forged.len()].copy_from_slice(&forged);
-    std::fs::write(&f.disk, &disk).unwrap();
+    forge_rollback_index_0(&f, "A");
     // The forged record decodes (status reads it, unverified) ...
     let st = f.status(Some("A"));
     assert_eq!(st["slots"]["A"]["installed"]["rollback_index"], 0, "{st}");
@@ -132,37 +121,8 @@ fn forged_record_with_rollback_index_0_is_refused() {
 /// good, B (0.9.0, index 1) good, the fallback. Both slots hold a record;
 /// B's, taken as a floor, would let the old image (index 1) in.
 fn two_good_slots() -> (Fix, PathBuf) {
-    let f = Fix::new();
-    let r0 = f.payload("root09", 40_000, 7);
-    let v0 = f.pack(
-        "v09.img",
-        "0.9.0",
-        1,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r0)],
-        "zstd",
-    );
-    f.factory("B", &v0);
-    ok(f.run(&["set-flags", "B", "--priority", "0", "--successful", "0"]));
-    let r1 = f.payload("root1", 60_000, 1);
-    let v1 = f.pack(
-        "v1.img",
-        "1.0.0",
-        5,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
-        "zstd",
-    );
-    f.factory("A", &v1);
-    ok(f.run(&["set-flags", "B", "--priority", "1", "--successful", "1"]));
-    assert_eq!(f.flags("A"), (2, 0, true));
-    assert_eq!(f.flags("B"), (1, 0, true));
-    let r0 = f.payload("root0", 50_000, 2);
-    let old = f.pack(
-        "old.img",
-        "0.5.0",
-        1,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r0)],
-        "zstd",
-    );
+    let f = Fix::two_good_slots("1.0.0", 5);
+    let (old, _) = f.image("old.img", "0.5.0", 1, 50_000, 2);
     (f, old)
 }
 
@@ -177,14 +137,9 @@ fn zero_region(f: &Fix, slot: &str) {
 /// Run `args` (with `--booted A`): refused (exit 3, one line naming
 /// `what`), the disk byte-identical.
 fn assert_cmd_refused(f: &Fix, args: &[&str], what: &str) {
-    let before = f.disk_bytes();
     let mut v = vec!["--booted", "A"];
     v.extend_from_slice(args);
-    assert_refused(&f.run(&v), 3, what);
-    assert!(
-        f.disk_bytes() == before,
-        "a refused {args:?} changed the disk"
-    );
+    f.assert_refused_unchanged(&v, what);
 }
 
 const UNKNOWN_A: &str = "booted slot A has no slot record while slot B has one: the rollback floor is unknown, refusing (docs/slot-record.md: reprovisioning)";
@@ -224,14 +179,7 @@ fn zeroed_booted_record_while_the_other_slot_has_one_is_refused() {
 #[test]
 fn a_successful_booted_slot_without_a_record_while_the_other_has_one_is_refused() {
     let f = Fix::new();
-    let r = f.payload("root", 50_000, 4);
-    let v = f.pack(
-        "v.img",
-        "2.0.0",
-        3,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r)],
-        "zstd",
-    );
+    let (v, _) = f.image("v.img", "2.0.0", 3, 50_000, 4);
     f.factory("B", &v);
     ok(f.run(&["set-flags", "B", "--priority", "1"]));
     ok(f.run(&["set-flags", "A", "--priority", "2", "--successful", "1"]));
@@ -270,7 +218,7 @@ fn a_record_signed_by_a_key_the_keyring_lost_fails_closed() {
         &[],
         "rollback index 1 is below the booted slot A's 5",
     );
-    ok(install_from_a(&f, &newer, &[]));
+    ok(f.run(&install_args(&newer, &[])));
 }
 
 /// No slot record anywhere on the disk (provisioned outside slotctl with
@@ -281,25 +229,11 @@ fn a_record_signed_by_a_key_the_keyring_lost_fails_closed() {
 fn no_record_on_either_slot_sets_no_floor_whatever_the_flags() {
     let f = Fix::new();
     ok(f.run(&["set-flags", "A", "--priority", "1", "--successful", "1"]));
-    let r = f.payload("root", 50_000, 4);
-    let img = f.pack(
-        "v.img",
-        "2.0.0",
-        2,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r)],
-        "zstd",
-    );
-    ok(install_from_a(&f, &img, &["--no-readback"]));
+    let (img, r) = f.image("v.img", "2.0.0", 2, 50_000, 4);
+    ok(f.run(&install_args(&img, &["--no-readback"])));
     assert_eq!(f.flags("B"), (2, 3, false));
     f.assert_partition_holds("B", "ROOT", &r);
-    let r0 = f.payload("root0", 50_000, 5);
-    let older = f.pack(
-        "older.img",
-        "2.1.0",
-        1,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r0)],
-        "zstd",
-    );
+    let (older, _) = f.image("older.img", "2.1.0", 1, 50_000, 5);
     assert_install_refused(
         &f,
         &older,
@@ -316,15 +250,8 @@ fn no_record_on_either_slot_sets_no_floor_whatever_the_flags() {
 #[test]
 fn a_pending_other_slot_sets_the_floor_when_the_booted_slot_has_no_record() {
     let (f, old) = provisioned();
-    let r = f.payload("root11", 50_000, 6);
-    let v11 = f.pack(
-        "v11.img",
-        "1.1.0",
-        5,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r)],
-        "zstd",
-    );
-    ok(install_from_a(&f, &v11, &[]));
+    let (v11, _) = f.image("v11.img", "1.1.0", 5, 50_000, 6);
+    ok(f.run(&install_args(&v11, &[])));
     assert_eq!(f.flags("B"), (2, 3, false));
     zero_region(&f, "A");
     assert_install_refused(
@@ -333,14 +260,7 @@ fn a_pending_other_slot_sets_the_floor_when_the_booted_slot_has_no_record() {
         &["--allow-downgrade"],
         "rollback index 1 is below slot B's 5 (pending: booted slot A has no record)",
     );
-    let r09 = f.payload("root09", 50_000, 7);
-    let v09 = f.pack(
-        "v09.img",
-        "0.9.0",
-        5,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r09)],
-        "zstd",
-    );
+    let (v09, _) = f.image("v09.img", "0.9.0", 5, 50_000, 7);
     assert_install_refused(
         &f,
         &v09,
@@ -349,13 +269,7 @@ fn a_pending_other_slot_sets_the_floor_when_the_booted_slot_has_no_record() {
     );
     // B's record forged to index 0 (CRC and SHA-256 recomputed, no key).
     let good = f.disk_bytes();
-    let mut disk = good.clone();
-    let at = record_offset(&f, "B");
-    let region = &disk[at..at + slotctl::record::RECORD_RESERVED as usize];
-    let blob = slotctl::record::decode(region).unwrap().unwrap();
-    let forged = slotctl::record::encode(&with_rollback_index(&blob, 0)).unwrap();
-    disk[at..at + forged.len()].copy_from_slice(&forged);
-    std::fs::write(&f.disk, &disk).unwrap();
+    forge_rollback_index_0(&f, "B");
     assert_install_refused(
         &f,
         &old,
@@ -510,24 +424,17 @@ fn a_booted_slot_without_a_record_refuses_rollback_when_the_other_has_one() {
     let (f, _) = provisioned();
     ok(f.run(&["set-flags", "A", "--priority", "1"]));
     ok(f.run(&["set-flags", "B", "--priority", "3", "--tries", "2"]));
-    let before = f.disk_bytes();
-    assert_refused(
-        &f.run(&["--booted", "B", "rollback"]),
-        3,
+    f.assert_refused_unchanged(
+        &["--booted", "B", "rollback"],
         "rollback: booted slot B has no slot record while slot A has one: the rollback floor is unknown",
     );
-    assert!(f.disk_bytes() == before);
     let mut disk = f.disk_bytes();
     disk[record_offset(&f, "B") + 4000] = 1;
     std::fs::write(&f.disk, &disk).unwrap();
-    let before = f.disk_bytes();
-    let out = f.run(&["--booted", "B", "rollback"]);
-    assert_refused(
-        &out,
-        3,
+    f.assert_refused_unchanged(
+        &["--booted", "B", "rollback"],
         "rollback: booted slot B: slot record: no record magic",
     );
-    assert!(f.disk_bytes() == before);
 }
 
 /// docs/slot-record.md's way out for a technician whose booted slot's
@@ -537,13 +444,9 @@ fn a_booted_slot_without_a_record_refuses_rollback_when_the_other_has_one() {
 #[test]
 fn technician_reprovisions_a_damaged_booted_slot() {
     let (f, old) = provisioned();
-    let mut disk = f.disk_bytes();
-    let at = record_offset(&f, "A");
-    disk[at] = 0;
-    std::fs::write(&f.disk, &disk).unwrap();
+    zero_magic_byte(&f, "A");
     assert_install_refused(&f, &old, &[], "damaged record");
     // --factory refuses while A is still marked good ...
-    let before = f.disk_bytes();
     let v1 = f.path("v1.img");
     let factory = [
         os("install"),
@@ -552,19 +455,9 @@ fn technician_reprovisions_a_damaged_booted_slot() {
         os("A"),
         v1.as_os_str(),
     ];
-    assert_refused(&f.run(&factory), 3, "slot A is marked successful");
-    assert!(f.disk_bytes() == before);
+    f.assert_refused_unchanged(&factory, "slot A is marked successful");
     // ... so the technician clears the marks, then reprovisions.
-    ok(f.run(&[
-        "set-flags",
-        "A",
-        "--priority",
-        "0",
-        "--tries",
-        "0",
-        "--successful",
-        "0",
-    ]));
+    f.clear_flags("A");
     ok(f.run(&factory));
     assert_eq!(f.flags("A"), (2, 0, true));
     ok(f.run(&["verify-slot", "A"]));
@@ -575,14 +468,7 @@ fn technician_reprovisions_a_damaged_booted_slot() {
         &[],
         "rollback index 1 is below the booted slot A's 5",
     );
-    let r2 = f.payload("root2", 50_000, 5);
-    let v2 = f.pack(
-        "v2.img",
-        "2.0.0",
-        5,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r2)],
-        "zstd",
-    );
-    ok(install_from_a(&f, &v2, &[]));
+    let (v2, _) = f.image("v2.img", "2.0.0", 5, 50_000, 5);
+    ok(f.run(&install_args(&v2, &[])));
     assert_eq!(f.flags("B"), (2, 3, false));
 }

@@ -182,24 +182,8 @@ fn boot_select_boots_a_valid_primary_whose_backup_cannot_be_rebuilt() {
 fn install_refuses_a_disk_whose_table_cannot_be_written_before_writing() {
     require_tool("sgdisk");
     require_tool("cgpt");
-    let f = Fix::new();
-    let r1 = f.payload("root1", 40_000, 1);
-    let v1 = f.pack(
-        "v1.img",
-        "1.0.0",
-        1,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
-        "zstd",
-    );
-    f.factory("A", &v1);
-    let r2 = f.payload("root2", 50_000, 2);
-    let v2 = f.pack(
-        "v2.img",
-        "2.0.0",
-        2,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r2)],
-        "zstd",
-    );
+    let f = Fix::provisioned("1.0.0", 1);
+    let (v2, _) = f.image("v2.img", "2.0.0", 2, 50_000, 2);
     let alternate = break_alternate(&f.disk);
     validate_crafted(&f.disk, alternate);
     let before = f.disk_bytes();

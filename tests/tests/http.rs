@@ -12,24 +12,8 @@ use std::path::{Path, PathBuf};
 /// A provisioned disk (slot A good, 1.0.0) and an update image whose ROOT
 /// payload is large enough for faults mid-body.
 fn setup(compression: &str) -> (Fix, PathBuf, PathBuf) {
-    let f = Fix::new();
-    let r1 = f.payload("root1", 100_000, 1);
-    let v1 = f.pack(
-        "v1.img",
-        "1.0.0",
-        1,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
-        "zstd",
-    );
-    f.factory("A", &v1);
-    let root = f.payload("root2", 3_500_000, 2);
-    let img = f.pack(
-        "v2.img",
-        "2.0.0",
-        1,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &root)],
-        compression,
-    );
+    let f = Fix::provisioned("1.0.0", 1);
+    let (img, root) = f.image_with("v2.img", "2.0.0", 1, 3_500_000, 2, compression);
     (f, img, root)
 }
 

@@ -23,37 +23,8 @@ use slotctl_tests::installfix::*;
 /// failed install into B visibly changes B; a 2.0.0 update image with a
 /// 3.5 MB uncompressed ROOT. `http` replaces the fixture's `[http]` keys.
 fn setup(http: &[(&str, &str)]) -> (Fix, PathBuf) {
-    let f = Fix::new();
-    let r1 = f.payload("root1", 200_000, 1);
-    let v1 = f.pack(
-        "v1.img",
-        "1.0.0",
-        1,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
-        "zstd",
-    );
-    let r0 = f.payload("root0", 150_000, 9);
-    let v0 = f.pack(
-        "v0.img",
-        "0.9.0",
-        1,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r0)],
-        "zstd",
-    );
-    f.factory("B", &v0);
-    // `--factory` wants a disk with no bootable or good slot: B's flags are
-    // cleared for A's, then B is the good fallback below A.
-    ok(f.run(&["set-flags", "B", "--priority", "0", "--successful", "0"]));
-    f.factory("A", &v1);
-    ok(f.run(&["set-flags", "B", "--priority", "1", "--successful", "1"]));
-    let root = f.payload("root2", 3_500_000, 2);
-    let update = f.pack(
-        "v2.img",
-        "2.0.0",
-        1,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &root)],
-        "none",
-    );
+    let f = Fix::two_good_slots("1.0.0", 1);
+    let (update, _) = f.image_with("v2.img", "2.0.0", 1, 3_500_000, 2, "none");
     let mut cfg = std::fs::read_to_string(&f.config).unwrap();
     for (key, value) in http {
         let line = |v: &str| format!("\n{key} = {v}\n");
@@ -113,7 +84,7 @@ fn assert_failed_then_installable(f: &Fix, update: &Path, before: &Value, a_befo
     assert!(a_before == slot_bytes(f, "A"), "the booted slot A changed");
     let srv = TestServer::start(update, Mode::Normal);
     ok(f.run(&["install", "--booted", "A", &srv.url("v2.img")]));
-    f.assert_partition_holds("B", "ROOT", &f.path("root2"));
+    f.assert_partition_holds("B", "ROOT", &f.path("v2.root"));
     assert_eq!(f.flags("B"), (2, 3, false));
 }
 
@@ -136,30 +107,41 @@ const TRICKLE: Mode = Mode::Trickle {
 /// end is killed here and the test fails.
 const HANG_LIMIT: Duration = Duration::from_secs(90);
 
-#[test]
-fn trickled_body_ends_at_the_download_deadline() {
-    // The stall timeout (3 s) never trips at a byte per 1.5 s; the floor
-    // is off: only the deadline can end this download.
-    let (f, update) = setup(&[
-        ("stall_timeout_secs", "3"),
-        ("deadline_secs", "4"),
-        ("min_bytes_per_sec", "0"),
-    ]);
+/// Install from a server trickling the update ([`TRICKLE`]) with the
+/// `[http]` keys `http`: the install must end on its own, exit 1, one error
+/// line; `check` looks at that line and the server's request log; then the
+/// state a failed install leaves, and the lock released.
+fn trickled_install_fails(http: &[(&str, &str)], check: impl FnOnce(&str, &TestServer)) {
+    let (f, update) = setup(http);
     let srv = TestServer::start(&update, TRICKLE);
     let before = f.status(Some("A"));
     let a_before = slot_bytes(&f, "A");
     let out = wait_or_kill(spawn_install(&f, &srv.url("v2.img")), HANG_LIMIT);
     let err = error_line(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("download deadline passed at byte 100000")
-            && err.contains("it took longer than [http] deadline_secs = 4"),
-        "{err}"
-    );
-    // A deadline is not retried: one request.
-    assert_eq!(srv.requests().len(), 1, "{:?}", srv.requests());
+    check(&err, &srv);
     drop(srv);
     assert_failed_then_installable(&f, &update, &before, &a_before);
+}
+
+#[test]
+fn trickled_body_ends_at_the_download_deadline() {
+    // The stall timeout (3 s) never trips at a byte per 1.5 s; the floor
+    // is off: only the deadline can end this download.
+    let http = [
+        ("stall_timeout_secs", "3"),
+        ("deadline_secs", "4"),
+        ("min_bytes_per_sec", "0"),
+    ];
+    trickled_install_fails(&http, |err, srv| {
+        assert!(
+            err.contains("download deadline passed at byte 100000")
+                && err.contains("it took longer than [http] deadline_secs = 4"),
+            "{err}"
+        );
+        // A deadline is not retried: one request.
+        assert_eq!(srv.requests().len(), 1, "{:?}", srv.requests());
+    });
 }
 
 #[test]
@@ -167,36 +149,30 @@ fn trickled_body_is_cut_by_the_throughput_floor_then_retries_end() {
     // No deadline to speak of (the 6 h default): the floor (100 B/s over
     // 1 s windows) resumes each trickling connection, and the retries (1)
     // run out.
-    let (f, update) = setup(&[
+    let http = [
         ("stall_timeout_secs", "3"),
         ("retries", "1"),
         ("min_bytes_per_sec", "100"),
         ("min_speed_window_secs", "1"),
-    ]);
-    let srv = TestServer::start(&update, TRICKLE);
-    let before = f.status(Some("A"));
-    let a_before = slot_bytes(&f, "A");
-    let out = wait_or_kill(spawn_install(&f, &srv.url("v2.img")), HANG_LIMIT);
-    let err = error_line(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("after 1 retries")
-            && err.contains("too slow: ")
-            && err.contains("below [http] min_bytes_per_sec = 100"),
-        "{err}"
-    );
-    let reqs = srv.requests();
-    assert_eq!(reqs.len(), 2, "{reqs:?}");
-    let resumed_at: u64 = reqs[1]
-        .range
-        .as_deref()
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.strip_suffix('-'))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("the retry did not resume: {reqs:?}"));
-    assert!((1_000_000..1_000_010).contains(&resumed_at), "{reqs:?}");
-    drop(srv);
-    assert_failed_then_installable(&f, &update, &before, &a_before);
+    ];
+    trickled_install_fails(&http, |err, srv| {
+        assert!(
+            err.contains("after 1 retries")
+                && err.contains("too slow: ")
+                && err.contains("below [http] min_bytes_per_sec = 100"),
+            "{err}"
+        );
+        let reqs = srv.requests();
+        assert_eq!(reqs.len(), 2, "{reqs:?}");
+        let resumed_at: u64 = reqs[1]
+            .range
+            .as_deref()
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.strip_suffix('-'))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("the retry did not resume: {reqs:?}"));
+        assert!((1_000_000..1_000_010).contains(&resumed_at), "{reqs:?}");
+    });
 }
 
 /// A redirect the client must refuse before writing anything: one error
@@ -285,7 +261,7 @@ fn relative_redirects_are_followed() {
         ]),
     );
     ok(f.run(&["install", "--booted", "A", &srv.url("v2.img")]));
-    f.assert_partition_holds("B", "ROOT", &f.path("root2"));
+    f.assert_partition_holds("B", "ROOT", &f.path("v2.root"));
     let paths: Vec<String> = srv.requests().iter().map(|r| r.path.clone()).collect();
     assert_eq!(paths, ["/v2.img", "/images/v2.img", "/real.img"]);
 }

@@ -113,16 +113,7 @@ fn cases(f: &Fix, img: &Path) -> Vec<Case> {
 
 #[test]
 fn every_command_that_reads_an_image_agrees_on_trailing_bytes_and_cuts() {
-    let f = Fix::new();
-    let r1 = f.payload("root1", 40_000, 1);
-    let v1 = f.pack(
-        "v1.img",
-        "1.0.0",
-        1,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
-        "zstd",
-    );
-    f.factory("A", &v1);
+    let f = Fix::provisioned("1.0.0", 1);
     let boot = f.payload("boot2", 30_000, 2);
     let root = f.payload("root2", 60_000, 3);
     let img = f.pack(
@@ -144,57 +135,47 @@ fn every_command_that_reads_an_image_agrees_on_trailing_bytes_and_cuts() {
     ]);
     assert!(init.status.success());
     let out = f.path("extracted");
+    let verify = |src: OsString| {
+        vec![
+            os("image"),
+            os("verify"),
+            os("--pubkey"),
+            public.clone(),
+            src,
+        ]
+    };
+    let extract_boot = |src: OsString| {
+        vec![
+            os("image"),
+            os("extract"),
+            os("--pubkey"),
+            public.clone(),
+            os("BOOT"),
+            os("-o"),
+            out.clone().into(),
+            src,
+        ]
+    };
+    let feed_add = |src: OsString| {
+        vec![
+            os("feed"),
+            os("add"),
+            os("--feed"),
+            feed.clone().into(),
+            os("--url"),
+            os("v2.img"),
+            src,
+        ]
+    };
     for c in cases(&f, &img) {
         let file: OsString = c.file.clone().into();
         let original = std::fs::read(&c.file).unwrap();
         // (args, standard input) for the commands that need no disk.
         let plain: Vec<(Vec<OsString>, Option<&Path>)> = vec![
-            (
-                vec![
-                    os("image"),
-                    os("verify"),
-                    os("--pubkey"),
-                    public.clone(),
-                    file.clone(),
-                ],
-                None,
-            ),
-            (
-                vec![
-                    os("image"),
-                    os("verify"),
-                    os("--pubkey"),
-                    public.clone(),
-                    os("-"),
-                ],
-                Some(&c.file),
-            ),
-            (
-                vec![
-                    os("image"),
-                    os("extract"),
-                    os("--pubkey"),
-                    public.clone(),
-                    os("BOOT"),
-                    os("-o"),
-                    out.clone().into(),
-                    file.clone(),
-                ],
-                None,
-            ),
-            (
-                vec![
-                    os("image"),
-                    os("extract"),
-                    os("--pubkey"),
-                    public.clone(),
-                    os("BOOT"),
-                    os("-o"),
-                    out.clone().into(),
-                    os("-"),
-                ],
-                Some(&c.file),
-            ),
+            (verify(file.clone()), None),
+            (verify(os("-")), Some(&c.file)),
+            (extract_boot(file.clone()), None),
+            (extract_boot(os("-")), Some(&c.file)),
             (
                 vec![
                     os("image"),
@@ -232,18 +213,7 @@ fn every_command_that_reads_an_image_agrees_on_trailing_bytes_and_cuts() {
                 ],
                 None,
             ),
-            (
-                vec![
-                    os("feed"),
-                    os("add"),
-                    os("--feed"),
-                    feed.clone().into(),
-                    os("--url"),
-                    os("v2.img"),
-                    file.clone(),
-                ],
-                None,
-            ),
+            (feed_add(file.clone()), None),
         ];
         let feed_before = std::fs::read(&feed).unwrap();
         for (args, input) in &plain {
@@ -287,33 +257,10 @@ fn every_command_that_reads_an_image_agrees_on_trailing_bytes_and_cuts() {
     // The intact image passes every one of them.
     let file: OsString = img.clone().into();
     for args in [
-        vec![
-            os("image"),
-            os("verify"),
-            os("--pubkey"),
-            public.clone(),
-            file.clone(),
-        ],
-        vec![
-            os("image"),
-            os("extract"),
-            os("--pubkey"),
-            public,
-            os("BOOT"),
-            os("-o"),
-            out.clone().into(),
-            file.clone(),
-        ],
+        verify(file.clone()),
+        extract_boot(file.clone()),
         vec![os("image"), os("info"), file.clone()],
-        vec![
-            os("feed"),
-            os("add"),
-            os("--feed"),
-            feed.into(),
-            os("--url"),
-            os("v2.img"),
-            file,
-        ],
+        feed_add(file),
     ] {
         let o = run_in(&args, None);
         assert!(

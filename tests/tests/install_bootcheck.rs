@@ -125,15 +125,7 @@ name = "fails"
 command = ["false"]
 "#,
     );
-    let r1 = f.payload("root1", 50_000, 1);
-    let v1 = f.pack(
-        "v1.img",
-        "1.0.0",
-        1,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
-        "zstd",
-    );
-    f.factory("A", &v1);
+    f.provision_a("1.0.0", 1);
     // A on trial and the only bootable slot.
     ok(f.run(&[
         "set-flags",

@@ -11,6 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use slotctl_tests::feedenv::feed_cmd;
 use slotctl_tests::image::{keygen, ok, sh};
 use slotctl_tests::installfix::{self, Fix};
 use slotctl_tests::{require_tool, run_slotctl, slotctl};
@@ -212,14 +213,7 @@ fn keyring_entries_that_hold_no_key_are_skipped_with_a_warning() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     let f = Fix::new();
-    let r = f.payload("root", 20_000, 2);
-    let img = f.pack(
-        "v.img",
-        "1.0.0",
-        1,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r)],
-        "zstd",
-    );
+    let (img, _) = f.image("v.img", "1.0.0", 1, 20_000, 2);
     let ring = dir.join("ring");
     std::fs::create_dir(&ring).unwrap();
     std::fs::copy(f.keyring.join("dev.pub"), ring.join("dev.pub")).unwrap();
@@ -269,36 +263,9 @@ fn keyring_entries_that_hold_no_key_are_skipped_with_a_warning() {
     check(&out, "install --factory");
     // And the feed keyring.
     let feed = dir.join("feed.json");
-    ok(
-        run_slotctl([
-            os("feed"),
-            os("init"),
-            os("--compatible"),
-            os("x"),
-            os("--feed"),
-            feed.clone().into(),
-        ]),
-        "feed init",
-    );
-    ok(
-        run_slotctl([
-            os("feed"),
-            os("sign"),
-            os("--key"),
-            f.key.clone().into(),
-            os("--feed"),
-            feed.clone().into(),
-        ]),
-        "feed sign",
-    );
-    let out = run_slotctl([
-        os("feed"),
-        os("show"),
-        os("--keyring"),
-        ring.clone().into(),
-        os("--feed"),
-        feed.into(),
-    ]);
+    installfix::ok(feed_cmd(&["init", "--compatible", "x"], &feed));
+    installfix::ok(feed_cmd(&["sign", "--key", f.key.to_str().unwrap()], &feed));
+    let out = feed_cmd(&["show", "--keyring", ring.to_str().unwrap()], &feed);
     ok(out.clone(), "feed show");
     check(&out, "feed show");
     // Without the good key, nothing loads: an error after the warnings.
@@ -357,28 +324,9 @@ fn a_signing_key_others_can_read_is_used_with_a_warning() {
         ])
     };
     let feed = dir.join("feed.json");
-    ok(
-        run_slotctl([
-            os("feed"),
-            os("init"),
-            os("--compatible"),
-            os("x"),
-            os("--feed"),
-            feed.clone().into(),
-        ]),
-        "feed init",
-    );
-    let feed_sign = |key: &Path| {
-        run_slotctl([
-            os("feed"),
-            os("sign"),
-            os("--renew"),
-            os("--key"),
-            key.into(),
-            os("--feed"),
-            feed.clone().into(),
-        ])
-    };
+    installfix::ok(feed_cmd(&["init", "--compatible", "x"], &feed));
+    let feed_sign =
+        |key: &Path| feed_cmd(&["sign", "--renew", "--key", key.to_str().unwrap()], &feed);
     // 0600 (and 0400): no warning.
     for m in [0o600, 0o400] {
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(m)).unwrap();

@@ -5,48 +5,31 @@
 //! refusal is one line naming the file and what is wrong, and the disk is
 //! left byte-identical.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use slotctl_tests::feedsrv::{FeedServer, Mode};
-use slotctl_tests::installfix::{assert_refused, ok, stderr, Fix, COMPATIBLE};
+use slotctl_tests::feedenv::Env;
+use slotctl_tests::installfix::{assert_refused, stderr, Fix};
 use slotctl_tests::limited::{run_slotctl_limited, Limited, HANG};
-use slotctl_tests::run_slotctl;
 
 const PRECIOUS: &str = "precious content, not slotctl's\n";
 
 /// A fixture whose slot A holds 1.0.0 and a 2.0.0 image to install.
 fn install_fix() -> (Fix, PathBuf) {
-    let fix = Fix::new();
-    let r1 = fix.payload("root1", 50_000, 1);
-    let v1 = fix.pack(
-        "v1.img",
-        "1.0.0",
-        1,
-        &[("BOOT", &fix.boot_payload()), ("ROOT", &r1)],
-        "zstd",
-    );
-    fix.factory("A", &v1);
-    let r2 = fix.payload("root2", 50_000, 2);
-    let v2 = fix.pack(
-        "v2.img",
-        "2.0.0",
-        1,
-        &[("BOOT", &fix.boot_payload()), ("ROOT", &r2)],
-        "zstd",
-    );
+    let fix = Fix::provisioned("1.0.0", 1);
+    let (v2, _) = fix.image("v2.img", "2.0.0", 1, 50_000, 2);
     (fix, v2)
 }
 
 fn install(fix: &Fix, image: &Path) -> Limited {
-    let mut args: Vec<std::ffi::OsString> = vec!["install".into(), image.into()];
-    for a in ["--booted", "A", "--disk"] {
-        args.push(a.into());
-    }
-    args.push(fix.disk.clone().into());
-    args.push("--config".into());
-    args.push(fix.config.clone().into());
-    run_slotctl_limited(&args, HANG)
+    let args = [
+        OsStr::new("install"),
+        image.as_os_str(),
+        "--booted".as_ref(),
+        "A".as_ref(),
+    ];
+    run_slotctl_limited(&fix.args(&args), HANG)
 }
 
 /// Not killed, exit `code`, one `slotctl: error:` line naming `what`.
@@ -122,48 +105,17 @@ fn lock_path_that_is_not_a_regular_file_is_refused() {
 }
 
 /// A disk with slot A good, a signed empty feed on 127.0.0.1, and the
-/// agent pointed at it.
-fn feed_fix() -> (Fix, FeedServer) {
-    let fix = Fix::new();
-    let r1 = fix.payload("root1", 50_000, 1);
-    let v1 = fix.pack(
-        "v1.img",
-        "1.0.0",
-        1,
-        &[("BOOT", &fix.boot_payload()), ("ROOT", &r1)],
-        "zstd",
-    );
-    fix.factory("A", &v1);
-    let www = fix.path("www");
-    std::fs::create_dir_all(&www).unwrap();
-    let srv = FeedServer::start(&www, Mode::Normal);
-    let mut cfg = std::fs::read_to_string(&fix.config).unwrap();
-    cfg.push_str(&format!(
-        "\n[agent]\nfeed_url = \"{}\"\n",
-        srv.url("feed.json")
-    ));
-    std::fs::write(&fix.config, cfg).unwrap();
-    let feed = www.join("feed.json");
-    let feed_run = |args: &[&str]| {
-        let mut v: Vec<std::ffi::OsString> = vec!["feed".into()];
-        v.extend(args.iter().map(|a| a.into()));
-        v.extend(["--feed".into(), feed.clone().into()]);
-        ok(run_slotctl(v))
-    };
-    feed_run(&["init", "--compatible", COMPATIBLE]);
-    feed_run(&["sign", "--key", fix.key.to_str().unwrap()]);
-    (fix, srv)
+/// agent pointed at it; its state directory (created, empty).
+fn feed_env() -> (Env, PathBuf) {
+    let env = Env::new("");
+    env.sign();
+    let state = env.fix.path("state");
+    std::fs::create_dir_all(&state).unwrap();
+    (env, state)
 }
 
 fn agent_cmd(fix: &Fix, cmd: &str) -> Limited {
-    let mut args: Vec<std::ffi::OsString> = vec![cmd.into()];
-    for a in ["--booted", "A", "--disk"] {
-        args.push(a.into());
-    }
-    args.push(fix.disk.clone().into());
-    args.push("--config".into());
-    args.push(fix.config.clone().into());
-    run_slotctl_limited(&args, HANG)
+    run_slotctl_limited(&fix.args(&[cmd, "--booted", "A"]), HANG)
 }
 
 fn read_proc(name: &str) -> u64 {
@@ -176,9 +128,8 @@ fn read_proc(name: &str) -> u64 {
 
 #[test]
 fn state_temp_name_symlinks_cannot_redirect_check() {
-    let (fix, _srv) = feed_fix();
-    let state = fix.path("state");
-    std::fs::create_dir_all(&state).unwrap();
+    let (env, state) = feed_env();
+    let fix = &env.fix;
     let victim = fix.path("victim");
     std::fs::write(&victim, PRECIOUS).unwrap();
     // The old temp name was `.agent.json.tmp.<pid>`: plant it for every pid
@@ -195,7 +146,7 @@ fn state_temp_name_symlinks_cannot_redirect_check() {
         std::os::unix::fs::symlink(&victim, state.join(format!(".agent.json.tmp.{pid}"))).unwrap();
     }
     let before = fix.disk_bytes();
-    let run = agent_cmd(&fix, "check");
+    let run = agent_cmd(fix, "check");
     assert!(!run.killed, "check hung");
     assert!(run.output.status.success(), "{}", stderr(&run.output));
     assert_eq!(
@@ -225,15 +176,14 @@ fn state_temp_name_symlinks_cannot_redirect_check() {
 
 #[test]
 fn state_file_that_reads_forever_is_refused_in_one_line() {
-    let (fix, _srv) = feed_fix();
-    let state = fix.path("state");
-    std::fs::create_dir_all(&state).unwrap();
+    let (env, state) = feed_env();
+    let fix = &env.fix;
     let st = state.join("agent.json");
     let before = fix.disk_bytes();
     // agent.json -> /dev/zero, then /dev/zero's own node in its place,
     // then a regular file past the bound.
     std::os::unix::fs::symlink("/dev/zero", &st).unwrap();
-    let run = agent_cmd(&fix, "check");
+    let run = agent_cmd(fix, "check");
     assert_one_line(&run, 1, "is a symbolic link");
     assert!(stderr(&run.output).contains(&st.display().to_string()));
     std::fs::remove_file(&st).unwrap();
@@ -242,29 +192,28 @@ fn state_file_that_reads_forever_is_refused_in_one_line() {
         .status()
         .expect("mknod");
     assert!(mk.success(), "mknod (the tests run as root)");
-    let run = agent_cmd(&fix, "check");
+    let run = agent_cmd(fix, "check");
     assert_one_line(&run, 1, "is a character device, not a regular file");
     std::fs::remove_file(&st).unwrap();
     std::fs::write(&st, vec![b' '; 300 * 1024]).unwrap();
-    let run = agent_cmd(&fix, "check");
+    let run = agent_cmd(fix, "check");
     assert_one_line(&run, 1, "is larger than 262144 bytes");
     assert!(fix.disk_bytes() == before, "the disk changed");
 }
 
 #[test]
 fn state_file_fifo_is_refused_without_hanging() {
-    let (fix, _srv) = feed_fix();
-    let state = fix.path("state");
-    std::fs::create_dir_all(&state).unwrap();
+    let (env, state) = feed_env();
+    let fix = &env.fix;
     let st = state.join("agent.json");
     mkfifo(&st);
     let before = fix.disk_bytes();
     for cmd in ["check", "update"] {
-        let run = agent_cmd(&fix, cmd);
+        let run = agent_cmd(fix, cmd);
         assert_one_line(&run, 1, "is a FIFO, not a regular file");
     }
     // status reports the state it cannot read, and goes on.
-    let run = agent_cmd(&fix, "status");
+    let run = agent_cmd(fix, "status");
     assert!(!run.killed, "status hung on the FIFO");
     assert!(run.output.status.success(), "{}", stderr(&run.output));
     let out = String::from_utf8_lossy(&run.output.stdout);

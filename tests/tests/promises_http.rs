@@ -27,41 +27,13 @@ struct Setup {
 }
 
 fn two_good_slots() -> Setup {
-    let f = Fix::new();
-    let r1 = f.payload("root1", 200_000, 1);
-    let v1 = f.pack(
-        "v1.img",
-        "1.0.0",
-        1,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
-        "zstd",
-    );
-    let r0 = f.payload("root0", 150_000, 9);
-    let v0 = f.pack(
-        "v0.img",
-        "0.9.0",
-        1,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r0)],
-        "zstd",
-    );
-    // B first, then A: the state after 1.0.0 was installed into A and
-    // committed (A P=2 good, B P=1 good, the fallback). `--factory` wants a
-    // disk with no good slot: B's flags are cleared for it and restored.
-    f.factory("B", &v0);
-    ok(f.run(&["set-flags", "B", "--priority", "0", "--successful", "0"]));
-    f.factory("A", &v1);
-    ok(f.run(&["set-flags", "B", "--priority", "1", "--successful", "1"]));
+    // The state after 1.0.0 was installed into A and committed (A P=2
+    // good, B P=1 good, the fallback).
+    let f = Fix::two_good_slots("1.0.0", 1);
     let st = f.status(Some("A"));
     assert_eq!(st["slots"]["B"]["bootable"], true, "{st}");
     assert_eq!(st["slots"]["B"]["installed"]["version"], "0.9.0", "{st}");
-    let root = f.payload("root2", 3_500_000, 2);
-    let update = f.pack(
-        "v2.img",
-        "2.0.0",
-        1,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &root)],
-        "none",
-    );
+    let (update, _) = f.image_with("v2.img", "2.0.0", 1, 3_500_000, 2, "none");
     Setup { f, update }
 }
 
@@ -169,7 +141,7 @@ fn resume_with_the_right_content_range_installs() {
         },
     );
     ok(f.run(&["install", "--booted", "A", &srv.url("v2.img")]));
-    f.assert_partition_holds("B", "ROOT", &f.path("root2"));
+    f.assert_partition_holds("B", "ROOT", &f.path("v2.root"));
     assert_eq!(f.flags("B"), (2, 3, false));
     assert_eq!(srv.requests().len(), 2);
 }

@@ -24,20 +24,6 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Slot A provisioned with a genuine BOOT+ROOT image (1.0.0, rollback
-/// index 1) and good.
-fn provisioned(f: &Fix) {
-    let r1 = f.payload("root1", 50_000, 1);
-    let v1 = f.pack(
-        "v1.img",
-        "1.0.0",
-        1,
-        &[("BOOT", &f.boot_payload()), ("ROOT", &r1)],
-        "zstd",
-    );
-    f.factory("A", &v1);
-}
-
 /// Put `roles = [...]` at the top of the fixture's config (the fixture's
 /// config ends inside its `[http]` table).
 fn set_unmanaged(f: &Fix, roles: &str) {
@@ -96,8 +82,8 @@ fn plant_root_only_record(f: &Fix, slot: &str, version: &str) -> PathBuf {
 /// BOOT bytes. On the code before this rule it installed and activated B.
 #[test]
 fn stale_boot_bytes_are_never_activated_by_a_root_only_image() {
-    let f = Fix::new();
-    provisioned(&f);
+    // Slot A provisioned with a genuine BOOT+ROOT image, good.
+    let f = Fix::provisioned("1.0.0", 1);
     // v2, genuine, BOOT+ROOT, uncompressed so its BOOT bytes can be swapped.
     let b2 = f.payload("boot2", 256 << 10, 2);
     let r2 = f.payload("root2", 60_000, 3);
@@ -121,8 +107,7 @@ fn stale_boot_bytes_are_never_activated_by_a_root_only_image() {
     let tampered = f.path("tampered.img");
     std::fs::write(&tampered, &img).unwrap();
 
-    let out = install_booted_a(&f, &tampered);
-    assert_refused(&out, 3, "BOOT");
+    assert_refused(&install_booted_a(&f, &tampered), 3, "BOOT");
     // The attacker's bytes did reach BOOT-B (the hash mismatch is found at
     // the end of the payload): the state the rest of the attack builds on.
     let (off, _) = f.partition("B", "BOOT");
@@ -142,21 +127,14 @@ fn stale_boot_bytes_are_never_activated_by_a_root_only_image() {
     // A genuine image carrying only ROOT.
     let r3 = f.payload("root3", 70_000, 4);
     let v3 = f.pack("v3.img", "3.0.0", 1, &[("ROOT", &r3)], "zstd");
-    let before = f.disk_bytes();
-    let out = install_booted_a(&f, &v3);
-    assert_refused(
-        &out,
-        3,
+    let out = f.assert_refused_unchanged(
+        &[os("install"), os("--booted"), os("A"), v3.as_os_str()],
         "image carries no payload for role BOOT of slot B (BOOT-B)",
     );
     assert!(
         stderr(&out).contains("unmanaged_roles"),
         "the refusal says how to fix it: {}",
         stderr(&out)
-    );
-    assert!(
-        f.disk_bytes() == before,
-        "a refused install changed the disk"
     );
     assert_eq!(f.flags("B").0, 0);
     assert_eq!(f.status(Some("A"))["next"], "A");
@@ -213,16 +191,9 @@ fn unmanaged_role_is_not_required_and_is_reported() {
         &[("BOOT", &b3), ("ROOT", &r2)],
         "zstd",
     );
-    let before = f.disk_bytes();
-    let out = f.run(&[os("install"), os("--booted"), os("B"), v3.as_os_str()]);
-    assert_refused(
-        &out,
-        3,
+    f.assert_refused_unchanged(
+        &[os("install"), os("--booted"), os("B"), v3.as_os_str()],
         "image carries role BOOT, which the config names in unmanaged_roles",
-    );
-    assert!(
-        f.disk_bytes() == before,
-        "a refused install changed the disk"
     );
 }
 
@@ -233,19 +204,11 @@ fn unmanaged_role_is_not_required_and_is_reported() {
 /// next boot.
 #[test]
 fn activate_refuses_a_record_that_lacks_a_managed_role() {
-    let f = Fix::new();
-    provisioned(&f);
+    let f = Fix::provisioned("1.0.0", 1);
     plant_root_only_record(&f, "B", "2.0.0");
-    let before = f.disk_bytes();
-    let out = f.run(&["--booted", "A", "activate", "B"]);
-    assert_refused(
-        &out,
-        3,
+    f.assert_refused_unchanged(
+        &["--booted", "A", "activate", "B"],
         "activate: slot B's record does not cover role BOOT (BOOT-B)",
-    );
-    assert!(
-        f.disk_bytes() == before,
-        "a refused activate changed the disk"
     );
     assert_eq!(f.flags("B").0, 0);
 
@@ -282,21 +245,13 @@ fn activate_refuses_a_record_that_lacks_a_managed_role() {
 /// same way. On the code before this rule, rollback made B the next boot.
 #[test]
 fn rollback_refuses_a_record_that_lacks_a_managed_role() {
-    let f = Fix::new();
-    provisioned(&f);
+    let f = Fix::provisioned("1.0.0", 1);
     plant_root_only_record(&f, "B", "0.9.0");
     // B good at a lower priority, as an older slotctl would have left it.
     ok(f.run(&["set-flags", "B", "--priority", "1", "--successful", "1"]));
-    let before = f.disk_bytes();
-    let out = f.run(&["--booted", "A", "rollback"]);
-    assert_refused(
-        &out,
-        3,
+    f.assert_refused_unchanged(
+        &["--booted", "A", "rollback"],
         "rollback: slot B's record does not cover role BOOT (BOOT-B)",
-    );
-    assert!(
-        f.disk_bytes() == before,
-        "a refused rollback changed the disk"
     );
     assert_eq!(f.status(Some("A"))["next"], "A");
 
@@ -306,10 +261,8 @@ fn rollback_refuses_a_record_that_lacks_a_managed_role() {
     let rec = (boot_off + boot_size - slotctl::record::RECORD_RESERVED) as usize;
     disk[rec..(boot_off + boot_size) as usize].fill(0);
     std::fs::write(&f.disk, &disk).unwrap();
-    let out = f.run(&["--booted", "A", "rollback"]);
-    assert_refused(&out, 3, "rollback: slot B has no slot record");
-    assert!(
-        f.disk_bytes() == disk,
-        "a refused rollback changed the disk"
+    f.assert_refused_unchanged(
+        &["--booted", "A", "rollback"],
+        "rollback: slot B has no slot record",
     );
 }
