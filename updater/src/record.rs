@@ -109,6 +109,16 @@ pub fn region_offset(part_offset: u64, part_len: u64) -> Result<u64, RecordError
     Ok(part_offset + part_len - RECORD_RESERVED)
 }
 
+/// The record of `slot` on `disk`: `None` when its region is all zero, an
+/// error when the region is damaged or corrupt (or cannot be read).
+pub fn read_slot<D: BlockDevice>(
+    disk: &mut boot_flags::Disk<D>,
+    slot: boot_flags::SlotId,
+) -> Result<Option<Vec<u8>>, RecordError> {
+    let part = disk.layout().slot(slot).flags_partition().clone();
+    read(disk.device(), part.offset, part.size)
+}
+
 pub fn read(
     dev: &mut dyn BlockDevice,
     part_offset: u64,

@@ -152,6 +152,8 @@ fn precedence(a: &semver::Version, b: &semver::Version) -> Ordering {
 pub struct Installed {
     pub version: semver::Version,
     pub rollback_index: u64,
+    /// The roles of the image's payloads.
+    pub roles: Vec<String>,
 }
 
 /// Read a slot's record, if it has one.
@@ -159,10 +161,7 @@ pub fn installed<D: BlockDevice>(
     disk: &mut Disk<D>,
     slot: SlotId,
 ) -> anyhow::Result<Option<Installed>> {
-    let part = disk.layout().slot(slot).flags_partition().clone();
-    let Some(blob) = record::read(disk.device(), part.offset, part.size)
-        .with_context(|| format!("slot {slot}"))?
-    else {
+    let Some(blob) = record::read_slot(disk, slot).with_context(|| format!("slot {slot}"))? else {
         return Ok(None);
     };
     let img = image_format::ImageReader::new(&blob[..])
@@ -172,6 +171,7 @@ pub fn installed<D: BlockDevice>(
     Ok(Some(Installed {
         version: h.version().clone(),
         rollback_index: h.rollback_index(),
+        roles: h.payloads().iter().map(|p| p.role.clone()).collect(),
     }))
 }
 
@@ -279,16 +279,6 @@ impl Floor {
 const WAY_OUT: &str =
     "the rollback floor is unknown, refusing (docs/slot-record.md: reprovisioning)";
 
-/// A slot's record: `None` when its region is all zero, an error when the
-/// region is damaged or corrupt (or cannot be read).
-fn record_region<D: BlockDevice>(
-    disk: &mut Disk<D>,
-    slot: SlotId,
-) -> Result<Option<Vec<u8>>, record::RecordError> {
-    let part = disk.layout().slot(slot).flags_partition().clone();
-    record::read(disk.device(), part.offset, part.size)
-}
-
 /// The header of a record blob, its signatures meeting the threshold; a
 /// refusal (naming `who`) when they do not.
 fn verify_record(
@@ -339,7 +329,7 @@ pub fn booted_floor<D: BlockDevice>(
         return Ok(None);
     };
     let who = format!("booted slot {booted}");
-    match record_region(disk, booted) {
+    match record::read_slot(disk, booted) {
         Ok(Some(blob)) => {
             let h = verify_record(keyring, threshold, &blob, &who)?;
             return Ok(Some(Floor {
@@ -357,7 +347,7 @@ pub fn booted_floor<D: BlockDevice>(
     }
     let other = booted.other();
     let has_one = format!("{who} has no slot record while slot {other} has one");
-    let blob = match record_region(disk, other) {
+    let blob = match record::read_slot(disk, other) {
         Ok(None) => return Ok(None),
         Ok(Some(blob)) => blob,
         Err(e @ record::RecordError::Io { .. }) => {

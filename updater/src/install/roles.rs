@@ -11,13 +11,12 @@
 //! and `activate` and `rollback` refuse a slot whose record does not cover
 //! every managed role. `verify-slot` and `status` report the coverage.
 
-use boot_flags::{BlockDevice, Disk, Slot, SlotId};
+use boot_flags::{Slot, SlotId};
 use image_format::PayloadInfo;
 use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::exit::refused;
-use crate::record;
 
 /// What carries the payloads being checked: an image about to be installed,
 /// or the record of a slot about to be made bootable.
@@ -153,42 +152,22 @@ fn check_roles(slot: &Slot, roles: &[&str], cfg: &Config, of: Of) -> anyhow::Res
     }))
 }
 
-/// The roles a slot's record carries, read without a keyring (the record's
-/// own CRC and SHA-256 guard it; signatures are the policy checks' and
-/// `verify-slot`'s business). `Ok(None)` without a record.
-fn record_roles<D: BlockDevice>(
-    disk: &mut Disk<D>,
-    id: SlotId,
-) -> anyhow::Result<Option<Vec<String>>> {
-    let part = disk.layout().slot(id).flags_partition().clone();
-    let Some(blob) = record::read(disk.device(), part.offset, part.size)? else {
-        return Ok(None);
-    };
-    let img = image_format::ImageReader::new(&blob[..]).and_then(|r| r.into_untrusted())?;
-    Ok(Some(
-        img.header()
-            .payloads()
-            .iter()
-            .map(|p| p.role.clone())
-            .collect(),
-    ))
-}
-
-/// For `status`: how a slot's record covers its roles (without a record no
-/// managed role is covered), or why the record cannot be read.
-pub fn record_coverage<D: BlockDevice>(
-    disk: &mut Disk<D>,
-    id: SlotId,
+/// For `status`: how a slot's record, as [`crate::install::policy::installed`]
+/// read it (without a keyring: the record's own CRC and SHA-256 guard it;
+/// signatures are the policy checks' and `verify-slot`'s business), covers
+/// the slot's roles (without a record no managed role is covered), or why
+/// the record cannot be read.
+pub fn record_coverage(
+    slot: &Slot,
+    held: &anyhow::Result<Option<crate::install::policy::Installed>>,
     cfg: &Config,
 ) -> Result<Coverage, String> {
-    let roles = record_roles(disk, id)
-        .map_err(|e| format!("{e:#}"))?
-        .unwrap_or_default();
-    Ok(Coverage::of(
-        disk.layout().slot(id),
-        roles.iter().map(String::as_str),
-        cfg,
-    ))
+    let roles = match held {
+        Ok(Some(i)) => i.roles.as_slice(),
+        Ok(None) => &[],
+        Err(e) => return Err(format!("{e:#}")),
+    };
+    Ok(Coverage::of(slot, roles.iter().map(String::as_str), cfg))
 }
 
 #[cfg(test)]

@@ -28,8 +28,7 @@ pub fn verify_slot(
     rehash: bool,
     progress: &Progress,
 ) -> anyhow::Result<VerifiedHeader> {
-    let part = disk.layout().slot(slot).flags_partition().clone();
-    let blob = record::read(disk.device(), part.offset, part.size)
+    let blob = record::read_slot(disk, slot)
         .map_err(|e| refused(format!("slot {slot}: {e}")))?
         .ok_or_else(|| {
             refused(format!(
@@ -197,9 +196,10 @@ pub fn require_verified_slot(
 /// For `slotctl status`: what a slot's record says it holds, as JSON:
 /// `{"version": "2.0.0", "rollback_index": 5}`, `null` without a record, or
 /// `{"error": "..."}` for a corrupt one. Not signature-checked (status needs
-/// no keyring); `verify-slot` does that. To be called by slots/status.rs.
-pub fn installed_json(disk: &mut Disk<FileDevice>, slot: SlotId) -> serde_json::Value {
-    match policy::installed(disk, slot) {
+/// no keyring); `verify-slot` does that. `held` is what
+/// [`policy::installed`] read; called by slots/status.rs.
+pub fn installed_json(held: &anyhow::Result<Option<policy::Installed>>) -> serde_json::Value {
+    match held {
         Ok(Some(i)) => json!({
             "version": i.version.to_string(),
             "rollback_index": i.rollback_index,

@@ -8,19 +8,32 @@ use crate::device::{self, BootedSource, Opened};
 use crate::install::roles;
 use crate::term::printable;
 
+/// Each slot's record, read once (unverified: status needs no keyring): what
+/// it says the slot holds, as `installed` JSON, and how it covers the slot's
+/// roles.
+fn records(o: &mut Opened, cfg: &Config) -> Vec<(Value, Result<roles::Coverage, String>)> {
+    SlotId::ALL
+        .iter()
+        .map(|&id| {
+            let held = crate::install::policy::installed(&mut o.disk, id);
+            let coverage = roles::record_coverage(o.disk.layout().slot(id), &held, cfg);
+            (crate::install::verify::installed_json(&held), coverage)
+        })
+        .collect()
+}
+
 /// The status as JSON (also the `--json` output of the flag commands).
 pub fn to_json(o: &mut Opened, cfg: &Config) -> Value {
-    let installed: Vec<Value> = SlotId::ALL
-        .iter()
-        .map(|&id| crate::install::verify::installed_json(&mut o.disk, id))
-        .collect();
-    let coverage: Vec<Value> = SlotId::ALL
-        .iter()
-        .map(|&id| match roles::record_coverage(&mut o.disk, id, cfg) {
-            Ok(c) => c.to_json(),
-            Err(e) => json!({ "error": e }),
+    let (installed, coverage): (Vec<Value>, Vec<Value>) = records(o, cfg)
+        .into_iter()
+        .map(|(installed, coverage)| {
+            let coverage = match coverage {
+                Ok(c) => c.to_json(),
+                Err(e) => json!({ "error": e }),
+            };
+            (installed, coverage)
         })
-        .collect();
+        .unzip();
     let disk = &o.disk;
     let gpt = disk.gpt();
     let flags = disk.slot_flags();
@@ -121,17 +134,16 @@ pub fn print(o: &mut Opened, as_json: bool, cfg: &Config) -> anyhow::Result<()> 
         outln!("{}", serde_json::to_string_pretty(&to_json(o, cfg))?);
         return Ok(());
     }
-    let installed: Vec<String> = SlotId::ALL
-        .iter()
-        .map(|&id| installed_text(&crate::install::verify::installed_json(&mut o.disk, id)))
-        .collect();
-    let coverage: Vec<String> = SlotId::ALL
-        .iter()
-        .map(|&id| match roles::record_coverage(&mut o.disk, id, cfg) {
-            Ok(c) => c.describe("record covers"),
-            Err(e) => format!("record unreadable ({e})"),
+    let (installed, coverage): (Vec<String>, Vec<String>) = records(o, cfg)
+        .into_iter()
+        .map(|(installed, coverage)| {
+            let coverage = match coverage {
+                Ok(c) => c.describe("record covers"),
+                Err(e) => format!("record unreadable ({e})"),
+            };
+            (installed_text(&installed), coverage)
         })
-        .collect();
+        .unzip();
     let disk = &o.disk;
     let gpt = disk.gpt();
     let flags = disk.slot_flags();
