@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::exit::refused;
 use crate::feed::doc::Release;
-use crate::feed::sign::hex;
+use crate::feed::sign::{hex, unhex};
 
 /// What the feed says the image is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,14 +43,7 @@ pub struct ImagePin {
 }
 
 fn unhex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+    unhex(s)?.try_into().ok()
 }
 
 impl ImagePin {
