@@ -190,7 +190,12 @@ fn write_doc(path: &Path, d: &FeedDoc, signatures: Vec<doc::SignatureJson>) -> a
         signed: d.to_signed_text(),
         signatures,
     };
-    crate::agent::state::write_atomic(path, &doc::envelope_bytes(&env))
+    write_envelope(path, &env)
+}
+
+/// Write a feed file atomically (crate::localfile::write_atomic).
+fn write_envelope(path: &Path, env: &Envelope) -> anyhow::Result<()> {
+    crate::localfile::write_atomic(path, &doc::envelope_bytes(env), 0o644)
         .with_context(|| format!("cannot write feed {}", path.display()))
 }
 
@@ -393,8 +398,7 @@ pub fn run(cmd: FeedCommand, globals: &Globals) -> anyhow::Result<()> {
                 env.signed = d.to_signed_text();
             }
             let id = sign::add_signature(&mut env, &key)?;
-            crate::agent::state::write_atomic(&file.feed, &doc::envelope_bytes(&env))
-                .with_context(|| format!("cannot write feed {}", file.feed.display()))?;
+            write_envelope(&file.feed, &env)?;
             println!(
                 "signed {} with key {id}: serial {}, expires {}",
                 file.feed.display(),

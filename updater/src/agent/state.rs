@@ -175,14 +175,8 @@ impl StateDir {
         fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
         let mut bytes = serde_json::to_vec_pretty(st).expect("state always serializes");
         bytes.push(b'\n');
-        write_atomic(&self.path(), &bytes).map_err(io(&self.path()))
+        crate::localfile::write_atomic(&self.path(), &bytes, 0o644).map_err(io(&self.path()))
     }
-}
-
-/// Write `bytes` to `path` atomically (mode 0644 less the umask): see
-/// [`crate::localfile::write_atomic`].
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    crate::localfile::write_atomic(path, bytes, 0o644)
 }
 
 /// The versions that failed on this device (for `slotctl status`): empty
