@@ -3,8 +3,8 @@
 # --once` takes an update from a feed served by the host, reboots, boots the
 # new slot and commits it; then a bad release rolls back and is not retried.
 #
-# The feed and images are served by a python3 http.server on the host's
-# 127.0.0.1 only; the guest reaches it through QEMU user networking with
+# The feed and images are served by scripts/range-server.py (HTTP/1.1,
+# keep-alive, Range) on the host's 127.0.0.1 only; the guest reaches it through QEMU user networking with
 # restrict=on and a single guestfwd for 10.0.2.100:8080, so it can reach
 # nothing else (docs: /work/shared/docs/QEMU-NOTES.md). The guestfwd runs a
 # small relay to 127.0.0.1:PORT per connection (`cmd:`): a `tcp:` target is
@@ -158,7 +158,7 @@ format_data
 
 mkdir -p "$RUN/www"
 HTTP_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-python3 -m http.server "$HTTP_PORT" --bind 127.0.0.1 --directory "$RUN/www" \
+python3 "$QEMU_DIR/../scripts/range-server.py" "$HTTP_PORT" "$RUN/www" "$RUN/http-requests.log" \
   >"$RUN/http.log" 2>&1 &
 HTTP_PID=$!
 PYTHON="$(command -v python3)"
