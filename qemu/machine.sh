@@ -6,6 +6,9 @@
 # Tries a newly activated slot gets (the guest config's `tries`).
 TRIES_NEW=2
 ROOT_FS_SIZE=24M
+# How the slot images store their payloads (`image pack --compression`):
+# zstd, or chunked for the agent scenario's delta downloads (issue 12).
+IMAGE_COMPRESSION="${IMAGE_COMPRESSION:-zstd}"
 # The hardware watchdog the harness plays: seconds of console silence, once
 # a slot is running, before it resets the machine (used by run-tests.sh).
 # shellcheck disable=SC2034
@@ -53,7 +56,7 @@ prepare_machine() {
     # bytes; what counts is that no role of a slot is left unaccounted for).
     printf 'slotctl qemu test machine: BOOT of %s\n' "$version" >"$RUN/boot-$version.bin"
     "$SLOTCTL" image pack --key "$RUN/keys/release.key" --version "$version" \
-      --compatible qemu-test --rollback-index "$idx" \
+      --compatible qemu-test --rollback-index "$idx" --compression "$IMAGE_COMPRESSION" \
       --part "BOOT=$RUN/boot-$version.bin" \
       --part "ROOT=$RUN/root-$version.ext4" -o "$RUN/v${version%%.*}.img" >/dev/null
     rm -f "$RUN/root-$version.ext4" "$RUN/boot-$version.bin"
