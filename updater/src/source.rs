@@ -113,7 +113,7 @@ pub trait Stream: Read + Send {
 
 impl Stream for io::Stdin {}
 impl Stream for Prefetch {}
-impl Stream for io::Cursor<Vec<u8>> {}
+impl<T: AsRef<[u8]> + Send> Stream for io::Cursor<T> {}
 impl Stream for HttpReader {
     fn into_ranges(self: Box<Self>) -> Option<Box<dyn RangeSource>> {
         let r: Box<dyn RangeSource> = Box::new((*self).into_ranges()?);
