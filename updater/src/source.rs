@@ -5,6 +5,15 @@
 //! HTTP behaviour (docs: README "Installing from a URL"):
 //! - connect timeout and a stall timeout (no body byte for that long) from
 //!   the config's `[http]` table;
+//! - the first request sends `Range: bytes=0-`: a `206` with
+//!   `Content-Range: bytes 0-END/TOTAL` means the server honours ranges
+//!   ([`HttpReader::ranges_supported`]; TOTAL is the image's length), a
+//!   `200` that it does not (streamed as ever, no warning). Then, after the
+//!   header, [`Stream::into_ranges`] turns the stream into a
+//!   [`RangeSource`] ([`HttpRanges`], source/ranges.rs) over the same
+//!   agent, retry budget and deadline: `Range: bytes=A-B` per range,
+//!   only a `206` with exactly that `Content-Range` taken, the connection
+//!   kept alive, a broken range resumed from the byte reached;
 //! - a dropped or stalled connection is resumed with `Range: bytes=N-`; a
 //!   `206` must carry `Content-Range: bytes N-...`, anything else is an error;
 //! - a server that ignores `Range` (answers `200` with the whole body) is
