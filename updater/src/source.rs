@@ -98,7 +98,8 @@ pub struct Source {
 impl Source {
     /// Bytes in memory as a source; with `ranges`, [`Stream::into_ranges`]
     /// gives a [`MemRanges`] over them (a server that honours Range), else
-    /// nothing (a file, standard input, a server that ignores Range).
+    /// nothing (a file, standard input, a server that ignores Range). Its
+    /// `received` starts at the bytes the stream served, as over HTTP.
     pub fn memory(name: &str, data: Vec<u8>, ranges: bool) -> Source {
         Source {
             reader: Box::new(MemStream {
@@ -152,7 +153,12 @@ impl Stream for MemStream {
         if !self.ranges {
             return None;
         }
-        let r: Box<dyn RangeSource> = Box::new(MemRanges::from_bytes(self.data.into_inner()));
+        // What the stream served counts as received, as an HTTP
+        // download counts the first body's bytes.
+        let read = self.data.position();
+        let mut m = MemRanges::from_bytes(self.data.into_inner());
+        m.served = read;
+        let r: Box<dyn RangeSource> = Box::new(m);
         Some(r)
     }
 }
