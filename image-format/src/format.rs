@@ -465,7 +465,7 @@ pub(crate) fn parse_header(header: &[u8]) -> Result<HeaderFields> {
     })
 }
 
-fn parse_payload(v: &[u8], base: u64) -> Result<PayloadInfo> {
+pub(crate) fn parse_payload(v: &[u8], base: u64) -> Result<PayloadInfo> {
     let mut cur = Cursor {
         buf: v,
         pos: 0,

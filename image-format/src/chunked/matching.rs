@@ -183,7 +183,9 @@ impl FetchPlan {
         for &i in &self.blocks {
             let r = table.stored_range(i);
             match out.last_mut() {
-                Some(last) if r.start <= last.end + max_gap => last.end = last.end.max(r.end),
+                Some(last) if r.start <= last.end.saturating_add(max_gap) => {
+                    last.end = last.end.max(r.end)
+                }
                 _ => out.push(r),
             }
         }

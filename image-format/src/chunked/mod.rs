@@ -204,3 +204,6 @@ pub fn auto_block_size(raw_size: u64) -> u32 {
     }
     b
 }
+
+#[cfg(test)]
+mod tests;

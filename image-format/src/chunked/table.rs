@@ -359,7 +359,7 @@ fn block_len_of(info: &ChunkInfo, raw_size: u64, i: u32) -> u32 {
 
 /// Decode exactly one zstd frame that is all of `frame`, into `out`
 /// (cleared), to exactly `want` bytes.
-fn one_frame(
+pub(super) fn one_frame(
     frame: &[u8],
     out: &mut Vec<u8>,
     want: usize,
