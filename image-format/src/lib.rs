@@ -71,7 +71,7 @@ pub use chunked::{
     auto_block_size, decode_block, fetch_plan, read_table, short_hash, BlockFinder, ChunkInfo,
     ChunkOptions, ChunkTable, FetchPlan, Needed, AUTO_MAX_BLOCKS, CHUNK_INFO_LEN,
     DEFAULT_GROUP_BLOCKS, MAX_BLOCK_COUNT, MAX_BLOCK_SIZE, MAX_DICT_LEN, MAX_GROUP_BLOCKS,
-    MAX_TABLE_RAW_LEN, MIN_BLOCK_SIZE,
+    MAX_TABLE_RAW_LEN, MERGE_GAP, MIN_BLOCK_SIZE,
 };
 pub use error::{Error, Result};
 pub use format::{
