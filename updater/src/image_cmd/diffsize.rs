@@ -33,6 +33,10 @@ pub struct DiffSizeArgs {
     /// The image to install.
     #[arg(value_name = "NEW")]
     pub new: PathBuf,
+    /// Frames closer than this many stored bytes count as one range with
+    /// the bytes between (the device's merging; 0: frames only).
+    #[arg(long, value_name = "BYTES", default_value_t = MERGE_GAP)]
+    pub merge_gap: u64,
 }
 
 /// What one of NEW's payloads costs.
@@ -126,6 +130,7 @@ fn chunked_cost(
     new: &Path,
     p: &PayloadInfo,
     table: &ChunkTable,
+    merge_gap: u64,
 ) -> anyhow::Result<PayloadCost> {
     let hashes = block_hashes(new, table)?;
     let mut finder = BlockFinder::new(table);
@@ -142,7 +147,7 @@ fn chunked_cost(
     .is_some();
     let plan = fetch_plan(table, |i| finder.is_found(i), |i| wrong[i as usize]);
     let table_bytes = table.info().table_stored_len;
-    let ranges = plan.ranges(table, MERGE_GAP);
+    let ranges = plan.ranges(table, merge_gap);
     Ok(PayloadCost {
         ranges_bytes: table_bytes + ranges.iter().map(|r| r.end - r.start).sum::<u64>(),
         ranges: ranges.len(),
@@ -184,7 +189,13 @@ pub fn diff_size(args: &DiffSizeArgs, globals: &Globals) -> anyhow::Result<()> {
     let mut costs = Vec::new();
     for (p, t) in header.payloads().iter().zip(tables) {
         let cost = match t {
-            Some(t) => chunked_cost(old, new, p, &t.map_err(|e| image_error(new, e))?)?,
+            Some(t) => chunked_cost(
+                old,
+                new,
+                p,
+                &t.map_err(|e| image_error(new, e))?,
+                args.merge_gap,
+            )?,
             None => PayloadCost {
                 role: p.role.clone(),
                 compression: p.compression,
@@ -216,7 +227,7 @@ pub fn diff_size(args: &DiffSizeArgs, globals: &Globals) -> anyhow::Result<()> {
             "download_bytes": total,
             "header_bytes": head,
             "download_bytes_with_gaps": with_gaps,
-            "merge_gap": MERGE_GAP,
+            "merge_gap": args.merge_gap,
             "new_raw_size": raw,
             "new_image_len": image_len,
             "percent_of_raw": percent(total, raw),
@@ -250,7 +261,8 @@ pub fn diff_size(args: &DiffSizeArgs, globals: &Globals) -> anyhow::Result<()> {
     );
     println!("{}", printable(&line));
     println!(
-        "  with the gaps between frames less than {MERGE_GAP} bytes apart (fetched in one range): {with_gaps} bytes"
+        "  with the gaps between frames up to {} bytes apart (fetched in one range): {with_gaps} bytes",
+        args.merge_gap
     );
     println!("  header and signatures {head} bytes");
     for c in &costs {
