@@ -287,6 +287,29 @@ fn chunked_pack_extract_info_sign_and_stdin() {
     );
     assert_eq!(std::fs::read(&img1).unwrap(), std::fs::read(&img2).unwrap());
 
+    // a part from a pipe (size unknown: 4 KiB blocks) packs the same bytes
+    let piped = dir.join("piped.img");
+    ok(
+        sh(
+            &format!(
+                "cat {} | {} image pack --key {} --version 1.4.2 --compatible acme-gw --rollback-index 7 \
+                 --created 0 --zstd-workers 0 --part ROOT:chunked=/dev/stdin --part ZERO:chunked={} -o {}",
+                dir.join("root.img").display(),
+                slotctl_tests::slotctl_bin().display(),
+                k.display(),
+                dir.join("zeros.img").display(),
+                piped.display()
+            ),
+            dir,
+        ),
+        "pack from a pipe",
+    );
+    assert_eq!(
+        std::fs::read(&piped).unwrap(),
+        std::fs::read(&img1).unwrap(),
+        "a pipe and a file give the same image"
+    );
+
     // extract: byte for byte
     for (role, data) in [("ROOT", &root), ("ZERO", &zeros)] {
         let outp = dir.join(format!("{role}.out"));
