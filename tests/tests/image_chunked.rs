@@ -651,3 +651,93 @@ fn diff_size_counts_what_a_device_would_download() {
     );
     assert!(line.contains("not a slotctl image"), "{line}");
 }
+
+/// Two different 16-byte strings with the same short hash (the first 4
+/// bytes of SHA-256): a birthday search, about 2^16 tries.
+fn short_hash_collision() -> (Vec<u8>, Vec<u8>) {
+    let mut seen = std::collections::HashMap::new();
+    for n in 0u64.. {
+        let m = format!("tail{n:012}").into_bytes();
+        let h = image_format::short_hash(&m);
+        if let Some(other) = seen.insert(h, m.clone()) {
+            return (other, m);
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn diff_size_fetches_a_group_whole_when_a_candidate_is_a_short_hash_collision() {
+    require_tool("openssl");
+    require_tool("zstd");
+    let d = tmp();
+    let dir = d.path();
+    let (k, _) = keygen(dir, "rel");
+    let (x, y) = short_hash_collision();
+    assert_ne!(x, y);
+    // openssl agrees the two differ and share the first 4 bytes of SHA-256
+    std::fs::write(dir.join("x"), &x).unwrap();
+    std::fs::write(dir.join("y"), &y).unwrap();
+    let hx = ok(
+        sh("openssl dgst -sha256 -r x | cut -c1-64", dir),
+        "openssl x",
+    );
+    let hy = ok(
+        sh("openssl dgst -sha256 -r y | cut -c1-64", dir),
+        "openssl y",
+    );
+    assert_eq!(hx[..8], hy[..8]);
+    assert_ne!(hx, hy);
+
+    // 35 blocks and a 16-byte last block (index 35, in group 8 of 4 blocks
+    // with 32..34): OLD ends with y, NEW with x; everything else equal.
+    let body = disk_like(35, 0, 4);
+    let v1 = [body.clone(), y].concat();
+    let v2 = [body, x].concat();
+    std::fs::write(dir.join("v1.raw"), &v1).unwrap();
+    std::fs::write(dir.join("v2.raw"), &v2).unwrap();
+    let old = dir.join("old.img");
+    let new = dir.join("new.img");
+    ok(
+        pack(
+            &[&k],
+            &[format!("ROOT:zstd={}", dir.join("v1.raw").display())],
+            &old,
+            &[],
+        ),
+        "pack old",
+    );
+    ok(
+        pack(
+            &[&k],
+            &[format!("ROOT:chunked={}", dir.join("v2.raw").display())],
+            &new,
+            &["--chunk-group-blocks", "4"],
+        ),
+        "pack new",
+    );
+    let out = json(ok(
+        run_slotctl([
+            "--json",
+            "image",
+            "diff-size",
+            old.to_str().unwrap(),
+            new.to_str().unwrap(),
+        ]),
+        "diff-size",
+    ));
+    let p = &out["payloads"][0];
+    assert_eq!(p["refetched_groups"], 1, "{out}");
+    // Content alone says only the last block is missing; the wrong
+    // candidate costs its whole group: the frames of blocks 32..=35.
+    let only_last = expected_download(dir, &new, &v1, &v2);
+    let v = info(&new);
+    let lengths = frame_lengths(dir, &new, &v["payloads"][0]);
+    let group: u64 = lengths[32..=34].iter().map(|&l| l as u64).sum();
+    assert!(group > 0, "the group holds reused blocks");
+    assert_eq!(out["download_bytes"], only_last + group, "{out}");
+    assert_eq!(
+        p["fetched_blocks"],
+        lengths[32..=35].iter().filter(|&&l| l != 0).count()
+    );
+}
