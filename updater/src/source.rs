@@ -39,7 +39,9 @@ use anyhow::{bail, Context};
 
 use crate::config::Config;
 
+mod ranges;
 mod redirect;
+pub use ranges::{MemRanges, RangeSource};
 use redirect::redirect_target;
 
 /// Tunables for an HTTP download.
@@ -76,11 +78,73 @@ impl HttpOptions {
     }
 }
 
-/// An opened source: a byte stream and, when known, its length.
+/// An opened source: a byte stream and what to call it.
 pub struct Source {
-    pub reader: Box<dyn Read + Send>,
+    pub reader: Box<dyn Stream>,
     /// What to call it in messages.
     pub name: String,
+}
+
+impl Source {
+    /// Bytes in memory as a source; with `ranges`, [`Stream::into_ranges`]
+    /// gives a [`MemRanges`] over them (a server that honours Range), else
+    /// nothing (a file, standard input, a server that ignores Range).
+    pub fn memory(name: &str, data: Vec<u8>, ranges: bool) -> Source {
+        Source {
+            reader: Box::new(MemStream {
+                data: io::Cursor::new(std::sync::Arc::new(data)),
+                ranges,
+            }),
+            name: name.to_string(),
+        }
+    }
+}
+
+/// The stream of an opened source. After the header was read from it, an
+/// install asks for random access to the same image with
+/// [`Stream::into_ranges`]: only an HTTP server that honoured the first
+/// request's `Range: bytes=0-` gives it (the stream is then given up).
+pub trait Stream: Read + Send {
+    fn into_ranges(self: Box<Self>) -> Option<Box<dyn RangeSource>> {
+        None
+    }
+}
+
+impl Stream for io::Stdin {}
+impl Stream for Prefetch {}
+impl Stream for io::Cursor<Vec<u8>> {}
+impl Stream for HttpReader {
+    fn into_ranges(self: Box<Self>) -> Option<Box<dyn RangeSource>> {
+        let r: Box<dyn RangeSource> = Box::new((*self).into_ranges()?);
+        Some(r)
+    }
+}
+
+/// [`Source::memory`]'s stream.
+struct MemStream {
+    data: io::Cursor<std::sync::Arc<Vec<u8>>>,
+    ranges: bool,
+}
+
+impl Read for MemStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let pos = self.data.position() as usize;
+        let src = &self.data.get_ref()[..];
+        let n = buf.len().min(src.len().saturating_sub(pos));
+        buf[..n].copy_from_slice(&src[pos..pos + n]);
+        self.data.set_position((pos + n) as u64);
+        Ok(n)
+    }
+}
+
+impl Stream for MemStream {
+    fn into_ranges(self: Box<Self>) -> Option<Box<dyn RangeSource>> {
+        if !self.ranges {
+            return None;
+        }
+        let r: Box<dyn RangeSource> = Box::new(MemRanges::from_bytes(self.data.into_inner()));
+        Some(r)
+    }
 }
 
 /// A warning callback (resumes, ignored ranges), e.g. progress output.
@@ -188,6 +252,9 @@ pub struct HttpReader {
     /// Bytes of the current (200-after-Range) body still to discard.
     skip: u64,
     total: Option<u64>,
+    /// The first answer was a 206 to `Range: bytes=0-` with a whole
+    /// `Content-Range: bytes 0-END/TOTAL`.
+    ranges: bool,
     retries_used: u32,
     backoff: Duration,
     warn: Warn,
@@ -251,11 +318,32 @@ impl HttpReader {
             pos: 0,
             skip: 0,
             total: None,
+            ranges: false,
             retries_used: 0,
             warn,
         };
         r.connect_with_retries().map_err(anyhow::Error::msg)?;
         Ok(r)
+    }
+
+    /// Whether the server honoured the first request's `Range: bytes=0-`.
+    pub fn ranges_supported(&self) -> bool {
+        self.ranges
+    }
+
+    /// The image's length, when the server said it.
+    pub fn total(&self) -> Option<u64> {
+        self.total
+    }
+
+    /// Random access to the same image over the same agent, options,
+    /// retry budget and deadline; `None` when the server does not honour
+    /// Range. The stream's current body is dropped.
+    pub fn into_ranges(self) -> Option<HttpRanges> {
+        if !self.ranges {
+            return None;
+        }
+        Some(HttpRanges { reader: self })
     }
 
     /// One GET of `url` from `self.pos` on (no redirects followed).
@@ -502,6 +590,26 @@ impl HttpReader {
             }
             self.skip -= got as u64;
         }
+    }
+}
+
+/// [`RangeSource`] over HTTP: see [`HttpReader::into_ranges`].
+pub struct HttpRanges {
+    reader: HttpReader,
+}
+
+impl RangeSource for HttpRanges {
+    fn len(&self) -> u64 {
+        self.reader.total.unwrap_or(0)
+    }
+
+    fn range(&mut self, _start: u64, _end: u64) -> io::Result<Box<dyn Read + '_>> {
+        // The API first (for the delta helper); the requests follow.
+        Err(io::Error::other("HTTP ranges: not yet implemented"))
+    }
+
+    fn received(&self) -> u64 {
+        0
     }
 }
 

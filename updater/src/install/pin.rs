@@ -134,6 +134,12 @@ impl<R: Read> Tee<R> {
         self.exceeded.clone()
     }
 
+    /// The wrapped reader back (e.g. to switch an HTTP source to ranges
+    /// after the header was read through the tee).
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
     /// The bytes read, and their SHA-256 when hashed.
     pub fn finish(self) -> (u64, Option<[u8; 32]>) {
         (self.count, self.hasher.map(|h| h.finalize().into()))
