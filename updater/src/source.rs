@@ -108,12 +108,20 @@ pub trait Stream: Read + Send {
     fn into_ranges(self: Box<Self>) -> Option<Box<dyn RangeSource>> {
         None
     }
+    /// Whether [`Stream::into_ranges`] would give random access (asked
+    /// first, since `into_ranges` gives the stream up).
+    fn can_range(&self) -> bool {
+        false
+    }
 }
 
 impl Stream for io::Stdin {}
 impl Stream for Prefetch {}
 impl Stream for io::Cursor<Vec<u8>> {}
 impl Stream for HttpReader {
+    fn can_range(&self) -> bool {
+        self.ranges
+    }
     fn into_ranges(self: Box<Self>) -> Option<Box<dyn RangeSource>> {
         let r: Box<dyn RangeSource> = Box::new((*self).into_ranges()?);
         Some(r)
@@ -138,6 +146,9 @@ impl Read for MemStream {
 }
 
 impl Stream for MemStream {
+    fn can_range(&self) -> bool {
+        self.ranges
+    }
     fn into_ranges(self: Box<Self>) -> Option<Box<dyn RangeSource>> {
         if !self.ranges {
             return None;

@@ -32,7 +32,7 @@ pub mod plan;
 use std::io::{self, Read};
 
 use boot_flags::{Disk, SlotId};
-use image_format::chunked::ChunkTable;
+use image_format::ChunkTable;
 use image_format::{PayloadInfo, VerifiedHeader};
 use sha2::{Digest, Sha256};
 
@@ -89,7 +89,7 @@ impl Target<'_> {
     pub fn group_span(&self, k: u32) -> (u64, u64) {
         let blocks = self.table.group_range(k);
         let start = u64::from(blocks.start) * u64::from(self.table.block_size());
-        let len = blocks.map(|i| self.table.block_len(i)).sum();
+        let len = blocks.map(|i| u64::from(self.table.block_len(i))).sum();
         (start, len)
     }
 
@@ -167,7 +167,7 @@ pub fn fetch_table(src: &mut dyn RangeSource, p: &PayloadInfo) -> Result<ChunkTa
     src.range(p.offset, p.offset + len)
         .and_then(|mut r| r.read_to_end(&mut frame))
         .map_err(|e| DeltaError::Source(p.role.clone(), e))?;
-    ChunkTable::from_frame(info, p.raw_size, &frame).map_err(|e| DeltaError::Table {
+    ChunkTable::from_frame(p, &frame).map_err(|e| DeltaError::Table {
         role: p.role.clone(),
         what: e.to_string(),
     })
@@ -188,7 +188,7 @@ fn write_zeros(t: &Target<'_>, dev: &mut dyn BlockDevice) -> Result<u64, DeltaEr
         let start = u64::from(i) * b;
         let mut end = start;
         while i < table.block_count() && table.is_zero(i) && end - start < COALESCE_MAX as u64 {
-            end += table.block_len(i);
+            end += u64::from(table.block_len(i));
             i += 1;
         }
         t.write(dev, start, &zeros[..(end - start) as usize])?;
@@ -443,6 +443,60 @@ pub fn estimate(
         total += info.table_stored_len + plan.fetch_bytes();
     }
     Ok(total)
+}
+
+/// `check`'s `download_bytes` for the image at `spec`, to be installed
+/// into the slot that is not `booted` on `disk`: the header is read and
+/// verified (`keyring`, `threshold`); an image with a chunked payload from
+/// a source that gives random access is planned as the install would plan
+/// it ([`estimate`]); anything else downloads the whole image (its length).
+pub fn download_bytes<D: BlockDevice>(
+    disk: &mut Disk<D>,
+    booted: SlotId,
+    src: crate::source::Source,
+    keyring: &image_format::Keyring,
+    threshold: usize,
+) -> anyhow::Result<u64> {
+    use anyhow::Context;
+    let name = src.name.clone();
+    let verified = image_format::ImageReader::new(src.reader)
+        .and_then(|r| r.verify(keyring, threshold))
+        .with_context(|| format!("image {name}"))?;
+    let header = verified.header().clone();
+    let stream = verified.into_inner();
+    let chunked = header.payloads().iter().any(|p| p.chunked.is_some());
+    if !chunked || !stream.can_range() {
+        return Ok(header.image_len());
+    }
+    let mut ranges = stream
+        .into_ranges()
+        .ok_or_else(|| anyhow::anyhow!("image {name}: the source stopped offering ranges"))?;
+    let target = booted.other();
+    let slot = disk.layout().slot(target).clone();
+    let mut jobs = Vec::new();
+    for p in header.payloads() {
+        let part = slot
+            .partition(&p.role)
+            .ok_or_else(|| anyhow::anyhow!("role {} missing on slot {target}", p.role))?;
+        jobs.push(Job {
+            role: p.role.clone(),
+            compression: p.compression,
+            stored_size: p.stored_size,
+            raw_size: p.raw_size,
+            sha256: p.sha256,
+            dest_offset: part.offset,
+            skip_before: 0,
+            chunked: p.chunked.is_some().then(|| p.clone()),
+        });
+    }
+    let regions = booted_regions(disk, Some(booted), &header);
+    Ok(estimate(
+        disk.device(),
+        ranges.as_mut(),
+        &header,
+        &jobs,
+        &regions,
+    )?)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use std::io::{self, Read};
 
-use image_format::chunked::{decode_block, ChunkTable};
+use image_format::decode_block;
 use sha2::{Digest, Sha256};
 
 use super::plan::{Fetch, From, PayloadPlan};
@@ -90,7 +90,7 @@ impl<'a> Assemble<'a> {
                 }
                 let g = cur.as_mut().expect("a group is open");
                 skip(&mut rd, fstart - pos).map_err(|e| self.src_err(e))?;
-                let len = table.stored_len(i);
+                let len = u64::from(table.stored_len(i));
                 if len > max_frame(u64::from(table.block_size())) {
                     return Err(self.t.mismatch(u64::from(i) * u64::from(table.block_size())));
                 }
@@ -158,7 +158,7 @@ impl<'a> Assemble<'a> {
             }
             let first = u64::from(g.fetched[i]) * b - g.start;
             let last = g.fetched[j - 1];
-            let end = u64::from(last) * b + table.block_len(last) - g.start;
+            let end = u64::from(last) * b + u64::from(table.block_len(last)) - g.start;
             let bytes = &g.bytes[first as usize..end as usize];
             self.t.write(dev, g.start + first, bytes)?;
             self.counters.written += bytes.len() as u64;
@@ -185,13 +185,13 @@ pub fn refetch_group(
     let blocks: Vec<u32> = table.group_range(k).filter(|&i| !table.is_zero(i)).collect();
     if let (Some(&first), Some(&last)) = (blocks.first(), blocks.last()) {
         let s = t.payload_offset + table.stored_offset(first);
-        let e = t.payload_offset + table.stored_offset(last) + table.stored_len(last);
+        let e = t.payload_offset + table.stored_range(last).end;
         let src_err = |e| DeltaError::Source(t.role.clone(), e);
         let mut rd = src.range(s, e).map_err(src_err)?;
         let mut frame = Vec::new();
         let mut out = Vec::new();
         for &i in &blocks {
-            let len = table.stored_len(i);
+            let len = u64::from(table.stored_len(i));
             if len > max_frame(b) {
                 return Err(t.mismatch(start));
             }

@@ -7,7 +7,7 @@
 
 use std::io;
 
-use image_format::chunked::{short_hash, ChunkTable, Needed};
+use image_format::{fetch_plan, short_hash, BlockFinder, ChunkTable};
 
 use super::BlockDevice;
 
@@ -75,7 +75,7 @@ pub fn initial(table: &ChunkTable) -> (Vec<From>, u64) {
     let from = (0..table.block_count())
         .map(|i| {
             if table.is_zero(i) {
-                zero_bytes += table.block_len(i);
+                zero_bytes += u64::from(table.block_len(i));
                 From::Zero
             } else {
                 From::Need
@@ -88,8 +88,9 @@ pub fn initial(table: &ChunkTable) -> (Vec<From>, u64) {
 /// Step 3: read `booted` once, front to back, in large reads; every block
 /// (in the new table's block size) whose short hash matches a needed block
 /// of the same length is handed to `sink` with that block's index, and the
-/// block becomes a [`From::Booted`] candidate. Stops early when nothing is
-/// needed any more. Returns the raw bytes found.
+/// block becomes a [`From::Booted`] candidate (image-format's
+/// [`BlockFinder`], the matching `image diff-size` uses too). Stops early
+/// when nothing is needed any more. Returns the raw bytes found.
 pub fn scan_booted(
     dev: &mut dyn BlockDevice,
     booted: Region,
@@ -98,27 +99,22 @@ pub fn scan_booted(
     sink: &mut dyn FnMut(&mut dyn BlockDevice, u32, &[u8]) -> io::Result<()>,
     on_progress: &mut dyn FnMut(u64),
 ) -> io::Result<u64> {
-    let needed = Needed::new(table);
-    let mut left = from.iter().filter(|f| **f == From::Need).count();
+    let mut finder = BlockFinder::new(table);
     let b = u64::from(table.block_size());
     let step = read_size(b);
     let mut buf = vec![0u8; step.min(booted.len) as usize];
+    let mut hits = Vec::new();
     let mut pos = 0u64;
     let mut found = 0u64;
-    while pos < booted.len && left > 0 {
+    while pos < booted.len && finder.remaining() > 0 {
         let n = step.min(booted.len - pos) as usize;
         dev.read_exact_at(booted.offset + pos, &mut buf[..n])?;
         for block in buf[..n].chunks(b as usize) {
-            let h = short_hash(block);
-            for j in needed.lookup(h) {
-                let ju = j as usize;
-                if from[ju] != From::Need || table.block_len(j) != block.len() as u64 {
-                    continue;
-                }
+            finder.offer(block, &mut hits);
+            for &j in &hits {
                 sink(dev, j, block)?;
-                from[ju] = From::Booted;
+                from[j as usize] = From::Booted;
                 found += block.len() as u64;
-                left -= 1;
             }
         }
         pos += n as u64;
@@ -146,7 +142,7 @@ pub fn scan_target(
             continue;
         }
         let start = u64::from(blocks.start) * b;
-        let end = start + blocks.clone().map(|i| table.block_len(i)).sum::<u64>();
+        let end = start + blocks.clone().map(|i| u64::from(table.block_len(i))).sum::<u64>();
         buf.resize((end - start) as usize, 0);
         dev.read_exact_at(dest + start, &mut buf)?;
         for i in blocks {
@@ -155,6 +151,7 @@ pub fn scan_target(
             }
             let off = (u64::from(i) * b - start) as usize;
             let block = &buf[off..off + table.block_len(i) as usize];
+            debug_assert_eq!(block.len(), table.block_len(i) as usize);
             if Some(short_hash(block)) == table.short(i) {
                 from[i as usize] = From::Target;
                 found += block.len() as u64;
@@ -164,24 +161,20 @@ pub fn scan_target(
     Ok(found)
 }
 
-/// The ranges to fetch: the frames of the needed blocks, neighbours closer
-/// than [`MERGE_GAP`] merged. `payload_offset` is the payload's offset in
-/// the image.
+/// The ranges to fetch: the frames of the needed blocks, neighbours at
+/// most [`MERGE_GAP`] apart merged (image-format's [`fetch_plan`], which
+/// `image diff-size` uses too). `payload_offset` is the payload's offset
+/// in the image.
 pub fn ranges(table: &ChunkTable, from: &[From], payload_offset: u64) -> Vec<Fetch> {
-    let mut out: Vec<Fetch> = Vec::new();
-    for (i, f) in from.iter().enumerate() {
-        if *f != From::Need {
-            continue;
-        }
-        let i = i as u32;
-        let start = payload_offset + table.stored_offset(i);
-        let end = start + table.stored_len(i);
-        match out.last_mut() {
-            Some(last) if start.saturating_sub(last.end) < MERGE_GAP => last.end = end,
-            _ => out.push(Fetch { start, end }),
-        }
-    }
-    out
+    let found = |i: u32| matches!(from[i as usize], From::Booted | From::Target);
+    fetch_plan(table, found, |_| false)
+        .ranges(table, MERGE_GAP)
+        .into_iter()
+        .map(|r| Fetch {
+            start: payload_offset + r.start,
+            end: payload_offset + r.end,
+        })
+        .collect()
 }
 
 /// Steps 1-4 of the plan, reading only: `booted` (when there is a booted
