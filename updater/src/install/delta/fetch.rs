@@ -92,7 +92,9 @@ impl<'a> Assemble<'a> {
                 skip(&mut rd, fstart - pos).map_err(|e| self.src_err(e))?;
                 let len = u64::from(table.stored_len(i));
                 if len > max_frame(u64::from(table.block_size())) {
-                    return Err(self.t.mismatch(u64::from(i) * u64::from(table.block_size())));
+                    return Err(self
+                        .t
+                        .mismatch(u64::from(i) * u64::from(table.block_size())));
                 }
                 self.frame.resize(len as usize, 0);
                 rd.read_exact(&mut self.frame)
@@ -182,7 +184,10 @@ pub fn refetch_group(
     let b = u64::from(table.block_size());
     let (start, len) = t.group_span(k);
     let mut bytes = vec![0u8; len as usize];
-    let blocks: Vec<u32> = table.group_range(k).filter(|&i| !table.is_zero(i)).collect();
+    let blocks: Vec<u32> = table
+        .group_range(k)
+        .filter(|&i| !table.is_zero(i))
+        .collect();
     if let (Some(&first), Some(&last)) = (blocks.first(), blocks.last()) {
         let s = t.payload_offset + table.stored_offset(first);
         let e = t.payload_offset + table.stored_range(last).end;

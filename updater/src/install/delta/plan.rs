@@ -142,7 +142,11 @@ pub fn scan_target(
             continue;
         }
         let start = u64::from(blocks.start) * b;
-        let end = start + blocks.clone().map(|i| u64::from(table.block_len(i))).sum::<u64>();
+        let end = start
+            + blocks
+                .clone()
+                .map(|i| u64::from(table.block_len(i)))
+                .sum::<u64>();
         buf.resize((end - start) as usize, 0);
         dev.read_exact_at(dest + start, &mut buf)?;
         for i in blocks {
