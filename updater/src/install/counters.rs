@@ -149,6 +149,9 @@ mod tests {
         assert_eq!(j["written"], 5 << 20);
         assert_eq!(c.reused(), (3 << 20) + 4096 + (1 << 20));
         let s = c.summary(Method::Stream, 8 << 20);
-        assert_eq!(s, "downloaded 2.0 KiB of a 8.0 MiB image (stream); wrote 5.0 MiB");
+        assert_eq!(
+            s,
+            "downloaded 2.0 KiB of a 8.0 MiB image (stream); wrote 5.0 MiB"
+        );
     }
 }

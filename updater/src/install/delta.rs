@@ -36,8 +36,8 @@ use image_format::ChunkTable;
 use image_format::{PayloadInfo, VerifiedHeader};
 use sha2::{Digest, Sha256};
 
-pub use super::dev::BlockDevice;
 use super::counters::Counters;
+pub use super::dev::BlockDevice;
 use super::pipeline::Job;
 use crate::progress::Progress;
 use crate::source::RangeSource;
@@ -57,9 +57,17 @@ pub enum DeltaError {
     #[error("payload {role}: SHA-256 mismatch on the final pass; the slot stays invalid")]
     Whole { role: String },
     #[error("payload {role}: reading disk byte {offset}: {err}")]
-    Read { role: String, offset: u64, err: io::Error },
+    Read {
+        role: String,
+        offset: u64,
+        err: io::Error,
+    },
     #[error("payload {role}: writing disk byte {offset}: {err}")]
-    Write { role: String, offset: u64, err: io::Error },
+    Write {
+        role: String,
+        offset: u64,
+        err: io::Error,
+    },
 }
 
 impl DeltaError {
@@ -94,7 +102,12 @@ impl Target<'_> {
     }
 
     /// Write raw bytes at raw offset `off` of the payload.
-    pub fn write(&self, dev: &mut dyn BlockDevice, off: u64, bytes: &[u8]) -> Result<(), DeltaError> {
+    pub fn write(
+        &self,
+        dev: &mut dyn BlockDevice,
+        off: u64,
+        bytes: &[u8],
+    ) -> Result<(), DeltaError> {
         dev.write_all_at(self.dest + off, bytes)
             .map_err(|err| DeltaError::Write {
                 role: self.role.clone(),
@@ -131,8 +144,7 @@ const COALESCE_MAX: usize = 1 << 20;
 
 impl Coalesce {
     fn push(&mut self, dev: &mut dyn BlockDevice, off: u64, bytes: &[u8]) -> io::Result<()> {
-        if self.off + self.buf.len() as u64 != off || self.buf.len() + bytes.len() > COALESCE_MAX
-        {
+        if self.off + self.buf.len() as u64 != off || self.buf.len() + bytes.len() > COALESCE_MAX {
             self.flush(dev)?;
             self.off = off;
         }
@@ -368,7 +380,9 @@ fn stream_range(
         role: p.role.clone(),
         what,
     };
-    let rd = src.range(p.offset, p.offset + p.stored_size).map_err(src_err)?;
+    let rd = src
+        .range(p.offset, p.offset + p.stored_size)
+        .map_err(src_err)?;
     let mut dec = image_format::decompressor(p.compression, rd)
         .map_err(|e| refuse(format!("decompressing: {e}")))?;
     progress.phase("write", &p.role, p.raw_size);

@@ -362,11 +362,9 @@ fn decode_stage(
             Some(info) => image_format::payload_decompressor(info, &mut input),
             None => image_format::decompressor(job.compression, &mut input),
         };
-        let mut dec = dec.map_err(|e| {
-            PipelineError::Decode {
-                role: job.role.clone(),
-                err: e.into(),
-            }
+        let mut dec = dec.map_err(|e| PipelineError::Decode {
+            role: job.role.clone(),
+            err: e.into(),
         })?;
         let mut hasher = Sha256::new();
         let mut total: u64 = 0;
