@@ -1,13 +1,22 @@
 //! A real HTTP/1.1 server on 127.0.0.1 for the network tests, with fault
-//! modes: drop the connection mid-body (once or on every response), stall,
-//! trickle one byte at a time, answer 404 or 500, redirect, ignore `Range`,
-//! or answer a resume with a `206` whose `Content-Range` starts elsewhere
-//! than asked or is missing.
+//! modes: drop the connection mid-body (once or on every response, or the
+//! first response to a bounded range), stall, trickle one byte at a time,
+//! answer 404 or 500, redirect, ignore `Range`, answer a resume with a
+//! `206` whose `Content-Range` starts elsewhere than asked or is missing,
+//! or serve one byte of the file changed (a tampered image).
 //!
 //! It is deliberately small: one thread accepts, one thread per connection
-//! answers one request and closes (`Connection: close`). Each request is
-//! logged so a test can check, for example, that a resume used `Range`.
-//! Dropping the [`TestServer`] stops it and joins its threads.
+//! answers its requests. Connections are persistent (HTTP/1.1 keep-alive):
+//! a connection answers request after request until the client closes it or
+//! sends `Connection: close`, or a fault mode closes it (a dropped, stalled
+//! or trickled body, a `Status` or redirect answer: those say
+//! `Connection: close`). It counts the connections it accepted and the body
+//! bytes it sent, and logs each request so a test can check, for example,
+//! that a resume used `Range`. Dropping the [`TestServer`] stops it and
+//! joins its threads.
+//!
+//! `Range: bytes=A-B` and `bytes=A-` are answered `206` with
+//! `Content-Range: bytes A-B/LEN` (`B` capped at the last byte).
 //!
 //! [`TestServer::start_tls`] serves https with a certificate made by the
 //! real `openssl` ([`make_tls_files`]): a test CA and a leaf for 127.0.0.1.
@@ -54,6 +63,13 @@ pub enum Mode {
     /// byte every `every_ms` milliseconds (a trickle that never stalls
     /// long enough to trip a stall timeout longer than `every_ms`).
     Trickle { after: u64, every_ms: u64 },
+    /// The first response to a bounded range (`Range: bytes=A-B`) sends
+    /// this many body bytes, then closes the connection; every other
+    /// response is normal.
+    DropRangeOnce(u64),
+    /// Every response serves the file with the byte at this offset XORed
+    /// with 0xff (a tampered image, or a tampered chunk).
+    Tamper(u64),
     /// A request for a path listed as `(from, to)` is answered
     /// `302 Found` with `Location: to` (sent as is: relative, absolute,
     /// any scheme); other paths are served normally.
@@ -80,6 +96,8 @@ pub struct TestServer {
     log: Arc<Mutex<Vec<Request>>>,
     /// Body bytes handed to the socket over all responses.
     sent: Arc<AtomicU64>,
+    /// Connections accepted.
+    conns: Arc<AtomicUsize>,
     accept: Option<JoinHandle<()>>,
     workers: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
@@ -91,6 +109,8 @@ struct Shared {
     stop: Arc<AtomicBool>,
     log: Arc<Mutex<Vec<Request>>>,
     served: AtomicUsize,
+    /// Bounded ranges answered so far (for `DropRangeOnce`).
+    bounded: AtomicUsize,
     sent: Arc<AtomicU64>,
 }
 
@@ -132,9 +152,12 @@ impl TestServer {
             stop: stop.clone(),
             log: log.clone(),
             served: AtomicUsize::new(0),
+            bounded: AtomicUsize::new(0),
             sent: Arc::new(AtomicU64::new(0)),
         });
         let sent = shared.sent.clone();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let accepted = conns.clone();
         let is_tls = shared.tls.is_some();
         let w = workers.clone();
         let accept = std::thread::spawn(move || {
@@ -143,6 +166,7 @@ impl TestServer {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let s = shared.clone();
                 let h = std::thread::spawn(move || {
                     let _ = serve(conn, &s);
@@ -156,6 +180,7 @@ impl TestServer {
             stop,
             log,
             sent,
+            conns,
             accept: Some(accept),
             workers,
         }
@@ -177,6 +202,11 @@ impl TestServer {
     /// received).
     pub fn body_bytes_sent(&self) -> u64 {
         self.sent.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
     }
 }
 
@@ -290,8 +320,14 @@ fn parse_range(v: &str, len: u64) -> Option<(u64, u64)> {
     (start <= end).then_some((start, end))
 }
 
+/// How long a connection may sit idle (or a request head take) before the
+/// server closes it.
+const IDLE: Duration = Duration::from_secs(10);
+
 fn serve(conn: TcpStream, s: &Shared) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // Short read timeouts, polled by `read_line`, so a kept-alive idle
+    // connection notices the server stopping.
+    conn.set_read_timeout(Some(Duration::from_millis(100)))?;
     match &s.tls {
         None => serve_stream(conn, s),
         Some(cfg) => {
@@ -301,25 +337,59 @@ fn serve(conn: TcpStream, s: &Shared) -> std::io::Result<()> {
     }
 }
 
+/// `read_line` over a socket with a short read timeout: waits up to
+/// [`IDLE`] in all, and gives up (0: as if closed) when the server stops.
+fn read_line<R: BufRead>(r: &mut R, line: &mut String, s: &Shared) -> std::io::Result<usize> {
+    let since = Instant::now();
+    loop {
+        match r.read_line(line) {
+            Ok(_) => return Ok(line.len()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                // What was read so far stays in `line`.
+                if s.stop.load(Ordering::SeqCst) || since.elapsed() > IDLE {
+                    return Ok(0);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Answer requests on one connection until it is to be closed.
 fn serve_stream<S: Read + Write>(conn: S, s: &Shared) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn);
+    while serve_one(&mut reader, s)? {}
+    Ok(())
+}
+
+/// One request: Ok(true) when the connection stays open for the next.
+fn serve_one<S: Read + Write>(reader: &mut BufReader<S>, s: &Shared) -> std::io::Result<bool> {
     let mut line = String::new();
-    reader.read_line(&mut line)?;
-    if s.stop.load(Ordering::SeqCst) || line.is_empty() {
-        return Ok(());
+    read_line(reader, &mut line, s)?;
+    if s.stop.load(Ordering::SeqCst) || line.trim().is_empty() {
+        return Ok(false);
     }
     let mut parts = line.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").to_string();
+    let mut keep = parts.next() == Some("HTTP/1.1");
     let mut range = None;
     loop {
         let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+        if read_line(reader, &mut h, s)? == 0 || h.trim().is_empty() {
             break;
         }
         if let Some((k, v)) = h.split_once(':') {
             if k.trim().eq_ignore_ascii_case("range") {
                 range = Some(v.trim().to_string());
+            }
+            if k.trim().eq_ignore_ascii_case("connection") {
+                keep = !v.trim().eq_ignore_ascii_case("close");
             }
         }
     }
@@ -343,7 +413,8 @@ fn serve_stream<S: Read + Write>(conn: S, s: &Shared) -> std::io::Result<()> {
                 out,
                 "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             )?;
-            return out.flush();
+            out.flush()?;
+            return Ok(false);
         }
     }
 
@@ -361,12 +432,16 @@ fn serve_stream<S: Read + Write>(conn: S, s: &Shared) -> std::io::Result<()> {
             "HTTP/1.1 {code} {reason}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )?;
-        return out.flush();
+        out.flush()?;
+        return Ok(false);
     }
 
     let mut file = std::fs::File::open(&s.file)?;
     let len = file.metadata()?.len();
     let ignore_range = matches!(s.mode, Mode::IgnoreRangeDropOnce(_));
+    let bounded = range
+        .as_deref()
+        .is_some_and(|r| r.split_once('-').is_some_and(|(_, b)| !b.trim().is_empty()));
     let (status, start, end) = match (&range, ignore_range) {
         (Some(r), false) => match parse_range(r, len) {
             Some((a, b)) => match s.mode {
@@ -379,33 +454,16 @@ fn serve_stream<S: Read + Write>(conn: S, s: &Shared) -> std::io::Result<()> {
                 record(416);
                 write!(
                     out,
-                    "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\n\r\n"
                 )?;
-                return out.flush();
+                out.flush()?;
+                return Ok(keep);
             }
         },
         _ => (200u16, 0, len.saturating_sub(1)),
     };
     let body_len = if len == 0 { 0 } else { end - start + 1 };
     record(status);
-    let mut head = if status == 206 && matches!(s.mode, Mode::NoContentRange(_)) {
-        "HTTP/1.1 206 Partial Content\r\n".to_string()
-    } else if status == 206 {
-        format!("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{end}/{len}\r\n")
-    } else {
-        "HTTP/1.1 200 OK\r\n".to_string()
-    };
-    if !ignore_range {
-        head.push_str("Accept-Ranges: bytes\r\n");
-    }
-    head.push_str(&format!(
-        "Content-Length: {body_len}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
-    ));
-    out.write_all(head.as_bytes())?;
-    if method == "HEAD" {
-        return out.flush();
-    }
-
     // How many body bytes this response sends before misbehaving.
     let (limit, stall) = match s.mode {
         Mode::DropOnce(n) if nth == 0 => (n, false),
@@ -416,21 +474,61 @@ fn serve_stream<S: Read + Write>(conn: S, s: &Shared) -> std::io::Result<()> {
         Mode::WrongRangeStart { drop_at, .. } if nth == 0 => (drop_at, false),
         Mode::NoContentRange(n) if nth == 0 => (n, false),
         Mode::Trickle { after, .. } => (after, false),
+        Mode::DropRangeOnce(n) if bounded && s.bounded.fetch_add(1, Ordering::SeqCst) == 0 => {
+            (n, false)
+        }
         _ => (u64::MAX, false),
     };
+    let trickle = matches!(s.mode, Mode::Trickle { .. });
+    // A response that will misbehave says it closes.
+    let keep = keep && limit >= body_len && !trickle;
+    // `NoContentRange`: the later ranged answers (the first one, to the
+    // client's first request, is whole).
+    let mut head = if status == 206 && matches!(s.mode, Mode::NoContentRange(_)) && nth > 0 {
+        "HTTP/1.1 206 Partial Content\r\n".to_string()
+    } else if status == 206 {
+        format!("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{end}/{len}\r\n")
+    } else {
+        "HTTP/1.1 200 OK\r\n".to_string()
+    };
+    if !ignore_range {
+        head.push_str("Accept-Ranges: bytes\r\n");
+    }
+    head.push_str(&format!(
+        "Content-Length: {body_len}\r\nContent-Type: application/octet-stream\r\n"
+    ));
+    if !keep {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    out.write_all(head.as_bytes())?;
+    if method == "HEAD" {
+        out.flush()?;
+        return Ok(keep);
+    }
+
     use std::io::Seek;
     file.seek(std::io::SeekFrom::Start(start))?;
+    let tamper = match s.mode {
+        Mode::Tamper(at) => Some(at),
+        _ => None,
+    };
+    let mut off = start;
     let mut left = body_len.min(limit);
     let mut buf = vec![0u8; 64 * 1024];
     while left > 0 {
         if s.stop.load(Ordering::SeqCst) {
-            return Ok(());
+            return Ok(false);
         }
         let n = (buf.len() as u64).min(left) as usize;
         file.read_exact(&mut buf[..n])?;
+        if let Some(t) = tamper.filter(|t| (off..off + n as u64).contains(t)) {
+            buf[(t - off) as usize] ^= 0xff;
+        }
         s.sent.fetch_add(n as u64, Ordering::SeqCst);
         out.write_all(&buf[..n])?;
         left -= n as u64;
+        off += n as u64;
     }
     out.flush()?;
     if let Mode::Trickle { every_ms, .. } = s.mode {
@@ -440,7 +538,7 @@ fn serve_stream<S: Read + Write>(conn: S, s: &Shared) -> std::io::Result<()> {
             let until = Instant::now() + Duration::from_millis(every_ms);
             while Instant::now() < until {
                 if s.stop.load(Ordering::SeqCst) {
-                    return Ok(());
+                    return Ok(false);
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -448,15 +546,16 @@ fn serve_stream<S: Read + Write>(conn: S, s: &Shared) -> std::io::Result<()> {
             out.write_all(&buf[..1])?;
             out.flush()?;
         }
-        return Ok(());
+        return Ok(false);
     }
     if stall && limit < body_len {
         while !s.stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    // Returning drops the socket: a close mid-body when limit < body_len.
-    Ok(())
+    // Not keeping it: returning drops the socket (a close mid-body when
+    // limit < body_len).
+    Ok(keep)
 }
 
 #[cfg(test)]
@@ -467,7 +566,7 @@ mod tests {
         let rest = url.strip_prefix("http://").unwrap();
         let (host, path) = rest.split_once('/').unwrap();
         let mut c = TcpStream::connect(host).unwrap();
-        let mut req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\n");
+        let mut req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
         if let Some(r) = range {
             req.push_str(&format!("Range: {r}\r\n"));
         }

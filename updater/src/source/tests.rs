@@ -1,9 +1,11 @@
 //! Unit tests of the HTTP source against the real test server
 //! (tests/src/http.rs) on 127.0.0.1.
 
+use super::redirect::redirect_target;
 use super::*;
 use slotctl_tests::http::{Mode, TestServer};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 fn opts() -> HttpOptions {
     HttpOptions {

@@ -1,0 +1,550 @@
+//! The HTTP source: [`Conn`], the connection and retry core (one agent,
+//! redirects, status handling, retry budget, backoff, deadline, stall
+//! timeout, throughput floor, byte count), shared by the stream
+//! ([`HttpReader`]) and the ranges ([`super::ranges::HttpRanges`]).
+
+use std::io::{self, Read};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use super::ranges::HttpRanges;
+use super::redirect::redirect_target;
+use super::{HttpOptions, Warn};
+
+/// Why one attempt failed.
+pub(super) enum Failure {
+    /// Worth retrying (I/O, timeouts, 5xx, premature end).
+    Transient(String),
+    /// Retrying cannot help (4xx, a wrong Content-Range, a changed length).
+    Fatal(String),
+}
+
+/// Redirects followed for one request before giving up.
+pub const MAX_REDIRECTS: usize = 10;
+
+/// What an answer's head said, for the reader that asked to judge.
+pub(super) struct Head {
+    pub status: u16,
+    pub content_range: Option<String>,
+    pub content_length: Option<u64>,
+}
+
+/// The connection and retry core of one download: every request of the
+/// stream and of the ranges goes through the same agent (so a connection
+/// whose body was read to its end is kept alive and reused), and spends the
+/// same retry budget before the same deadline.
+pub(super) struct Conn {
+    agent: ureq::Agent,
+    pub url: String,
+    opts: HttpOptions,
+    retries_used: u32,
+    backoff: Duration,
+    warn: Warn,
+    /// When the whole download must have ended (`deadline`).
+    deadline_at: Instant,
+    /// The throughput window of the current connection: when it began and
+    /// the body bytes received since.
+    window_start: Instant,
+    window_bytes: u64,
+    /// Body bytes received over every request.
+    pub received: u64,
+}
+
+fn load_ca(path: &std::path::Path) -> anyhow::Result<Vec<ureq::tls::Certificate<'static>>> {
+    // A CA bundle is small; a FIFO or /dev/zero here must not hang or
+    // exhaust memory (crate::localfile).
+    let pem = crate::localfile::read_bounded(path, crate::localfile::Links::Follow, 4 << 20)
+        .map_err(|e| anyhow::anyhow!("cannot read CA file {}: {e}", path.display()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item.with_context(|| format!("CA file {}", path.display()))? {
+            ureq::tls::PemItem::Certificate(c) => certs.push(c),
+            _ => continue,
+        }
+    }
+    if certs.is_empty() {
+        bail!("CA file {} holds no PEM certificate", path.display());
+    }
+    Ok(certs)
+}
+
+/// `bytes A-B/T` (T may be `*`: None).
+pub(super) fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
+    let (span, total) = v.trim().strip_prefix("bytes ")?.split_once('/')?;
+    let (a, b) = span.split_once('-')?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?, total))
+}
+
+impl Conn {
+    pub fn new(url: &str, opts: HttpOptions, warn: Warn) -> anyhow::Result<Conn> {
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(ca) = &opts.ca_file {
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&load_ca(ca)?));
+        }
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(opts.connect_timeout))
+            .timeout_recv_response(Some(opts.stall_timeout))
+            .timeout_per_read(Some(opts.stall_timeout))
+            .tls_config(tls.build())
+            // Redirects are followed by `get_following`, which refuses
+            // non-HTTP targets and loops without retrying.
+            .max_redirects(0)
+            .build();
+        let now = Instant::now();
+        Ok(Conn {
+            agent: config.into(),
+            url: url.to_string(),
+            backoff: opts.backoff_initial,
+            deadline_at: now + opts.deadline,
+            opts,
+            retries_used: 0,
+            warn,
+            window_start: now,
+            window_bytes: 0,
+            received: 0,
+        })
+    }
+
+    /// One GET of `url` with `Range: range` (no redirects followed).
+    fn get_once(
+        &self,
+        url: &str,
+        range: &str,
+    ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+        let req = self.agent.get(url).header("Range", range);
+        req.call().map_err(|e| match e {
+            // Retrying cannot fix a bad URL or a certificate the device
+            // does not trust.
+            ureq::Error::BadUri(_)
+            | ureq::Error::RequireHttpsOnly(_)
+            | ureq::Error::Tls(_)
+            | ureq::Error::Rustls(_)
+            | ureq::Error::Pem(_) => Failure::Fatal(format!("{url}: {e}")),
+            e => Failure::Transient(format!("{url}: {e}")),
+        })
+    }
+
+    /// GET `self.url` with `Range: range`, following redirects: a target
+    /// that is not http(s), a loop or more than [`MAX_REDIRECTS`] hops are
+    /// fatal (a server that answers so will answer so again).
+    fn get_following(&self, range: &str) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+        let mut chain = vec![self.url.clone()];
+        loop {
+            let url = chain.last().expect("not empty");
+            let resp = self.get_once(url, range)?;
+            let status = resp.status().as_u16();
+            if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+                return Ok(resp);
+            }
+            let Some(location) = resp.headers().get("location").and_then(|v| v.to_str().ok())
+            else {
+                return Err(Failure::Fatal(format!(
+                    "{url}: HTTP {status} redirect without a Location"
+                )));
+            };
+            let next = redirect_target(url, location).map_err(Failure::Fatal)?;
+            if chain.contains(&next) {
+                chain.push(next);
+                return Err(Failure::Fatal(format!(
+                    "redirect loop: {}",
+                    chain.join(" -> ")
+                )));
+            }
+            if chain.len() > MAX_REDIRECTS {
+                return Err(Failure::Fatal(format!(
+                    "{}: more than {MAX_REDIRECTS} redirects (last to {next})",
+                    self.url
+                )));
+            }
+            chain.push(next);
+        }
+    }
+
+    /// One request with `Range: range`; a 200 or 206 head is handed to
+    /// `judge` (which may refuse it), 4xx are fatal, 5xx transient.
+    fn open_once(
+        &mut self,
+        range: &str,
+        judge: &mut dyn FnMut(&Head) -> Result<(), Failure>,
+    ) -> Result<ureq::BodyReader<'static>, Failure> {
+        let resp = self.get_following(range)?;
+        let status = resp.status().as_u16();
+        let content_range = resp
+            .headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp.into_body();
+        let head = Head {
+            status,
+            content_range,
+            content_length: body.content_length(),
+        };
+        match status {
+            200 | 206 => judge(&head)?,
+            400..=499 => {
+                return Err(Failure::Fatal(format!(
+                    "{}: HTTP {status}{}",
+                    self.url,
+                    reason(status)
+                )))
+            }
+            500..=599 => {
+                return Err(Failure::Transient(format!(
+                    "{}: HTTP {status}{}",
+                    self.url,
+                    reason(status)
+                )))
+            }
+            _ => {
+                return Err(Failure::Fatal(format!(
+                    "{}: unexpected HTTP status {status}",
+                    self.url
+                )))
+            }
+        }
+        self.window_start = Instant::now();
+        self.window_bytes = 0;
+        Ok(body.into_reader())
+    }
+
+    /// [`Conn::open_once`] with retries, backoff and the deadline; `pos`
+    /// (and `total`) say where the download stands, for the messages.
+    pub fn open(
+        &mut self,
+        range: &str,
+        pos: u64,
+        total: Option<u64>,
+        mut judge: impl FnMut(&Head) -> Result<(), Failure>,
+    ) -> Result<ureq::BodyReader<'static>, String> {
+        loop {
+            self.check_deadline(pos, total, false)?;
+            match self.open_once(range, &mut judge) {
+                Ok(body) => return Ok(body),
+                Err(Failure::Fatal(m)) => return Err(m),
+                Err(Failure::Transient(m)) => self.backoff_or_fail(pos, total, m)?,
+            }
+        }
+    }
+
+    /// Fatal once the overall deadline has passed (unless `done`).
+    pub fn check_deadline(&self, pos: u64, total: Option<u64>, done: bool) -> Result<(), String> {
+        if done || Instant::now() < self.deadline_at {
+            return Ok(());
+        }
+        let of = total.map(|t| format!(" of {t}")).unwrap_or_default();
+        Err(format!(
+            "{}: download deadline passed at byte {pos}{of}: it took longer than [http] deadline_secs = {}",
+            self.url,
+            self.opts.deadline.as_secs()
+        ))
+    }
+
+    /// When a whole throughput window has passed on this connection, say
+    /// whether it met the floor (Err: too slow); then start the next one.
+    fn check_floor(&mut self) -> Result<(), String> {
+        let min = self.opts.min_bytes_per_sec;
+        let elapsed = self.window_start.elapsed();
+        if min == 0 || elapsed < self.opts.min_speed_window {
+            return Ok(());
+        }
+        // bytes / seconds < min, without dividing.
+        let needed = u128::from(min) * elapsed.as_millis() / 1000;
+        if u128::from(self.window_bytes) < needed {
+            return Err(format!(
+                "{}: too slow: {} bytes in the last {} s, below [http] min_bytes_per_sec = {min}",
+                self.url,
+                self.window_bytes,
+                elapsed.as_secs()
+            ));
+        }
+        self.window_start = Instant::now();
+        self.window_bytes = 0;
+        Ok(())
+    }
+
+    /// Sleep before the next attempt, or give up when retries are spent.
+    pub fn backoff_or_fail(
+        &mut self,
+        pos: u64,
+        total: Option<u64>,
+        why: String,
+    ) -> Result<(), String> {
+        if self.retries_used >= self.opts.retries {
+            return Err(format!(
+                "download failed at byte {pos} after {} retries: {why}",
+                self.retries_used
+            ));
+        }
+        self.check_deadline(pos, total, false)?;
+        let retry_at = Instant::now().checked_add(self.backoff);
+        if retry_at.is_none_or(|t| t >= self.deadline_at) {
+            return Err(format!(
+                "download failed at byte {pos}: {why}; no time left to retry before [http] deadline_secs = {}",
+                self.opts.deadline.as_secs()
+            ));
+        }
+        self.retries_used += 1;
+        (self.warn)(&format!(
+            "{why}; retrying from byte {pos} in {:?} ({}/{})",
+            self.backoff, self.retries_used, self.opts.retries
+        ));
+        std::thread::sleep(self.backoff);
+        self.backoff = self.backoff.saturating_mul(2).min(self.opts.backoff_max);
+        Ok(())
+    }
+
+    /// One read of `body` (counted); the deadline and the throughput floor
+    /// are checked before it, a stall is transient.
+    pub fn read(
+        &mut self,
+        body: &mut ureq::BodyReader<'static>,
+        buf: &mut [u8],
+        pos: u64,
+        total: Option<u64>,
+        done: bool,
+    ) -> Result<usize, Failure> {
+        loop {
+            self.check_deadline(pos, total, done)
+                .map_err(Failure::Fatal)?;
+            self.check_floor().map_err(Failure::Transient)?;
+            let got = match body.read(buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if e.kind() == io::ErrorKind::TimedOut || e.to_string().contains("timeout") =>
+                {
+                    return Err(Failure::Transient(format!(
+                        "{}: stalled (no data for {:?})",
+                        self.url, self.opts.stall_timeout
+                    )))
+                }
+                Err(e) => return Err(Failure::Transient(format!("{}: {e}", self.url))),
+            };
+            self.window_bytes = self.window_bytes.saturating_add(got as u64);
+            self.received = self.received.saturating_add(got as u64);
+            return Ok(got);
+        }
+    }
+}
+
+/// A `Read` over an HTTP body that resumes across dropped connections.
+pub struct HttpReader {
+    conn: Conn,
+    body: Option<ureq::BodyReader<'static>>,
+    /// Logical position: bytes already handed to the caller.
+    pos: u64,
+    /// Bytes of the current (200-after-Range) body still to discard.
+    skip: u64,
+    total: Option<u64>,
+    /// The first answer was a 206 to `Range: bytes=0-` with a whole
+    /// `Content-Range: bytes 0-END/TOTAL`.
+    ranges: bool,
+}
+
+impl HttpReader {
+    /// Connect (with retries) and read the response head. The request asks
+    /// for `Range: bytes=0-`: the answer says whether the server honours
+    /// ranges ([`HttpReader::ranges_supported`]).
+    pub fn open(url: &str, opts: HttpOptions, warn: Warn) -> anyhow::Result<HttpReader> {
+        let mut r = HttpReader {
+            conn: Conn::new(url, opts, warn)?,
+            body: None,
+            pos: 0,
+            skip: 0,
+            total: None,
+            ranges: false,
+        };
+        r.connect().map_err(anyhow::Error::msg)?;
+        Ok(r)
+    }
+
+    /// Whether the server honoured the first request's `Range: bytes=0-`.
+    pub fn ranges_supported(&self) -> bool {
+        self.ranges
+    }
+
+    /// The image's length, when the server said it.
+    pub fn total(&self) -> Option<u64> {
+        self.total
+    }
+
+    /// HTTP body bytes received so far (skipped ones included).
+    pub fn received(&self) -> u64 {
+        self.conn.received
+    }
+
+    /// Random access to the same image over the same agent, options,
+    /// retry budget and deadline; `None` when the server does not honour
+    /// Range. The stream's current body is dropped (its connection closed).
+    pub fn into_ranges(self) -> Option<HttpRanges> {
+        match (self.ranges, self.total) {
+            (true, Some(total)) => Some(HttpRanges::new(self.conn, total)),
+            _ => None,
+        }
+    }
+
+    /// A request from `self.pos` on, with retries.
+    fn connect(&mut self) -> Result<(), String> {
+        let pos = self.pos;
+        let url = self.conn.url.clone();
+        let (total, skip, ranges) = (&mut self.total, &mut self.skip, &mut self.ranges);
+        let warn_ignored = pos > 0;
+        let mut ignored = false;
+        let body = self.conn.open(&format!("bytes={pos}-"), pos, *total, |h| {
+            judge_stream(h, &url, pos, total, skip, ranges, &mut ignored)
+        })?;
+        if ignored && warn_ignored {
+            (self.conn.warn)(&format!(
+                "server ignored Range: re-reading {pos} bytes from the start"
+            ));
+        }
+        self.body = Some(body);
+        Ok(())
+    }
+
+    /// Read from the current body, discarding `skip` bytes first.
+    fn read_body(&mut self, buf: &mut [u8]) -> Result<usize, Failure> {
+        loop {
+            let want = if self.skip > 0 {
+                (buf.len() as u64).min(self.skip) as usize
+            } else {
+                buf.len()
+            };
+            let body = self.body.as_mut().expect("connected");
+            let done = self.total.is_some_and(|t| self.pos >= t);
+            let got = self
+                .conn
+                .read(body, &mut buf[..want], self.pos, self.total, done)?;
+            if self.skip == 0 {
+                return Ok(got);
+            }
+            if got == 0 {
+                return Err(Failure::Transient(format!(
+                    "{}: connection closed while skipping",
+                    self.conn.url
+                )));
+            }
+            self.skip -= got as u64;
+        }
+    }
+}
+
+/// Judge the stream's answer to `Range: bytes=pos-`: a 200 is the whole
+/// body (`skip` the first `pos` bytes); a 206 must start at `pos`; the
+/// first 206 with `bytes 0-END/TOTAL` means ranges work.
+fn judge_stream(
+    h: &Head,
+    url: &str,
+    pos: u64,
+    total: &mut Option<u64>,
+    skip: &mut u64,
+    ranges: &mut bool,
+    ignored: &mut bool,
+) -> Result<(), Failure> {
+    let changed = |t: u64, l: u64| {
+        Failure::Fatal(format!(
+            "{url}: the resource changed length during download ({t} -> {l} bytes)"
+        ))
+    };
+    let cr = h.content_range.as_deref().and_then(parse_content_range);
+    if h.status == 200 || (pos == 0 && h.content_range.is_none()) {
+        // The whole body (a 206 to bytes=0- without a Content-Range is
+        // read as one).
+        if let (Some(t), Some(l)) = (*total, h.content_length) {
+            if t != l {
+                return Err(changed(t, l));
+            }
+        }
+        if total.is_none() {
+            *total = h.content_length;
+        }
+        *ignored = h.status == 200;
+        *skip = pos;
+        return Ok(());
+    }
+    if cr.map(|(a, _, _)| a) != Some(pos) {
+        let sent = match &h.content_range {
+            Some(v) => format!("Content-Range {v}"),
+            None => "no Content-Range".into(),
+        };
+        let what = if pos == 0 {
+            "asked for the whole image".to_string()
+        } else {
+            format!("asked to resume at byte {pos}")
+        };
+        return Err(Failure::Fatal(format!(
+            "{url}: {what} but the server sent {sent}"
+        )));
+    }
+    let (_, end, len) = cr.expect("checked");
+    if let (Some(t), Some(l)) = (*total, len) {
+        if t != l {
+            return Err(changed(t, l));
+        }
+    }
+    if pos == 0 {
+        *ranges = len == Some(end.saturating_add(1));
+        if total.is_none() {
+            *total = len.or(h.content_length);
+        }
+    }
+    *skip = 0;
+    Ok(())
+}
+
+pub(super) fn reason(status: u16) -> &'static str {
+    match status {
+        400 => " Bad Request",
+        401 => " Unauthorized",
+        403 => " Forbidden",
+        404 => " Not Found",
+        410 => " Gone",
+        416 => " Range Not Satisfiable",
+        500 => " Internal Server Error",
+        502 => " Bad Gateway",
+        503 => " Service Unavailable",
+        504 => " Gateway Timeout",
+        _ => "",
+    }
+}
+
+impl Read for HttpReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.body.is_none() {
+                self.connect().map_err(io::Error::other)?;
+            }
+            let why = match self.read_body(buf) {
+                Ok(0) => match self.total {
+                    Some(t) if self.pos < t => {
+                        format!("connection closed at byte {} of {t}", self.pos)
+                    }
+                    _ => return Ok(0),
+                },
+                Ok(n) => {
+                    self.pos += n as u64;
+                    return Ok(n);
+                }
+                Err(Failure::Fatal(m)) => {
+                    self.body = None;
+                    return Err(io::Error::other(m));
+                }
+                Err(Failure::Transient(m)) => m,
+            };
+            self.body = None;
+            self.conn
+                .backoff_or_fail(self.pos, self.total, why)
+                .map_err(io::Error::other)?;
+        }
+    }
+}
