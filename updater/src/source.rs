@@ -121,7 +121,7 @@ impl Stream for Prefetch {}
 impl Stream for io::Cursor<Vec<u8>> {}
 impl Stream for HttpReader {
     fn can_range(&self) -> bool {
-        self.ranges
+        self.ranges_supported()
     }
     fn into_ranges(self: Box<Self>) -> Option<Box<dyn RangeSource>> {
         let r: Box<dyn RangeSource> = Box::new((*self).into_ranges()?);
