@@ -98,7 +98,7 @@ impl Env {
     ) -> Result<slotctl::install::InstallReport, String> {
         disk.set_booted(booted);
         let src = Source {
-            reader: Box::new(Cursor::new(v.image.clone())),
+            reader: Box::new(Cursor::new(v.image.to_vec())),
             name: format!("{}.img", v.name),
         };
         let opts = InstallOptions {

@@ -38,6 +38,9 @@ pub struct Fetch {
     pub end: u64,
 }
 
+/// Where the booted slot's matches go: `(device, block index, bytes)`.
+pub type Sink<'a> = dyn FnMut(&mut dyn BlockDevice, u32, &[u8]) -> io::Result<()> + 'a;
+
 /// Frames closer than this many stored bytes are fetched in one range (the
 /// bytes between them are downloaded and dropped): a request costs a round
 /// trip and its headers, a small gap costs less.
@@ -96,7 +99,7 @@ pub fn scan_booted(
     booted: Region,
     table: &ChunkTable,
     from: &mut [From],
-    sink: &mut dyn FnMut(&mut dyn BlockDevice, u32, &[u8]) -> io::Result<()>,
+    sink: &mut Sink<'_>,
     on_progress: &mut dyn FnMut(u64),
 ) -> io::Result<u64> {
     let mut finder = BlockFinder::new(table);
@@ -190,7 +193,7 @@ pub fn plan_payload(
     booted: Option<Region>,
     dest: u64,
     payload_offset: u64,
-    sink: &mut dyn FnMut(&mut dyn BlockDevice, u32, &[u8]) -> io::Result<()>,
+    sink: &mut Sink<'_>,
     on_scan: &mut dyn FnMut(u64),
 ) -> io::Result<PayloadPlan> {
     let (mut from, reused_zero) = initial(table);
