@@ -157,6 +157,24 @@ pub enum Error {
     /// The zstd stream ended before the declared stored size.
     #[error("payload {role}: compressed stream ends {left} bytes before its declared stored size")]
     StoredSizeMismatch { role: String, left: u64 },
+    /// A chunked payload's table is malformed or does not match the header.
+    #[error("payload {role}: chunk table: {reason}")]
+    BadChunkTable { role: String, reason: String },
+    /// A block frame of a chunked payload is corrupt or of the wrong size.
+    #[error("payload {role}: block {block} (raw offset {offset}): {detail}")]
+    CorruptBlock {
+        role: String,
+        block: u32,
+        offset: u64,
+        detail: String,
+    },
+    /// A group of blocks does not hash to the table's SHA-256.
+    #[error("payload {role}: group {group} (raw offset {offset}) does not match the signed table")]
+    GroupHashMismatch {
+        role: String,
+        group: u32,
+        offset: u64,
+    },
     /// A read after a payload reader already failed.
     #[error("payload {role}: read after a verification error")]
     PayloadPoisoned { role: String },

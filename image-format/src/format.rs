@@ -57,7 +57,7 @@ pub mod tag {
     pub mod payload {
         /// ASCII `[A-Za-z0-9_]`, 1..=32 bytes.
         pub const ROLE: u16 = 0x8001;
-        /// u8: 0 none, 1 zstd.
+        /// u8: 0 none, 1 zstd, 2 chunked.
         pub const COMPRESSION: u16 = 0x8002;
         /// u64: bytes after decompression.
         pub const RAW_SIZE: u16 = 0x8003;
@@ -65,6 +65,9 @@ pub mod tag {
         pub const STORED_SIZE: u16 = 0x8004;
         /// 32 bytes: SHA-256 of the raw bytes.
         pub const SHA256: u16 = 0x8005;
+        /// 56 bytes: a chunked payload's block layout and table
+        /// ([`crate::ChunkInfo`]); required iff compression is `chunked`.
+        pub const CHUNKED: u16 = 0x8006;
     }
 }
 
@@ -75,6 +78,9 @@ pub enum Compression {
     None,
     /// One or more zstd frames; the window may not exceed 2^[`ZSTD_WINDOW_LOG_MAX`].
     Zstd,
+    /// Blocks compressed one zstd frame each behind a chunk table (the
+    /// payload's `chunked` field describes them; see [`crate::ChunkTable`]).
+    Chunked,
 }
 
 /// Largest zstd window log a reader accepts (16 MiB), bounding decoder memory.
@@ -86,6 +92,7 @@ impl Compression {
         match self {
             Compression::None => 0,
             Compression::Zstd => 1,
+            Compression::Chunked => 2,
         }
     }
 
@@ -94,6 +101,7 @@ impl Compression {
         match self {
             Compression::None => "none",
             Compression::Zstd => "zstd",
+            Compression::Chunked => "chunked",
         }
     }
 
@@ -101,6 +109,7 @@ impl Compression {
         match code {
             0 => Some(Compression::None),
             1 => Some(Compression::Zstd),
+            2 => Some(Compression::Chunked),
             _ => None,
         }
     }
@@ -112,8 +121,9 @@ impl std::str::FromStr for Compression {
         match s {
             "none" => Ok(Compression::None),
             "zstd" => Ok(Compression::Zstd),
+            "chunked" => Ok(Compression::Chunked),
             _ => Err(Error::InvalidInput(format!(
-                "unknown compression `{s}` (expected none or zstd)"
+                "unknown compression `{s}` (expected none, zstd or chunked)"
             ))),
         }
     }
@@ -135,6 +145,8 @@ pub struct PayloadInfo {
     pub sha256: [u8; 32],
     /// Byte offset of the stored bytes in the image.
     pub offset: u64,
+    /// The block layout and table of a `chunked` payload (None otherwise).
+    pub chunked: Option<crate::ChunkInfo>,
 }
 
 impl PayloadInfo {
@@ -212,6 +224,9 @@ pub(crate) fn payload_records(p: &PayloadInfo) -> Vec<u8> {
         .field(tag::payload::RAW_SIZE, &p.raw_size.to_le_bytes())
         .field(tag::payload::STORED_SIZE, &p.stored_size.to_le_bytes())
         .field(tag::payload::SHA256, &p.sha256);
+    if let Some(c) = &p.chunked {
+        r.field(tag::payload::CHUNKED, &c.encode());
+    }
     r.0
 }
 
@@ -450,7 +465,7 @@ pub(crate) fn parse_header(header: &[u8]) -> Result<HeaderFields> {
     })
 }
 
-fn parse_payload(v: &[u8], base: u64) -> Result<PayloadInfo> {
+pub(crate) fn parse_payload(v: &[u8], base: u64) -> Result<PayloadInfo> {
     let mut cur = Cursor {
         buf: v,
         pos: 0,
@@ -458,6 +473,7 @@ fn parse_payload(v: &[u8], base: u64) -> Result<PayloadInfo> {
         container: "payload entry",
     };
     let (mut role, mut comp, mut raw, mut stored, mut sha) = (None, None, None, None, None);
+    let mut chunked: Option<(crate::ChunkInfo, u64)> = None;
     while let Some((tag, rec_at, v, at)) = cur.record()? {
         match tag {
             tag::payload::ROLE => {
@@ -492,6 +508,10 @@ fn parse_payload(v: &[u8], base: u64) -> Result<PayloadInfo> {
                 let h: [u8; 32] = fixed(v, "sha256", at)?;
                 set_once(&mut sha, h, "sha256", rec_at)?;
             }
+            tag::payload::CHUNKED => {
+                let c = crate::ChunkInfo::decode(v, at)?;
+                set_once(&mut chunked, (c, at), "chunked", rec_at)?;
+            }
             other => unknown(other, rec_at, "payload entry")?,
         }
     }
@@ -506,7 +526,23 @@ fn parse_payload(v: &[u8], base: u64) -> Result<PayloadInfo> {
         stored_size: stored.ok_or_else(|| missing("stored_size"))?,
         sha256: sha.ok_or_else(|| missing("sha256"))?,
         offset: 0,
+        chunked: chunked.map(|(c, _)| c),
     };
+    match (p.compression, chunked) {
+        (Compression::Chunked, None) => return Err(missing("chunked")),
+        (Compression::Chunked, Some((c, at))) => c.check(p.raw_size, p.stored_size, at)?,
+        (_, Some((_, at))) => {
+            return Err(Error::BadField {
+                field: "chunked",
+                offset: at,
+                reason: format!(
+                    "present on a payload with compression {}",
+                    p.compression.name()
+                ),
+            })
+        }
+        (_, None) => {}
+    }
     if p.compression == Compression::None && p.raw_size != p.stored_size {
         return Err(Error::SizeDisagreement {
             role: p.role,

@@ -38,6 +38,7 @@
 //!     role: "ROOT".into(),
 //!     compression: Compression::Zstd,
 //!     source: Box::new(&b"root filesystem bytes"[..]),
+//!     size_hint: None,
 //! }];
 //! pack(&mut image, &spec, parts, &[&key])?;
 //!
@@ -53,6 +54,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod chunked;
 mod error;
 mod format;
 mod keyfile;
@@ -65,6 +67,12 @@ mod sigblock;
 #[cfg(test)]
 mod tests;
 
+pub use chunked::{
+    auto_block_size, decode_block, fetch_plan, read_table, short_hash, BlockFinder, ChunkInfo,
+    ChunkOptions, ChunkTable, FetchPlan, Needed, AUTO_MAX_BLOCKS, CHUNK_INFO_LEN,
+    DEFAULT_GROUP_BLOCKS, MAX_BLOCK_COUNT, MAX_BLOCK_SIZE, MAX_DICT_LEN, MAX_GROUP_BLOCKS,
+    MAX_TABLE_RAW_LEN, MIN_BLOCK_SIZE,
+};
 pub use error::{Error, Result};
 pub use format::{
     tag, valid_role, Compression, PayloadInfo, CRITICAL, DEFAULT_SIGNATURE_ROOM, FORMAT_VERSION,
@@ -78,7 +86,7 @@ pub use pack::{
     pack, sign_copy, sign_in_place, PackPart, PackSpec, ZstdOptions, DEFAULT_ZSTD_JOB_SIZE,
     MAX_ZSTD_LEVEL,
 };
-pub use payload::{decompressor, PayloadHasher, PayloadReader};
+pub use payload::{decompressor, payload_decompressor, PayloadHasher, PayloadReader};
 pub use reader::{
     ImageReader, SignatureStatus, UntrustedHeader, UntrustedImage, VerifiedHeader, VerifiedImage,
 };

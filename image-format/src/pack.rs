@@ -10,6 +10,7 @@
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
+use crate::chunked::ChunkOptions;
 use crate::error::{Error, Result};
 use crate::format::{
     self, Compression, HeaderSpec, PayloadInfo, DEFAULT_SIGNATURE_ROOM, MAX_PAYLOADS,
@@ -63,8 +64,11 @@ pub struct PackSpec {
     pub created: u64,
     /// Signature entries to reserve room for (at least the number of signers).
     pub signature_room: usize,
-    /// zstd settings for the parts that use it.
+    /// zstd settings for the parts that use it (chunked parts too: the
+    /// level of each block frame, the workers compress blocks in parallel).
     pub zstd: ZstdOptions,
+    /// Block layout of chunked parts.
+    pub chunk: ChunkOptions,
 }
 
 impl PackSpec {
@@ -82,6 +86,7 @@ impl PackSpec {
             created,
             signature_room: DEFAULT_SIGNATURE_ROOM,
             zstd: ZstdOptions::default(),
+            chunk: ChunkOptions::default(),
         }
     }
 }
@@ -94,6 +99,9 @@ pub struct PackPart<'a> {
     pub compression: Compression,
     /// Its raw bytes.
     pub source: Box<dyn Read + 'a>,
+    /// Its length when known (a file's): chunked parts choose their
+    /// automatic block size from it.
+    pub size_hint: Option<u64>,
 }
 
 /// Counts what goes through to the output.
@@ -175,6 +183,15 @@ pub fn pack<W: Write + Seek>(
             stored_size: 0,
             sha256: [0; 32],
             offset: 0,
+            chunked: (p.compression == Compression::Chunked).then_some(crate::ChunkInfo {
+                block_size: 0,
+                group_blocks: 0,
+                block_count: 0,
+                dict_len: 0,
+                table_stored_len: 0,
+                table_raw_len: 0,
+                table_sha256: [0; 32],
+            }),
         })
         .collect();
     fn header_spec<'a>(spec: &'a PackSpec, payloads: &'a [PayloadInfo]) -> HeaderSpec<'a> {
@@ -196,6 +213,7 @@ pub fn pack<W: Write + Seek>(
     for (part, info) in parts.into_iter().zip(infos.iter_mut()) {
         let mut source = part.source;
         let mut hasher = PayloadHasher::new();
+        let mut chunked_sums = None;
         let mut counter = Counter {
             inner: out,
             count: 0,
@@ -220,11 +238,33 @@ pub fn pack<W: Write + Seek>(
                 copy_hashing(&mut source, &mut enc, &mut hasher, &mut buf, &info.role)?;
                 enc.finish().map_err(io_err("finishing the zstd stream"))?;
             }
+            Compression::Chunked => {
+                let packed = crate::chunked::pack::pack_chunked(
+                    &mut counter,
+                    &mut source,
+                    part.size_hint,
+                    &spec.zstd,
+                    &spec.chunk,
+                    &info.role,
+                )?;
+                if packed.stored_size != counter.count {
+                    return Err(Error::io(
+                        "writing a chunked payload",
+                        io::Error::other(format!(
+                            "{}: wrote {} bytes, the table accounts for {}",
+                            info.role, counter.count, packed.stored_size
+                        )),
+                    ));
+                }
+                info.chunked = Some(packed.info);
+                chunked_sums = Some((packed.raw_size, packed.sha256));
+            }
         }
-        info.raw_size = hasher.len();
+        let (raw_size, sha256) = chunked_sums.unwrap_or_else(|| (hasher.len(), hasher.digest()));
+        info.raw_size = raw_size;
         info.stored_size = counter.count;
         info.offset = offset;
-        info.sha256 = hasher.digest();
+        info.sha256 = sha256;
         offset += info.stored_size;
     }
 

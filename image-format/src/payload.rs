@@ -7,6 +7,7 @@ use std::sync::mpsc::sync_channel;
 
 use sha2::{Digest, Sha256};
 
+use crate::chunked::stream::ChunkedDecoder;
 use crate::error::{Error, Result};
 use crate::format::{Compression, PayloadInfo, ZSTD_WINDOW_LOG_MAX};
 
@@ -92,6 +93,9 @@ impl<R: Read> Stream<R> {
                 ZSTD_INPUT_BUFFER,
                 limited,
             ))?)),
+            Compression::Chunked => {
+                Source::Chunked(Box::new(ChunkedDecoder::new(info.clone(), limited)))
+            }
         };
         Ok(Some(PayloadReader {
             info,
@@ -201,12 +205,33 @@ pub fn decompressor<'a, R: Read + 'a>(
             ZSTD_INPUT_BUFFER,
             stored,
         ))?),
+        Compression::Chunked => {
+            return Err(Error::InvalidInput(
+                "a chunked payload needs its header entry: use payload_decompressor".into(),
+            ))
+        }
     })
+}
+
+/// A decoding reader over a payload's stored bytes, for every compression:
+/// for `chunked` it reads and checks the table frame, then hands on each
+/// group of blocks only after its SHA-256 matched the table (a mismatch is a
+/// read error wrapping [`Error::GroupHashMismatch`]). Like [`decompressor`]
+/// it checks neither the raw size nor the whole payload's SHA-256.
+pub fn payload_decompressor<'a, R: Read + 'a>(
+    payload: &PayloadInfo,
+    stored: R,
+) -> Result<Box<dyn Read + 'a>> {
+    match payload.compression {
+        Compression::Chunked => Ok(Box::new(ChunkedDecoder::new(payload.clone(), stored))),
+        c => decompressor(c, stored),
+    }
 }
 
 enum Source<'a, R> {
     Plain(Limited<'a, R>),
     Zstd(Box<zstd::stream::read::Decoder<'static, BufReader<Limited<'a, R>>>>),
+    Chunked(Box<ChunkedDecoder<Limited<'a, R>>>),
 }
 
 /// The raw bytes of one payload. Reading it to the end checks the stored
@@ -238,6 +263,7 @@ impl<R: Read> PayloadReader<'_, R> {
         match &self.source {
             Source::Plain(l) => *l.remaining,
             Source::Zstd(d) => d.get_ref().buffer().len() as u64 + *d.get_ref().get_ref().remaining,
+            Source::Chunked(d) => *d.get_ref().remaining,
         }
     }
 
@@ -283,6 +309,7 @@ impl<R: Read> Read for PayloadReader<'_, R> {
         let result = match &mut self.source {
             Source::Plain(l) => l.read(buf),
             Source::Zstd(d) => d.read(buf),
+            Source::Chunked(d) => d.read(buf),
         };
         let n = match result {
             Ok(n) => n,

@@ -54,11 +54,13 @@ pub(crate) fn sample_image(signers: &[&SigningKey]) -> Vec<u8> {
             role: "BOOT".into(),
             compression: Compression::Zstd,
             source: Box::new(Cursor::new(boot)),
+            size_hint: None,
         },
         PackPart {
             role: "ROOT".into(),
             compression: Compression::None,
             source: Box::new(Cursor::new(root)),
+            size_hint: None,
         },
     ];
     let mut spec = PackSpec::new(
@@ -216,6 +218,7 @@ fn sign_in_place_without_room_is_refused() {
         role: "ROOT".into(),
         compression: Compression::None,
         source: Box::new(&b"abc"[..]),
+        size_hint: None,
     }];
     pack(&mut out, &spec, parts, &[&a]).unwrap();
     let img = out.into_inner();

@@ -36,10 +36,16 @@ fn compression_names_and_codes() {
     assert_eq!(Compression::Zstd.name(), "zstd");
     assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
     assert_eq!("zstd".parse::<Compression>().unwrap(), Compression::Zstd);
+    assert_eq!(Compression::Chunked.code(), 2);
+    assert_eq!(Compression::Chunked.name(), "chunked");
+    assert_eq!(
+        "chunked".parse::<Compression>().unwrap(),
+        Compression::Chunked
+    );
     let e = "gzip".parse::<Compression>().unwrap_err();
     assert_eq!(
         e.to_string(),
-        "unknown compression `gzip` (expected none or zstd)"
+        "unknown compression `gzip` (expected none, zstd or chunked)"
     );
     assert!(!e.is_refusal(), "bad usage is not a refusal");
 }
@@ -104,6 +110,7 @@ fn payload_sha256_hex() {
         role: "ROOT".into(),
         compression: Compression::None,
         source: Box::new(&b"abc"[..]),
+        size_hint: None,
     }];
     pack(&mut image, &spec, parts, &[&key]).unwrap();
     let mut v = ImageReader::new(&image.get_ref()[..])
@@ -136,6 +143,7 @@ fn try_pack(compatible: &str, version: &str, roles: &[String]) -> Result<Vec<u8>
             role: r.clone(),
             compression: Compression::None,
             source: Box::new(&b"x"[..]),
+            size_hint: None,
         })
         .collect();
     let mut out = Cursor::new(Vec::new());
@@ -198,6 +206,7 @@ fn zstd_payload_round_trip() {
         role: "ROOT".into(),
         compression: Compression::Zstd,
         source: Box::new(&data[..]),
+        size_hint: None,
     }];
     let mut out = Cursor::new(Vec::new());
     pack(&mut out, &spec, parts, &[&key]).unwrap();

@@ -226,6 +226,7 @@ fn the_largest_header_pack_writes() {
             role: format!("R{i:031}"),
             compression: Compression::None,
             source: Box::new(&b"x"[..]),
+            size_hint: None,
         })
         .collect();
     let mut out = std::io::Cursor::new(Vec::new());

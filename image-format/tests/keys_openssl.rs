@@ -158,6 +158,7 @@ fn a_bad_signature_is_refused() {
         role: "ROOT".into(),
         compression: Compression::None,
         source: Box::new(&b"data"[..]),
+        size_hint: None,
     }];
     let mut out = std::io::Cursor::new(Vec::new());
     pack(&mut out, &spec, parts, &[&key]).unwrap();

@@ -19,6 +19,7 @@ fn part(role: &str, data: &'static [u8], compression: Compression) -> PackPart<'
         role: role.into(),
         compression,
         source: Box::new(data),
+        size_hint: None,
     }
 }
 
@@ -222,6 +223,7 @@ fn pack_source(source: Hiccup) -> Result<Vec<PayloadInfo>> {
         role: "ROOT".into(),
         compression: Compression::None,
         source: Box::new(source),
+        size_hint: None,
     }];
     pack(&mut out, &spec(), parts, &[&k[0]])
 }

@@ -14,6 +14,7 @@ fn signed_by(signers: &[&SigningKey]) -> Vec<u8> {
         role: "ROOT".into(),
         compression: Compression::None,
         source: Box::new(&b"data"[..]),
+        size_hint: None,
     }];
     let mut out = Cursor::new(Vec::new());
     pack(&mut out, &spec, parts, signers).unwrap();

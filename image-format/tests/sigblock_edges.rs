@@ -16,6 +16,7 @@ fn image(n: usize) -> (Vec<u8>, usize) {
         role: "ROOT".into(),
         compression: Compression::None,
         source: Box::new(&b"data"[..]),
+        size_hint: None,
     }];
     let mut out = Cursor::new(Vec::new());
     pack(&mut out, &spec, parts, &signers).unwrap();

@@ -48,11 +48,13 @@ fn image() -> (Vec<u8>, Keyring, Vec<u8>) {
             role: "BOOT".into(),
             compression: Compression::None,
             source: Box::new(&data[..]),
+            size_hint: None,
         },
         PackPart {
             role: "ROOT".into(),
             compression: Compression::Zstd,
             source: Box::new(&data[..]),
+            size_hint: None,
         },
     ];
     let mut out = Cursor::new(Vec::new());

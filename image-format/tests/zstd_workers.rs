@@ -42,6 +42,7 @@ fn threads_while_packing(workers: u32) -> (usize, usize) {
         role: "ROOT".into(),
         compression: Compression::Zstd,
         source: Box::new(&mut source),
+        size_hint: None,
     }];
     let mut out = Cursor::new(Vec::new());
     pack(&mut out, &spec, parts, &[&key]).unwrap();

@@ -1,8 +1,10 @@
-//! Release-engineer commands: keygen, image pack/sign/verify/info/extract.
+//! Release-engineer commands: keygen, image pack/sign/verify/info/extract/diff-size.
 //!
 //! All format logic lives in the `image-format` crate; this module parses
 //! arguments, opens files, and reports.
 
+mod chunks;
+mod diffsize;
 mod inspect;
 mod keys;
 mod pack;
@@ -36,6 +38,9 @@ pub enum ImageSub {
     Info(inspect::InfoArgs),
     /// Write one payload's raw bytes to a file (after checking it).
     Extract(inspect::ExtractArgs),
+    /// Estimate the bytes a device running OLD downloads to install NEW
+    /// (chunked payloads: only the blocks it does not hold).
+    DiffSize(diffsize::DiffSizeArgs),
 }
 
 /// Where the trusted public keys come from.
@@ -73,6 +78,7 @@ pub fn run(cmd: ImageCommand, globals: &Globals) -> anyhow::Result<()> {
             ImageSub::Verify(args) => inspect::verify(&args),
             ImageSub::Info(args) => inspect::info(&args, globals),
             ImageSub::Extract(args) => inspect::extract(&args),
+            ImageSub::DiffSize(args) => diffsize::diff_size(&args, globals),
         },
     }
 }

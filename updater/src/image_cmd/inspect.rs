@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use image_format::{ImageReader, PayloadInfo, SignatureStatus, UntrustedHeader, VerifiedHeader};
+use image_format::{
+    ChunkTable, ImageReader, PayloadInfo, SignatureStatus, UntrustedHeader, VerifiedHeader,
+};
 use serde_json::json;
 
 use super::{image_error, persist, temp_beside, TrustArgs};
@@ -83,15 +85,19 @@ pub struct InfoArgs {
     pub image: PathBuf,
 }
 
-fn payload_json(p: &PayloadInfo) -> serde_json::Value {
-    json!({
+fn payload_json(p: &PayloadInfo, table: Option<&ChunkTable>) -> serde_json::Value {
+    let mut v = json!({
         "role": p.role,
         "compression": p.compression.name(),
         "raw_size": p.raw_size,
         "stored_size": p.stored_size,
         "sha256": p.sha256_hex(),
         "offset": p.offset,
-    })
+    });
+    if p.chunked.is_some() {
+        v["chunked"] = super::chunks::stats_json(p, table);
+    }
+    v
 }
 
 pub fn info(args: &InfoArgs, globals: &Globals) -> anyhow::Result<()> {
@@ -134,8 +140,30 @@ pub fn info(args: &InfoArgs, globals: &Globals) -> anyhow::Result<()> {
     let room = image_format::signature_room(block_len as u32);
     let img = reader.into_untrusted().map_err(|e| image_error(path, e))?;
     let h: UntrustedHeader = img.header().clone();
-    let input_len = input_len(path, img.into_inner(), h.payloads_offset())?;
+    // The chunk tables (info reads them for the statistics) need the bytes
+    // to be there.
+    let (tables, input_len) = if path.as_os_str() == "-" {
+        super::chunks::tables_from_stream(img.into_inner(), h.payloads_offset(), h.payloads())?
+    } else {
+        let input_len = input_len(path, img.into_inner(), h.payloads_offset())?;
+        let tables = match length_mismatch(&h, input_len) {
+            None => super::chunks::tables_from_file(path, h.payloads())?,
+            Some(_) => h.payloads().iter().map(|_| None).collect(),
+        };
+        (tables, input_len)
+    };
     let length_error = length_mismatch(&h, input_len);
+    // A table that does not match its header: the same line verify gives.
+    let table_error = tables
+        .iter()
+        .flatten()
+        .find_map(|t| t.as_ref().err())
+        .map(|e| exit::refused(format!("{}: {e}", path.display())));
+    let result = match (length_error, table_error) {
+        (Some(e), _) => Err(image_error(path, e)),
+        (None, Some(e)) => Err(e),
+        (None, None) => Ok(()),
+    };
 
     if globals.json {
         let v = json!({
@@ -152,12 +180,12 @@ pub fn info(args: &InfoArgs, globals: &Globals) -> anyhow::Result<()> {
             "signature_room": room,
             "image_len": h.image_len(),
             "input_len": input_len,
-            "payloads": h.payloads().iter().map(payload_json).collect::<Vec<_>>(),
+            "payloads": h.payloads().iter().zip(&tables).map(|(p, t)| payload_json(p, t.as_ref().and_then(|t| t.as_ref().ok()))).collect::<Vec<_>>(),
             "signatures": statuses.iter().map(|(id, s)| json!({"key_id": id, "status": s})).collect::<Vec<_>>(),
             "ignored_fields": h.ignored_fields().iter().map(|(t, o, l)| json!({"tag": t, "offset": o, "len": l})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
-        return length_error.map_or(Ok(()), |e| Err(image_error(path, e)));
+        return result;
     }
     // Every string below may come from an untrusted image: escaped
     // (crate::term).
@@ -179,7 +207,7 @@ pub fn info(args: &InfoArgs, globals: &Globals) -> anyhow::Result<()> {
     println!("  header          {header_len} bytes");
     println!("  signature block {block_len} bytes (room for {room})");
     println!("  image length    {}", h.image_len());
-    for p in h.payloads() {
+    for (p, t) in h.payloads().iter().zip(&tables) {
         println!(
             "  payload {:<8} {:<4} raw {} stored {} at {} sha256 {}",
             printable(&p.role),
@@ -189,6 +217,10 @@ pub fn info(args: &InfoArgs, globals: &Globals) -> anyhow::Result<()> {
             p.offset,
             p.sha256_hex()
         );
+        if p.chunked.is_some() {
+            let line = super::chunks::stats_line(p, t.as_ref());
+            println!("    chunked: {}", printable(&line));
+        }
     }
     for (tag, off, len) in h.ignored_fields() {
         println!("  ignored optional field {tag:#06x} at byte {off} ({len} bytes)");
@@ -198,7 +230,7 @@ pub fn info(args: &InfoArgs, globals: &Globals) -> anyhow::Result<()> {
     }
     println!("  input length    {input_len}");
     println!("  (payload hashes are not checked by info; use `slotctl image verify`)");
-    length_error.map_or(Ok(()), |e| Err(image_error(path, e)))
+    result
 }
 
 /// The length of the whole input: a file's size, or for standard input

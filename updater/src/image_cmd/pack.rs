@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 use image_format::{
-    Compression, Error, PackPart, PackSpec, SigningKey, ZstdOptions, DEFAULT_SIGNATURE_ROOM,
+    ChunkOptions, Compression, Error, PackPart, PackSpec, SigningKey, ZstdOptions,
+    DEFAULT_SIGNATURE_ROOM,
 };
 
 use super::keys::signing_keys;
@@ -31,25 +32,38 @@ pub struct PackArgs {
     #[arg(long, value_name = "N")]
     pub rollback_index: u64,
     /// A payload: its slot role and file, optionally its own compression
-    /// (ROOT=root.img, BOOT:none=boot.img). Order = stream order.
+    /// (ROOT=root.img, BOOT:none=boot.img, ROOT:chunked=root.img). Order =
+    /// stream order.
     #[arg(long = "part", value_name = "ROLE[:COMPRESSION]=FILE", required = true)]
     pub parts: Vec<String>,
     /// Output image (written to a temporary file, then renamed).
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     pub output: PathBuf,
     /// Compression of parts that do not name their own.
-    #[arg(long, value_name = "none|zstd", default_value = "zstd")]
+    #[arg(long, value_name = "none|zstd|chunked", default_value = "zstd")]
     pub compression: String,
-    /// zstd level (1..=19).
+    /// zstd level (1..=19); for chunked parts, the level of each block's frame.
     #[arg(long, value_name = "LEVEL", default_value_t = 3)]
     pub zstd_level: i32,
-    /// zstd worker threads [default: number of CPUs; 0: none].
+    /// zstd worker threads [default: number of CPUs; 0: none]; chunked parts
+    /// compress their blocks on this many threads.
     #[arg(long, value_name = "N")]
     pub zstd_workers: Option<u32>,
     /// Bytes per zstd job when multithreaded (0: zstd's default of 4 windows,
     /// better ratio, more memory).
     #[arg(long, value_name = "BYTES", default_value_t = image_format::DEFAULT_ZSTD_JOB_SIZE)]
     pub zstd_job_size: u32,
+    /// Chunked parts: raw bytes per block, a power of two in 4096..=1048576
+    /// [default: the smallest that keeps a part within 262144 blocks].
+    #[arg(long, value_name = "BYTES")]
+    pub chunk_block_size: Option<u32>,
+    /// Chunked parts: blocks per group, the unit of authentication (1..=256).
+    #[arg(long, value_name = "N", default_value_t = image_format::DEFAULT_GROUP_BLOCKS)]
+    pub chunk_group_blocks: u32,
+    /// Chunked parts: bytes of zstd dictionary trained on the first 16 MiB of
+    /// each part (0: none; at most 1048576).
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub chunk_dict_size: u32,
     /// Signature entries to reserve, so `image sign` can add in place.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_SIGNATURE_ROOM)]
     pub signature_room: usize,
@@ -131,14 +145,28 @@ pub fn pack(args: &PackArgs) -> anyhow::Result<()> {
         workers: args.zstd_workers.unwrap_or(ZstdOptions::default().workers),
         job_size: args.zstd_job_size,
     };
+    spec.chunk = ChunkOptions {
+        block_size: args.chunk_block_size.unwrap_or(0),
+        group_blocks: args.chunk_group_blocks,
+        dict_size: args.chunk_dict_size,
+        // Spool the frames beside the output, not in a possibly small /tmp.
+        temp_dir: Some(
+            args.output
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), PathBuf::from),
+        ),
+    };
     let mut sources = Vec::with_capacity(parts.len());
     for p in &parts {
         let f =
             File::open(&p.file).with_context(|| format!("opening part {}", p.file.display()))?;
+        let size_hint = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
         sources.push(PackPart {
             role: p.role.clone(),
             compression: p.compression,
             source: Box::new(f),
+            size_hint,
         });
     }
 
