@@ -67,6 +67,10 @@ pub enum Mode {
     /// this many body bytes, then closes the connection; every other
     /// response is normal.
     DropRangeOnce(u64),
+    /// The first this many requests are served normally; later ones are
+    /// answered `200` with the whole file whatever `Range` says (a server
+    /// that stopped honouring Range).
+    IgnoreRangeAfter(usize),
     /// Every response serves the file with the byte at this offset XORed
     /// with 0xff (a tampered image, or a tampered chunk).
     Tamper(u64),
@@ -438,7 +442,11 @@ fn serve_one<S: Read + Write>(reader: &mut BufReader<S>, s: &Shared) -> std::io:
 
     let mut file = std::fs::File::open(&s.file)?;
     let len = file.metadata()?.len();
-    let ignore_range = matches!(s.mode, Mode::IgnoreRangeDropOnce(_));
+    let ignore_range = match s.mode {
+        Mode::IgnoreRangeDropOnce(_) => true,
+        Mode::IgnoreRangeAfter(n) => nth >= n,
+        _ => false,
+    };
     let bounded = range
         .as_deref()
         .is_some_and(|r| r.split_once('-').is_some_and(|(_, b)| !b.trim().is_empty()));

@@ -201,10 +201,10 @@ impl HttpRange<'_> {
                     Some(v) => format!("Content-Range {v}"),
                     None => "no Content-Range".into(),
                 };
-                let len = h
-                    .content_length
-                    .map(|l| format!(", Content-Length {l}"))
-                    .unwrap_or_default();
+                let len = match h.content_length {
+                    Some(l) if !len_ok => format!(", Content-Length {l}"),
+                    _ => String::new(),
+                };
                 return Err(Failure::Fatal(format!(
                     "{url}: asked for bytes {pos}-{last}/{total} but the server sent {sent}{len}"
                 )));
