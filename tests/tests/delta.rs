@@ -412,3 +412,62 @@ fn check_reports_download_bytes_and_update_downloads_them() {
     assert!(srv.body_bytes_sent() > sent_before);
     d.assert_v2_in_b();
 }
+
+/// On the delta way the image is never read to its end: what the stream
+/// way finds there (bytes after the last payload) is found before any
+/// write, from the server's total length, and refused with the disk as it
+/// was.
+#[test]
+fn trailing_bytes_are_refused_before_any_write() {
+    let d = setup();
+    let longer = d.f.path("longer.img");
+    let mut bytes = std::fs::read(&d.v2_img).unwrap();
+    bytes.extend_from_slice(b"trailing");
+    std::fs::write(&longer, bytes).unwrap();
+    let srv = TestServer::start(&longer, Mode::Normal);
+    d.f.assert_refused_unchanged(
+        &["install", "--booted", "A", &srv.url("v2.img")],
+        "trailing",
+    );
+}
+
+/// `update` of a release whose image on the server is longer than the
+/// feed's `size`: refused on the delta way before any write (the length
+/// the server states is checked against the pin).
+#[test]
+fn update_refuses_a_server_length_other_than_the_pin_before_any_write() {
+    let d = setup();
+    let longer = d.f.path("longer.img");
+    let mut bytes = std::fs::read(&d.v2_img).unwrap();
+    bytes.extend_from_slice(&[0u8; 4096]);
+    std::fs::write(&longer, bytes).unwrap();
+    let srv = TestServer::start(&longer, Mode::Normal);
+    let www = d.f.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let feed = www.join("feed.json");
+    let fsrv =
+        slotctl_tests::feedsrv::FeedServer::start(&www, slotctl_tests::feedsrv::Mode::Normal);
+    let mut cfg = std::fs::read_to_string(&d.f.config).unwrap();
+    cfg.push_str(&format!(
+        "\n[agent]\nfeed_url = \"{}\"\nmax_feed_bytes = 65536\n",
+        fsrv.url("feed.json")
+    ));
+    std::fs::write(&d.f.config, cfg).unwrap();
+    let feed_cmd = |args: &[&str]| {
+        let mut v: Vec<std::ffi::OsString> = vec!["feed".into()];
+        v.extend(args.iter().map(|a| a.into()));
+        v.push("--feed".into());
+        v.push(feed.clone().into());
+        ok(run_slotctl(v))
+    };
+    feed_cmd(&["init", "--compatible", COMPATIBLE]);
+    // The feed names the real image (its size), the server serves more.
+    feed_cmd(&[
+        "add",
+        d.v2_img.to_str().unwrap(),
+        "--url",
+        &srv.url("v2.img"),
+    ]);
+    feed_cmd(&["sign", "--key", d.f.key.to_str().unwrap()]);
+    d.f.assert_refused_unchanged(&["update", "--booted", "A"], "the feed says");
+}
