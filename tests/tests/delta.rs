@@ -358,13 +358,9 @@ fn file_and_stdin_install_a_chunked_image() {
     d.assert_v2_in_b();
 }
 
-/// `check --json` reports the delta plan's bytes; `update` then downloads
-/// that much (the agent environment: a feed naming the image by its URL on
-/// a Range-honouring server).
-#[test]
-fn check_reports_download_bytes_and_update_downloads_them() {
-    let d = setup();
-    let srv = TestServer::start(&d.v2_img, Mode::Normal);
+/// A feed (served on 127.0.0.1) whose one release is v2 at `url`, and the
+/// config's `[agent]` pointing at it. Returns the feed server.
+fn publish(d: &Delta, url: &str) -> slotctl_tests::feedsrv::FeedServer {
     let www = d.f.path("www");
     std::fs::create_dir_all(&www).unwrap();
     let feed = www.join("feed.json");
@@ -384,13 +380,37 @@ fn check_reports_download_bytes_and_update_downloads_them() {
         ok(run_slotctl(v))
     };
     feed_cmd(&["init", "--compatible", COMPATIBLE]);
-    feed_cmd(&[
-        "add",
-        d.v2_img.to_str().unwrap(),
-        "--url",
-        &srv.url("v2.img"),
-    ]);
+    feed_cmd(&["add", d.v2_img.to_str().unwrap(), "--url", url]);
     feed_cmd(&["sign", "--key", d.f.key.to_str().unwrap()]);
+    fsrv
+}
+
+/// Without Range support on the image's server, `check --json` reports the
+/// whole image, and `update` downloads it (the stream way).
+#[test]
+fn check_reports_the_whole_image_when_the_server_ignores_range() {
+    let d = setup();
+    let srv = TestServer::start(&d.v2_img, Mode::IgnoreRangeDropOnce(u64::MAX));
+    let _fsrv = publish(&d, &srv.url("v2.img"));
+    let out = ok(d.f.run(&["check", "--json", "--booted", "A"]));
+    let c: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(u(&c["release"]["download_bytes"]), d.image_len(), "{c}");
+    let out = ok(d.f.run(&["update", "--json", "--booted", "A"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let r: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(r["method"], "stream", "{text}");
+    assert_eq!(u(&r["downloaded"]), d.image_len(), "{text}");
+    d.assert_v2_in_b();
+}
+
+/// `check --json` reports the delta plan's bytes; `update` then downloads
+/// that much (the agent environment: a feed naming the image by its URL on
+/// a Range-honouring server).
+#[test]
+fn check_reports_download_bytes_and_update_downloads_them() {
+    let d = setup();
+    let srv = TestServer::start(&d.v2_img, Mode::Normal);
+    let _fsrv = publish(&d, &srv.url("v2.img"));
 
     let out = ok(d.f.run(&["check", "--json", "--booted", "A"]));
     let c: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -442,32 +462,7 @@ fn update_refuses_a_server_length_other_than_the_pin_before_any_write() {
     bytes.extend_from_slice(&[0u8; 4096]);
     std::fs::write(&longer, bytes).unwrap();
     let srv = TestServer::start(&longer, Mode::Normal);
-    let www = d.f.path("www");
-    std::fs::create_dir_all(&www).unwrap();
-    let feed = www.join("feed.json");
-    let fsrv =
-        slotctl_tests::feedsrv::FeedServer::start(&www, slotctl_tests::feedsrv::Mode::Normal);
-    let mut cfg = std::fs::read_to_string(&d.f.config).unwrap();
-    cfg.push_str(&format!(
-        "\n[agent]\nfeed_url = \"{}\"\nmax_feed_bytes = 65536\n",
-        fsrv.url("feed.json")
-    ));
-    std::fs::write(&d.f.config, cfg).unwrap();
-    let feed_cmd = |args: &[&str]| {
-        let mut v: Vec<std::ffi::OsString> = vec!["feed".into()];
-        v.extend(args.iter().map(|a| a.into()));
-        v.push("--feed".into());
-        v.push(feed.clone().into());
-        ok(run_slotctl(v))
-    };
-    feed_cmd(&["init", "--compatible", COMPATIBLE]);
     // The feed names the real image (its size), the server serves more.
-    feed_cmd(&[
-        "add",
-        d.v2_img.to_str().unwrap(),
-        "--url",
-        &srv.url("v2.img"),
-    ]);
-    feed_cmd(&["sign", "--key", d.f.key.to_str().unwrap()]);
+    let _fsrv = publish(&d, &srv.url("v2.img"));
     d.f.assert_refused_unchanged(&["update", "--booted", "A"], "the feed says");
 }
