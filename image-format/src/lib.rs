@@ -21,6 +21,11 @@
 //!   are the pieces for pipelines of one's own;
 //! - [`VerifiedHeader::record_bytes`] are the exact signed bytes to keep in a
 //!   slot record, and [`VerifiedHeader::from_record_bytes`] re-verifies them;
+//! - a payload may be `chunked` ([`Compression::Chunked`]): blocks compressed
+//!   one zstd frame each behind a table the header authenticates
+//!   ([`ChunkInfo`], [`ChunkTable`]), so a device can fetch only the blocks
+//!   it lacks ([`BlockFinder`], [`fetch_plan`], [`decode_block`]); streamed,
+//!   it decodes like any payload, each group checked before it is handed on;
 //! - [`ImageReader::into_untrusted`] parses without a signature (for
 //!   `image info` without keys and `image sign`) into distinct `Untrusted*`
 //!   types that nothing installing accepts.
@@ -71,7 +76,7 @@ pub use chunked::{
     auto_block_size, decode_block, fetch_plan, read_table, short_hash, BlockFinder, ChunkInfo,
     ChunkOptions, ChunkTable, FetchPlan, Needed, AUTO_MAX_BLOCKS, CHUNK_INFO_LEN,
     DEFAULT_GROUP_BLOCKS, MAX_BLOCK_COUNT, MAX_BLOCK_SIZE, MAX_DICT_LEN, MAX_GROUP_BLOCKS,
-    MAX_TABLE_RAW_LEN, MIN_BLOCK_SIZE,
+    MAX_TABLE_RAW_LEN, MERGE_GAP, MIN_BLOCK_SIZE,
 };
 pub use error::{Error, Result};
 pub use format::{

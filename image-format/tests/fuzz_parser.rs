@@ -11,7 +11,9 @@
 //! behind a valid signature.
 //!
 //! Properties: nothing panics; an image that verifies without being
-//! re-signed has exactly the original header bytes and payloads.
+//! re-signed has exactly the original header bytes and payloads. Two seeds
+//! are chunked images (compression 2: the 0x8006 field, a table frame and
+//! block frames), so the table and frame checks are fuzzed too.
 //!
 //! Environment: SLOTCTL_FUZZ_SECS (default 20), SLOTCTL_FUZZ_SEED (default:
 //! from the clock, printed), SLOTCTL_FUZZ_MIN (floor on executions, default 5000).
@@ -79,6 +81,19 @@ fn seed_images(key: &SigningKey, other: &SigningKey) -> Vec<Seed> {
             ],
             vec![other, key],
         ),
+        (
+            // Chunked: zero blocks, repeated text, noise, a short last block;
+            // the table frame and the block frames follow the signature block.
+            vec![
+                ("ROOT", Compression::Chunked, chunked_sample()),
+                ("BOOT", Compression::Zstd, b"kernel ".repeat(50)),
+            ],
+            vec![key],
+        ),
+        (
+            vec![("ZERO", Compression::Chunked, vec![0u8; 2 * 4096 + 9])],
+            vec![key],
+        ),
     ];
     for (parts, signers) in shapes {
         let payloads: Vec<Vec<u8>> = parts.iter().map(|p| p.2.clone()).collect();
@@ -94,6 +109,8 @@ fn seed_images(key: &SigningKey, other: &SigningKey) -> Vec<Seed> {
         let mut spec = PackSpec::new("acme-gw", semver::Version::new(3, 1, 4), 9, 1);
         spec.signature_room = 2;
         spec.zstd.workers = 0;
+        spec.chunk.block_size = 4096;
+        spec.chunk.group_blocks = 2;
         let mut out = Cursor::new(Vec::new());
         pack(&mut out, &spec, pack_parts, &signers).unwrap();
         let image = out.into_inner();
@@ -105,6 +122,17 @@ fn seed_images(key: &SigningKey, other: &SigningKey) -> Vec<Seed> {
         });
     }
     seeds
+}
+
+/// A small payload for chunked seeds: 5 blocks of 4 KiB and a short one.
+fn chunked_sample() -> Vec<u8> {
+    let mut v = vec![0u8; 4096];
+    v.extend(b"etc/passwd root:x:0:0 ".iter().cycle().take(4096));
+    v.extend((0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    v.extend(vec![0u8; 4096]);
+    v.extend(b"etc/passwd root:x:0:0 ".iter().cycle().take(4096));
+    v.extend(b"tail");
+    v
 }
 
 /// Mutate in place, mostly in the header and signature block.

@@ -62,6 +62,7 @@ pub fn require_tool(name: &str) {
     );
 }
 
+pub mod chunked;
 pub mod disk;
 pub mod feedenv;
 pub mod feedsrv;

@@ -1,5 +1,6 @@
-//! Bounded memory: packing and verifying a large payload stays under 32 MiB
-//! peak RSS, measured by `/usr/bin/time -v` around the real binary. CI uses
+//! Bounded memory: packing and verifying a large payload (uncompressed, zstd,
+//! chunked) stays under 32 MiB peak RSS, measured by `/usr/bin/time -v`
+//! around the real binary. CI uses
 //! 512 MiB (sparse input with random blocks, so it stays quick);
 //! bench/verify-memory.sh records the full 4 GiB figures in bench/RESULTS.md.
 
@@ -94,4 +95,11 @@ fn pack_and_verify_512_mib_uncompressed_under_32_mib_rss() {
 #[test]
 fn pack_and_verify_512_mib_zstd_under_32_mib_rss() {
     pack_and_verify("zstd");
+}
+
+/// Chunked: 131072 blocks of 4 KiB (the table: about 1 MiB), compressed on
+/// the default workers; verify decodes group by group.
+#[test]
+fn pack_and_verify_512_mib_chunked_under_32_mib_rss() {
+    pack_and_verify("chunked");
 }

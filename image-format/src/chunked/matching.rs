@@ -8,6 +8,10 @@ use std::ops::Range;
 
 use super::table::ChunkTable;
 
+/// Frames closer than this many stored bytes are fetched in one range by
+/// the device (the bytes between are downloaded and dropped).
+pub const MERGE_GAP: u64 = 64 << 10;
+
 /// The nonzero blocks still wanted, sorted by short hash: a local block's
 /// short hash finds its candidates in O(log n).
 #[derive(Clone, Debug, Default)]
@@ -82,23 +86,49 @@ impl<'t> BlockFinder<'t> {
     /// the same short hash and length are marked found and returned (in
     /// block order, appended to `out` after clearing it).
     pub fn offer(&mut self, data: &[u8], out: &mut Vec<u32>) {
+        self.offer_inner(None, data, out)
+    }
+
+    /// Like [`BlockFinder::offer`] for the local block at index `here` (in
+    /// blocks of the table's size from the start of the local bytes), as the
+    /// device's scan of its booted slot does: besides the blocks not yet
+    /// found, block `here` itself, when it matches, replaces a candidate
+    /// found earlier elsewhere (an unchanged block at its own place is the
+    /// common case; an earlier match from elsewhere is now and then a 4-byte
+    /// short-hash collision). A replaced block is returned again.
+    pub fn offer_at(&mut self, here: u32, data: &[u8], out: &mut Vec<u32>) {
+        self.offer_inner(Some(here), data, out)
+    }
+
+    fn offer_inner(&mut self, here: Option<u32>, data: &[u8], out: &mut Vec<u32>) {
         out.clear();
-        if self.remaining == 0 || data.is_empty() {
+        if data.is_empty() {
+            return;
+        }
+        let home_wanted = here.is_some_and(|h| self.found.get(h as usize) == Some(&true));
+        if self.remaining == 0 && !home_wanted {
             return;
         }
         let short = super::short_hash(data);
         for i in self.needed.lookup(short) {
-            if !self.found[i as usize] && self.table.block_len(i) as usize == data.len() {
+            if self.table.block_len(i) as usize != data.len() {
+                continue;
+            }
+            if !self.found[i as usize] {
                 self.found[i as usize] = true;
                 self.remaining -= 1;
+                out.push(i);
+            } else if Some(i) == here {
                 out.push(i);
             }
         }
     }
 
     /// Read `local` to its end (or until every block is found) in blocks of
-    /// the table's block size, offering each; `on_found(block, local_offset,
-    /// bytes)` is called for each block found. Returns the bytes read.
+    /// the table's block size, offering each with [`BlockFinder::offer_at`];
+    /// `on_found(block, local_offset, bytes)` is called for each block found
+    /// (again when a block at its own place replaces a candidate). Returns
+    /// the bytes read.
     pub fn scan<R: Read>(
         &mut self,
         mut local: R,
@@ -115,7 +145,8 @@ impl<'t> BlockFinder<'t> {
                 break;
             }
             for chunk in buf[..n].chunks(b) {
-                self.offer(chunk, &mut hits);
+                let here = u32::try_from(pos / b as u64).unwrap_or(u32::MAX);
+                self.offer_at(here, chunk, &mut hits);
                 for &i in &hits {
                     on_found(i, pos, chunk)?;
                 }

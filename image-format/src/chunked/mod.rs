@@ -19,7 +19,7 @@ pub(crate) mod pack;
 pub(crate) mod stream;
 mod table;
 
-pub use matching::{fetch_plan, BlockFinder, FetchPlan, Needed};
+pub use matching::{fetch_plan, BlockFinder, FetchPlan, Needed, MERGE_GAP};
 pub use pack::ChunkOptions;
 pub use stream::read_table;
 pub use table::{decode_block, ChunkTable};

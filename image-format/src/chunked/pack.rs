@@ -48,8 +48,9 @@ impl Default for ChunkOptions {
 
 /// Raw bytes read before training a dictionary: the samples.
 const DICT_SAMPLE_BYTES: usize = 16 << 20;
-/// Raw bytes of blocks in flight between the reader and the workers.
-const IN_FLIGHT_BYTES: usize = 8 << 20;
+/// Raw bytes of blocks in flight between the reader and the workers (at
+/// least two blocks per worker).
+const IN_FLIGHT_BYTES: usize = 2 << 20;
 
 /// What packing one chunked part produced.
 pub(crate) struct Packed {

@@ -373,22 +373,36 @@ pub(super) fn one_frame(
             frame.len() - size
         ));
     }
-    let mut dctx = DCtx::create();
-    dctx.set_parameter(DParameter::WindowLogMax(ZSTD_WINDOW_LOG_MAX))
-        .map_err(|c| zstd_safe::get_error_name(c).to_owned())?;
     out.clear();
     out.reserve_exact(want);
-    let n = match ddict {
-        Some(d) => dctx.decompress_using_ddict(out, frame, d),
-        None => dctx.decompress(out, frame),
+    // One decompression context per thread, reused for every frame (a
+    // 1 GiB payload has 2^18 of them).
+    thread_local! {
+        static DCTX: std::cell::RefCell<Option<DCtx<'static>>> = const { std::cell::RefCell::new(None) };
     }
-    .map_err(|c| {
-        let name = zstd_safe::get_error_name(c);
-        if out.capacity() <= want || name.contains("Destination") {
-            format!("corrupt zstd frame or more than {want} raw bytes ({name})")
-        } else {
-            format!("corrupt zstd frame ({name})")
+    let n = DCTX.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let dctx = match &mut *cell {
+            Some(d) => d,
+            None => {
+                let mut d = DCtx::create();
+                d.set_parameter(DParameter::WindowLogMax(ZSTD_WINDOW_LOG_MAX))
+                    .map_err(|c| zstd_safe::get_error_name(c).to_owned())?;
+                cell.insert(d)
+            }
+        };
+        match ddict {
+            Some(d) => dctx.decompress_using_ddict(out, frame, d),
+            None => dctx.decompress(out, frame),
         }
+        .map_err(|c| {
+            let name = zstd_safe::get_error_name(c);
+            if name.contains("Destination") {
+                format!("more than {want} raw bytes ({name})")
+            } else {
+                format!("corrupt zstd frame ({name})")
+            }
+        })
     })?;
     if n != want {
         return Err(format!("decodes to {n} bytes, expected {want}"));

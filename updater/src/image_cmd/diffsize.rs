@@ -5,7 +5,9 @@
 //! blocks not found among OLD's payload of the same role (decoded whatever
 //! its compression, scanned in NEW's block size). A candidate whose bytes
 //! differ from the block (a short-hash collision) makes its group fetched
-//! whole, as on the device. Unchunked payloads count whole.
+//! whole, as on the device. Unchunked payloads count whole. It also shows
+//! the bytes with the gaps the device downloads when it merges frames
+//! closer than MERGE_GAP into one range.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -13,7 +15,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use image_format::{fetch_plan, BlockFinder, ChunkTable, Compression, ImageReader, PayloadInfo};
+use image_format::{
+    fetch_plan, BlockFinder, ChunkTable, Compression, ImageReader, PayloadInfo, MERGE_GAP,
+};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -29,6 +33,10 @@ pub struct DiffSizeArgs {
     /// The image to install.
     #[arg(value_name = "NEW")]
     pub new: PathBuf,
+    /// Frames closer than this many stored bytes count as one range with
+    /// the bytes between (the device's merging; 0: frames only).
+    #[arg(long, value_name = "BYTES", default_value_t = MERGE_GAP)]
+    pub merge_gap: u64,
 }
 
 /// What one of NEW's payloads costs.
@@ -44,6 +52,10 @@ struct PayloadCost {
     reused_bytes: u64,
     zero_bytes: u64,
     refetched_groups: u32,
+    /// Bytes of the ranges the device requests: the frames, neighbours
+    /// closer than image_format::MERGE_GAP merged (gaps included).
+    ranges_bytes: u64,
+    ranges: usize,
     old_found: bool,
 }
 
@@ -118,6 +130,7 @@ fn chunked_cost(
     new: &Path,
     p: &PayloadInfo,
     table: &ChunkTable,
+    merge_gap: u64,
 ) -> anyhow::Result<PayloadCost> {
     let hashes = block_hashes(new, table)?;
     let mut finder = BlockFinder::new(table);
@@ -134,7 +147,10 @@ fn chunked_cost(
     .is_some();
     let plan = fetch_plan(table, |i| finder.is_found(i), |i| wrong[i as usize]);
     let table_bytes = table.info().table_stored_len;
+    let ranges = plan.ranges(table, merge_gap);
     Ok(PayloadCost {
+        ranges_bytes: table_bytes + ranges.iter().map(|r| r.end - r.start).sum::<u64>(),
+        ranges: ranges.len(),
         role: p.role.clone(),
         compression: p.compression,
         raw_size: p.raw_size,
@@ -173,7 +189,13 @@ pub fn diff_size(args: &DiffSizeArgs, globals: &Globals) -> anyhow::Result<()> {
     let mut costs = Vec::new();
     for (p, t) in header.payloads().iter().zip(tables) {
         let cost = match t {
-            Some(t) => chunked_cost(old, new, p, &t.map_err(|e| image_error(new, e))?)?,
+            Some(t) => chunked_cost(
+                old,
+                new,
+                p,
+                &t.map_err(|e| image_error(new, e))?,
+                args.merge_gap,
+            )?,
             None => PayloadCost {
                 role: p.role.clone(),
                 compression: p.compression,
@@ -186,6 +208,8 @@ pub fn diff_size(args: &DiffSizeArgs, globals: &Globals) -> anyhow::Result<()> {
                 reused_bytes: 0,
                 zero_bytes: 0,
                 refetched_groups: 0,
+                ranges_bytes: p.stored_size,
+                ranges: 1,
                 old_found: false,
             },
         };
@@ -193,6 +217,7 @@ pub fn diff_size(args: &DiffSizeArgs, globals: &Globals) -> anyhow::Result<()> {
     }
     let head = header.payloads_offset();
     let total = head + costs.iter().map(|c| c.download).sum::<u64>();
+    let with_gaps = head + costs.iter().map(|c| c.ranges_bytes).sum::<u64>();
     let raw: u64 = header.payloads().iter().map(|p| p.raw_size).sum();
     let image_len = header.image_len();
     if globals.json {
@@ -201,6 +226,8 @@ pub fn diff_size(args: &DiffSizeArgs, globals: &Globals) -> anyhow::Result<()> {
             "new": new.display().to_string(),
             "download_bytes": total,
             "header_bytes": head,
+            "download_bytes_with_gaps": with_gaps,
+            "merge_gap": args.merge_gap,
             "new_raw_size": raw,
             "new_image_len": image_len,
             "percent_of_raw": percent(total, raw),
@@ -217,6 +244,8 @@ pub fn diff_size(args: &DiffSizeArgs, globals: &Globals) -> anyhow::Result<()> {
                 "reused_bytes": c.reused_bytes,
                 "zero_bytes": c.zero_bytes,
                 "refetched_groups": c.refetched_groups,
+                "ranges": c.ranges,
+                "ranges_bytes": c.ranges_bytes,
                 "old_has_role": c.old_found,
             })).collect::<Vec<_>>(),
         });
@@ -231,16 +260,21 @@ pub fn diff_size(args: &DiffSizeArgs, globals: &Globals) -> anyhow::Result<()> {
         percent(total, image_len),
     );
     println!("{}", printable(&line));
+    println!(
+        "  with the gaps between frames up to {} bytes apart (fetched in one range): {with_gaps} bytes",
+        args.merge_gap
+    );
     println!("  header and signatures {head} bytes");
     for c in &costs {
         let line = if c.compression == Compression::Chunked {
             format!(
-                "  {:<8} chunked: {} bytes (table {}, {} block frames {}); reused {} blocks ({} bytes){}, zeros {} bytes, {} groups refetched",
+                "  {:<8} chunked: {} bytes (table {}, {} block frames {}, in {} ranges); reused {} blocks ({} bytes){}, zeros {} bytes, {} groups refetched",
                 c.role,
                 c.download,
                 c.table_bytes,
                 c.fetched_blocks,
                 c.frame_bytes,
+                c.ranges,
                 c.reused_blocks,
                 c.reused_bytes,
                 if c.old_found { "" } else { " (OLD has no such role)" },

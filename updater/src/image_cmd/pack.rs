@@ -1,7 +1,7 @@
 //! `slotctl image pack` and `slotctl image sign`.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter};
+use std::io::{BufReader, BufWriter, Seek, SeekFrom};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -161,7 +161,15 @@ pub fn pack(args: &PackArgs) -> anyhow::Result<()> {
     for p in &parts {
         let f =
             File::open(&p.file).with_context(|| format!("opening part {}", p.file.display()))?;
-        let size_hint = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
+        // The automatic chunk block size needs the part's length: a file's
+        // size, or a block device's (seek to its end and back).
+        let size_hint = match f.metadata() {
+            Ok(m) if m.is_file() => Some(m.len()),
+            _ => (&f)
+                .seek(SeekFrom::End(0))
+                .ok()
+                .filter(|_| (&f).seek(SeekFrom::Start(0)).is_ok()),
+        };
         sources.push(PackPart {
             role: p.role.clone(),
             compression: p.compression,

@@ -107,3 +107,39 @@ fn a_short_last_block_matches_only_a_block_of_its_length() {
     f.offer(b"tail bytes", &mut hits);
     assert!(hits.is_empty(), "found once");
 }
+
+#[test]
+fn a_block_at_its_own_place_replaces_a_candidate_from_elsewhere() {
+    let b = 4096usize;
+    let new = disk_like(8, b, 11);
+    let built = build(&new, b as u32, 4, 0);
+    let t = built.table();
+    let target = (0..8u32).rev().find(|&i| !t.is_zero(i)).unwrap();
+    let block = &new[target as usize * b..][..b];
+    let mut f = BlockFinder::new(&t);
+    let mut hits = Vec::new();
+    // the same bytes met first at another index: a candidate
+    f.offer_at(0, block, &mut hits);
+    assert!(hits.contains(&target));
+    assert!(f.is_found(target));
+    // met again elsewhere: nothing new
+    f.offer_at(1, block, &mut hits);
+    assert!(!hits.contains(&target));
+    // met at its own place: returned again (it replaces the candidate)
+    f.offer_at(target, block, &mut hits);
+    assert_eq!(hits, vec![target]);
+    // scan reports it at its own offset last
+    let mut local = vec![0u8; 8 * b];
+    local[..b].copy_from_slice(block);
+    local[target as usize * b..][..b].copy_from_slice(block);
+    let mut f = BlockFinder::new(&t);
+    let mut seen = Vec::new();
+    f.scan(&local[..], |i, at, _| {
+        if i == target {
+            seen.push(at);
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, vec![0, target as u64 * b as u64]);
+}
