@@ -29,6 +29,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod tls;
+pub use tls::{make_tls_files, TlsFiles};
+
 /// How the server misbehaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -226,88 +229,6 @@ impl Drop for TestServer {
         for h in hs {
             let _ = h.join();
         }
-    }
-}
-
-/// A test CA and a server certificate for 127.0.0.1 signed by it, made by
-/// the real `openssl` (PEM files in `dir`).
-pub struct TlsFiles {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-pub fn make_tls_files(dir: &Path) -> TlsFiles {
-    crate::require_tool("openssl");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut a = vec!["req", "-x509"];
-    a.extend(ec);
-    a.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=slotctl test CA",
-    ]);
-    run(&a);
-    let mut a = vec!["req"];
-    a.extend(ec);
-    a.extend([
-        "-keyout",
-        "srv.key",
-        "-out",
-        "srv.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    run(&a);
-    std::fs::write(
-        dir.join("srv.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "srv.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "srv.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "srv.ext",
-    ]);
-    TlsFiles {
-        ca: dir.join("ca.pem"),
-        cert: dir.join("srv.pem"),
-        key: dir.join("srv.key"),
     }
 }
 
@@ -567,114 +488,4 @@ fn serve_one<S: Read + Write>(reader: &mut BufReader<S>, s: &Shared) -> std::io:
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn get(url: &str, range: Option<&str>) -> (String, Vec<u8>) {
-        let rest = url.strip_prefix("http://").unwrap();
-        let (host, path) = rest.split_once('/').unwrap();
-        let mut c = TcpStream::connect(host).unwrap();
-        let mut req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-        if let Some(r) = range {
-            req.push_str(&format!("Range: {r}\r\n"));
-        }
-        req.push_str("\r\n");
-        c.write_all(req.as_bytes()).unwrap();
-        let mut all = Vec::new();
-        c.read_to_end(&mut all).unwrap();
-        let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-        let head = String::from_utf8_lossy(&all[..split]).to_string();
-        (head, all[split + 4..].to_vec())
-    }
-
-    #[test]
-    fn serves_ranges_and_faults() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        std::fs::write(&p, &data).unwrap();
-
-        let srv = TestServer::start(&p, Mode::Normal);
-        let (h, b) = get(&srv.url("f"), None);
-        assert!(h.starts_with("HTTP/1.1 200"), "{h}");
-        assert_eq!(b, data);
-        let (h, b) = get(&srv.url("f"), Some("bytes=1000-"));
-        assert!(
-            h.contains("206") && h.contains("bytes 1000-99999/100000"),
-            "{h}"
-        );
-        assert_eq!(b, &data[1000..]);
-        assert_eq!(srv.requests().len(), 2);
-        drop(srv);
-
-        let srv = TestServer::start(&p, Mode::DropOnce(5000));
-        let (_, b) = get(&srv.url("f"), None);
-        assert_eq!(b, &data[..5000]);
-        let (_, b) = get(&srv.url("f"), Some("bytes=5000-"));
-        assert_eq!(b, &data[5000..]);
-        drop(srv);
-
-        let srv = TestServer::start(&p, Mode::IgnoreRangeDropOnce(u64::MAX));
-        let (h, b) = get(&srv.url("f"), Some("bytes=10-"));
-        assert!(h.starts_with("HTTP/1.1 200"), "{h}");
-        assert_eq!(b, data);
-        drop(srv);
-
-        let srv = TestServer::start(
-            &p,
-            Mode::WrongRangeStart {
-                drop_at: 3000,
-                back: 1000,
-            },
-        );
-        let (_, b) = get(&srv.url("f"), None);
-        assert_eq!(b, &data[..3000]);
-        let (h, b) = get(&srv.url("f"), Some("bytes=3000-"));
-        assert!(
-            h.contains("206") && h.contains("bytes 2000-99999/100000"),
-            "{h}"
-        );
-        assert_eq!(b, &data[2000..]);
-        let reqs = srv.requests();
-        assert!(reqs[1].at >= reqs[0].at);
-        drop(srv);
-
-        let srv = TestServer::start(&p, Mode::NoContentRange(3000));
-        let (_, b) = get(&srv.url("f"), None);
-        assert_eq!(b, &data[..3000]);
-        let (h, b) = get(&srv.url("f"), Some("bytes=3000-"));
-        assert!(h.contains("206") && !h.contains("Content-Range"), "{h}");
-        assert_eq!(b, &data[3000..]);
-        drop(srv);
-
-        let srv = TestServer::start(&p, Mode::Status(404));
-        let (h, _) = get(&srv.url("f"), None);
-        assert!(h.starts_with("HTTP/1.1 404"), "{h}");
-        drop(srv);
-
-        let srv = TestServer::start(&p, Mode::Redirect(&[("/a", "file:///etc/passwd")]));
-        let (h, b) = get(&srv.url("a"), None);
-        assert!(
-            h.starts_with("HTTP/1.1 302") && h.contains("\r\nLocation: file:///etc/passwd"),
-            "{h}"
-        );
-        assert!(b.is_empty());
-        let (_, b) = get(&srv.url("f"), None);
-        assert_eq!(b, data);
-        drop(srv);
-
-        // The last 3 bytes one every 100 ms: all of them arrive, the last
-        // no sooner than 300 ms after the head (a bound, not a speed).
-        let srv = TestServer::start(
-            &p,
-            Mode::Trickle {
-                after: 99_997,
-                every_ms: 100,
-            },
-        );
-        let t = Instant::now();
-        let (_, b) = get(&srv.url("f"), None);
-        assert_eq!(b, data);
-        assert!(t.elapsed() >= Duration::from_millis(300));
-    }
-}
+mod tests;

@@ -205,7 +205,10 @@ fn refused(mode: Mode, a: u64, b: u64) -> (String, Vec<String>) {
     let srv = TestServer::start(&p, mode);
     let (r, _) = open(&srv.url("img"), opts());
     let mut ranges = r.into_ranges().expect("the probe found ranges");
-    let e = read_range(&mut ranges, a, b).unwrap_err().to_string();
+    let e = match read_range(&mut ranges, a, b) {
+        Ok(v) => panic!("range {a}..{b} taken: {} bytes", v.len()),
+        Err(e) => e.to_string(),
+    };
     (e, ranges_asked(&srv))
 }
 
@@ -305,4 +308,18 @@ fn the_deadline_bounds_a_range_download() {
     // Each attempt costs a stall timeout: 3 s hold at most 3 of them.
     let n = srv.requests().len();
     assert!((2..=4).contains(&n), "{n} requests: {:?}", srv.requests());
+}
+
+#[test]
+fn ranges_follow_the_redirect_the_stream_followed() {
+    let (_d, p, data) = fixture();
+    let srv = TestServer::start(&p, Mode::Redirect(&[("/a", "/img")]));
+    let (r, _) = open(&srv.url("a"), opts());
+    assert!(r.ranges_supported());
+    let mut ranges = r.into_ranges().unwrap();
+    let got = read_range(&mut ranges, 1000, 5000).unwrap();
+    assert!(got == data[1000..5000]);
+    let paths: Vec<String> = srv.requests().iter().map(|q| q.path.clone()).collect();
+    assert_eq!(paths, ["/a", "/img", "/a", "/img"]);
+    assert_eq!(ranges_asked(&srv)[3], "bytes=1000-4999");
 }

@@ -5,6 +5,15 @@
 //! HTTP behaviour (docs: README "Installing from a URL"):
 //! - connect timeout and a stall timeout (no body byte for that long) from
 //!   the config's `[http]` table;
+//! - the first request sends `Range: bytes=0-`: a `206` with
+//!   `Content-Range: bytes 0-END/TOTAL` means the server honours ranges
+//!   ([`HttpReader::ranges_supported`]; TOTAL is the image's length), a
+//!   `200` that it does not (streamed as ever, no warning). Then, after the
+//!   header, [`Stream::into_ranges`] turns the stream into a
+//!   [`RangeSource`] ([`HttpRanges`], source/ranges.rs) over the same
+//!   agent, retry budget and deadline: `Range: bytes=A-B` per range,
+//!   only a `206` with exactly that `Content-Range` taken, the connection
+//!   kept alive, a broken range resumed from the byte reached;
 //! - a dropped or stalled connection is resumed with `Range: bytes=N-`; a
 //!   `206` must carry `Content-Range: bytes N-...`, anything else is an error;
 //! - a server that ignores `Range` (answers `200` with the whole body) is
@@ -89,7 +98,8 @@ pub struct Source {
 impl Source {
     /// Bytes in memory as a source; with `ranges`, [`Stream::into_ranges`]
     /// gives a [`MemRanges`] over them (a server that honours Range), else
-    /// nothing (a file, standard input, a server that ignores Range).
+    /// nothing (a file, standard input, a server that ignores Range). Its
+    /// `received` starts at the bytes the stream served, as over HTTP.
     pub fn memory(name: &str, data: Vec<u8>, ranges: bool) -> Source {
         Source {
             reader: Box::new(MemStream {
@@ -118,7 +128,7 @@ pub trait Stream: Read + Send {
 
 impl Stream for io::Stdin {}
 impl Stream for Prefetch {}
-impl Stream for io::Cursor<Vec<u8>> {}
+impl<T: AsRef<[u8]> + Send> Stream for io::Cursor<T> {}
 impl Stream for HttpReader {
     fn can_range(&self) -> bool {
         self.ranges_supported()
@@ -154,7 +164,12 @@ impl Stream for MemStream {
         if !self.ranges {
             return None;
         }
-        let r: Box<dyn RangeSource> = Box::new(MemRanges::from_bytes(self.data.into_inner()));
+        // What the stream served counts as received, as an HTTP
+        // download counts the first body's bytes.
+        let read = self.data.position();
+        let mut m = MemRanges::from_bytes(self.data.into_inner());
+        m.served = read;
+        let r: Box<dyn RangeSource> = Box::new(m);
         Some(r)
     }
 }

@@ -44,7 +44,7 @@ enum Backing {
 pub struct MemRanges {
     backing: Backing,
     len: u64,
-    served: u64,
+    pub(super) served: u64,
     requests: u64,
 }
 

@@ -181,3 +181,67 @@ fn the_deadline_ends_retries_whose_backoff_would_pass_it() {
     let n = srv.requests().len();
     assert!((1..=3).contains(&n), "{n} requests; warnings {w:?}");
 }
+
+#[test]
+fn mem_ranges_serve_exact_bytes_and_count_them() {
+    let (_d, p, data) = fixture();
+    let from_file = MemRanges::open(&p).unwrap();
+    let from_bytes = MemRanges::from_bytes(data.clone());
+    for mut r in [from_file, from_bytes] {
+        assert_eq!(r.len(), data.len() as u64);
+        let mut served = 0;
+        for (a, b) in [
+            (0u64, 10u64),
+            (1_000_000, 1_700_001),
+            (2_999_999, 3_000_000),
+            (7, 7),
+        ] {
+            let mut v = Vec::new();
+            r.range(a, b).unwrap().read_to_end(&mut v).unwrap();
+            assert!(v == data[a as usize..b as usize], "{a}..{b}");
+            served += b - a;
+            assert_eq!(r.received(), served);
+        }
+        // A range only partly read counts what was read.
+        let mut five = [0u8; 5];
+        r.range(100, 200).unwrap().read_exact(&mut five).unwrap();
+        assert_eq!(r.received(), served + 5);
+        assert_eq!(r.requests(), 5);
+        for (a, b) in [(0, 3_000_001), (11, 10)] {
+            let e = r.range(a, b).err().expect("refused");
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        }
+    }
+}
+
+#[test]
+fn memory_sources_stream_and_give_ranges_only_when_told() {
+    let data: Vec<u8> = (0..70_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    for ranges in [true, false] {
+        let src = Source::memory("m.img", data.clone(), ranges);
+        let mut tee = crate::install::pin::Tee::new(src.reader, None);
+        let mut head = vec![0u8; 1000];
+        tee.read_exact(&mut head).unwrap();
+        assert!(head == data[..1000]);
+        match tee.into_inner().into_ranges() {
+            Some(mut r) => {
+                assert!(ranges);
+                let mut v = Vec::new();
+                r.range(60_000, 70_000)
+                    .unwrap()
+                    .read_to_end(&mut v)
+                    .unwrap();
+                assert!(v == data[60_000..]);
+                // The 1000 bytes of the stream, then the range.
+                assert_eq!(r.received(), 11_000);
+            }
+            None => assert!(!ranges),
+        }
+    }
+    // Files and cursors stream only.
+    let (_d, p, _) = fixture();
+    let f = open(p.to_str().unwrap(), &opts(), Box::new(|_| {})).unwrap();
+    assert!(f.reader.into_ranges().is_none());
+    let c: Box<dyn Stream> = Box::new(io::Cursor::new(data));
+    assert!(c.into_ranges().is_none());
+}
