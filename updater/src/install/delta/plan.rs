@@ -7,7 +7,7 @@
 
 use std::io;
 
-use image_format::{fetch_plan, short_hash, ChunkTable, Needed};
+use image_format::{fetch_plan, short_hash, BlockFinder, ChunkTable};
 
 use super::BlockDevice;
 
@@ -41,10 +41,11 @@ pub struct Fetch {
 /// Where the booted slot's matches go: `(device, block index, bytes)`.
 pub type Sink<'a> = dyn FnMut(&mut dyn BlockDevice, u32, &[u8]) -> io::Result<()> + 'a;
 
-/// Frames closer than this many stored bytes are fetched in one range (the
-/// bytes between them are downloaded and dropped): a request costs a round
-/// trip and its headers, a small gap costs less.
-pub const MERGE_GAP: u64 = 64 << 10;
+/// Frames at most this many stored bytes apart are fetched in one range
+/// (the bytes between them are downloaded and dropped): a request costs a
+/// round trip and its headers, a small gap costs less. image-format's, so
+/// that `image diff-size` merges the same way.
+pub use image_format::MERGE_GAP;
 /// Read size of the booted slot's scan and of the final pass.
 pub const READ_SIZE: u64 = 4 << 20;
 
@@ -91,14 +92,14 @@ pub fn initial(table: &ChunkTable) -> (Vec<From>, u64) {
 /// Step 3: read `booted` once, front to back, in large reads; every block
 /// (in the new table's block size) whose short hash matches a needed block
 /// of the same length is handed to `sink` with that block's index, and the
-/// block becomes a [`From::Booted`] candidate (the first match, as
-/// image-format's `BlockFinder` takes it for `image diff-size`). One
-/// exception: a block at its own place (booted block `i` matching needed
-/// block `i`, the common case of an unchanged block) replaces an earlier
-/// candidate from elsewhere, which with 2^18 blocks is now and then a
-/// 4-byte short-hash collision (measured: 9 groups of a 1 GiB payload
-/// fetched twice without this). Stops early when every needed block has
-/// a candidate. Returns the raw bytes found.
+/// block becomes a [`From::Booted`] candidate: the first match, except that
+/// a block at its own place (booted block `i` matching needed block `i`,
+/// the common case of an unchanged block) replaces an earlier candidate
+/// from elsewhere, which with 2^18 blocks is now and then a 4-byte
+/// short-hash collision (measured: 9 groups of a 1 GiB payload fetched
+/// twice without this). The matching is image-format's
+/// [`BlockFinder::offer_at`], which `image diff-size` runs too. Stops early
+/// when every needed block has a candidate. Returns the raw bytes found.
 pub fn scan_booted(
     dev: &mut dyn BlockDevice,
     booted: Region,
@@ -107,32 +108,23 @@ pub fn scan_booted(
     sink: &mut Sink<'_>,
     on_progress: &mut dyn FnMut(u64),
 ) -> io::Result<u64> {
-    let needed = Needed::new(table);
-    let mut left = needed.len();
+    let mut finder = BlockFinder::new(table);
     let b = u64::from(table.block_size());
     let step = read_size(b);
     let mut buf = vec![0u8; step.min(booted.len) as usize];
+    let mut hits = Vec::new();
     let mut pos = 0u64;
     let mut found = 0u64;
-    while pos < booted.len && left > 0 {
+    while pos < booted.len && finder.remaining() > 0 {
         let n = step.min(booted.len - pos) as usize;
         dev.read_exact_at(booted.offset + pos, &mut buf[..n])?;
         for (k, block) in buf[..n].chunks(b as usize).enumerate() {
-            let here = (pos / b) as usize + k;
-            let h = short_hash(block);
-            for j in needed.lookup(h) {
+            let here = u32::try_from(pos / b + k as u64).unwrap_or(u32::MAX);
+            finder.offer_at(here, block, &mut hits);
+            for &j in &hits {
                 let ju = j as usize;
-                if table.block_len(j) as usize != block.len() {
-                    continue;
-                }
-                match from[ju] {
-                    From::Need => {
-                        found += block.len() as u64;
-                        left -= 1;
-                    }
-                    // A candidate from elsewhere; this one is at home.
-                    From::Booted if ju == here => {}
-                    _ => continue,
+                if from[ju] == From::Need {
+                    found += block.len() as u64;
                 }
                 sink(dev, j, block)?;
                 from[ju] = From::Booted;
