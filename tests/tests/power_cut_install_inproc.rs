@@ -455,6 +455,80 @@ fn reliability_power_cut_install_inproc() {
     );
 }
 
+/// The same drivers on the delta way (docs/delta.md): v1 and v2 packed
+/// `chunked`, installed from a source with ranges, so the install reads the
+/// booted slot (B, v1) through the simulated device, writes zeros and the
+/// reused blocks, fetches the changed ones and runs its final pass; the
+/// power is cut at each of those writes, flushes and reads too.
+#[test]
+fn reliability_power_cut_delta_install_inproc() {
+    let seed = seed_from_env();
+    eprintln!("power_cut_delta_install_inproc: seed {seed} (SLOTCTL_SEED={seed} reproduces)");
+    let mut rng = Rng::new(seed);
+    let env = Env::chunked();
+    let mut states = CrashStates::new("power_cut_delta_install_inproc");
+    // 4096-byte sectors in CI (the delta way's many small writes make
+    // many crash states); both with SLOTCTL_RELIABILITY=full.
+    let sectors: &[u32] = if full_mode() { &[512, 4096] } else { &[4096] };
+    for &sector in sectors {
+        let field = env.field_device(sector);
+        // It is the delta way: the booted slot's blocks are reused, only
+        // the changed ones fetched, and the booted slot is read.
+        {
+            let mut sim = field.clone();
+            let mut cd = CutDevice {
+                inner: &mut sim,
+                armed: false,
+                cut_at: None,
+                ops: 0,
+                reads: Vec::new(),
+            };
+            let mut disk = Disk::open(&mut cd, None).unwrap();
+            disk.device().armed = true;
+            let r = env
+                .install_disk(&mut disk, &env.v2, SlotId::A, Some(SlotId::B))
+                .unwrap();
+            drop(disk);
+            assert_eq!(r.method, slotctl::install::counters::Method::Delta, "{r:?}");
+            let c = r.counters;
+            assert!(
+                c.reused_booted > 3 << 20 && c.reused_zero >= 60 << 10,
+                "{c:?}"
+            );
+            // v2's changed ROOT blocks (one in 128); its BOOT is v1's.
+            let changed = (0..env.v2.root.len() / 4096)
+                .filter(|i| i % 128 == 5)
+                .count();
+            assert_eq!(c.fetched_blocks as usize, changed, "{c:?}");
+            let [_, pb] = slot_places(slice(field.durable()));
+            let (ro, rl) = pb.root;
+            let booted_reads = cd
+                .reads
+                .iter()
+                .flatten()
+                .filter(|&&o| (o as usize) >= ro && (o as usize) < ro + rl)
+                .count();
+            assert!(booted_reads > 0, "the booted slot's reads reach the device");
+        }
+        let (start, before) = (Instant::now(), states.distinct());
+        let scenario = (u64::from(sector) << 8) | (7 << 1);
+        let (o, _) = run_sector(&env, &field, sector, &mut rng, &mut states, scenario);
+        let new = states.distinct() - before;
+        report(sector, "delta way, from a field device", &o, new, start);
+        assert!(
+            o.live_read_cuts > 0 && o.live_cuts > o.live_read_cuts,
+            "{}",
+            o.live_cuts
+        );
+    }
+    eprintln!("{}", states.summary());
+    assert!(
+        states.distinct() >= 150,
+        "too few distinct crash states: {}",
+        states.distinct()
+    );
+}
+
 fn report(sector: u32, what: &str, o: &Outcome, new: usize, start: Instant) {
     eprintln!(
         "power_cut_install_inproc: {sector}-byte sectors, {what}: {} writes, {} flushes; trace: {} variants at {} cut points, {} distinct disks, {} checked here; live: {} cuts ({} at reads, {} of them in the payload read-back; {} errors name the power cut), {} distinct disks; {new} disks not reached by an earlier run of the suite; install re-run on {}; {:.1?}",
@@ -503,6 +577,7 @@ fn install_on_refuses_before_writing() {
         image: image.into(),
         boot: env.v2.boot.clone(),
         root: env.v2.root.clone(),
+        ranges: false,
     };
     let mut dev = field.clone();
     dev.start_recording();

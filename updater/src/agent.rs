@@ -65,7 +65,7 @@ pub fn run(cmd: AgentCommand, globals: &Globals) -> anyhow::Result<()> {
     let cfg = Config::load(globals)?;
     match cmd {
         AgentCommand::Check => {
-            let out = check::check(&cfg, globals, stderr_warn())?;
+            let out = check::check(&cfg, globals, stderr_warn(), true)?;
             if globals.json {
                 println!("{}", serde_json::to_string_pretty(&out.to_json())?);
             } else {
@@ -73,6 +73,12 @@ pub fn run(cmd: AgentCommand, globals: &Globals) -> anyhow::Result<()> {
                     println!("{}", printable(n));
                 }
                 println!("{}", printable(&out.reason));
+                if let Some(n) = out.download_bytes {
+                    println!(
+                        "download: {n} bytes ({})",
+                        crate::install::counters::human(n)
+                    );
+                }
                 for c in &out.considered {
                     let line = format!("  {}: {}", c.version, c.verdict.describe());
                     println!("{}", printable(&line));
@@ -99,7 +105,7 @@ pub fn update(
     globals: &Globals,
     stop: &AtomicBool,
 ) -> anyhow::Result<Option<String>> {
-    let out = check::check(cfg, globals, stderr_warn())?;
+    let out = check::check(cfg, globals, stderr_warn(), false)?;
     if !globals.json {
         for n in &out.notes {
             println!("{}", printable(n));

@@ -16,6 +16,8 @@
 //! With `--factory --slot A` (a fresh disk image in CI, no booted slot) the
 //! last step marks the slot good instead: P=2 T=0 S=1.
 
+pub mod counters;
+pub mod delta;
 pub mod dev;
 pub mod pin;
 pub mod pipeline;
@@ -37,6 +39,7 @@ use crate::exit::refused;
 use crate::progress::Progress;
 use crate::{bootcheck, device, lock, record, source};
 
+use counters::{Counters, Method};
 use pin::ImagePin;
 use pipeline::Job;
 
@@ -147,6 +150,7 @@ pub fn install(
     let report = result?;
     if !globals.json {
         println!("{}", crate::term::printable(&report.message));
+        println!("{}", crate::term::printable(&report.summary));
     }
     if args.reboot && !args.no_activate {
         bootcheck::reboot(&cfg, globals)?;
@@ -246,10 +250,17 @@ pub struct InstallReport {
     /// Whether the slot boots next (activated, or marked good by a factory
     /// install).
     pub activated: bool,
-    /// Whether the payloads were read back and re-hashed.
+    /// Whether the payloads were read back and re-hashed (on the delta
+    /// way, chunked payloads always are: docs/delta.md).
     pub readback: bool,
     /// The one-line summary `slotctl install` prints.
     pub message: String,
+    /// How the payloads came: the whole stream or the delta way.
+    pub method: Method,
+    /// Bytes downloaded, reused, written.
+    pub counters: Counters,
+    /// The second line `slotctl install` prints: the counters.
+    pub summary: String,
 }
 
 impl InstallReport {
@@ -262,6 +273,13 @@ impl InstallReport {
             "activated": self.activated,
             "readback": self.readback,
             "message": self.message,
+            "method": self.method.as_str(),
+            "downloaded": self.counters.downloaded,
+            "reused": self.counters.to_json()["reused"],
+            "written": self.counters.written,
+            "fetched_blocks": self.counters.fetched_blocks,
+            "refetched_groups": self.counters.refetched_groups,
+            "summary": self.summary,
         })
     }
 }
@@ -323,7 +341,52 @@ pub fn install_on<D: BlockDevice>(
     }
     policy::check_header(opts, cfg, disk, target, &header, keyring)?;
     let plan = plan(disk, target, &header)?;
-    let mut stream = verified.into_inner();
+    let stream = verified.into_inner();
+    // The one place that decides the way: an image with a chunked payload
+    // from a source that gives random access (an HTTP server honouring
+    // Range) goes the delta way (docs/delta.md); everything else streams.
+    let chunked = header.payloads().iter().any(|p| p.chunked.is_some());
+    let mut way = if chunked && stream.get_ref().can_range() {
+        let ranges = stream
+            .into_inner()
+            .into_ranges()
+            .ok_or_else(|| anyhow::anyhow!("image {name}: the source stopped offering ranges"))?;
+        Way::Delta(ranges)
+    } else {
+        Way::Stream(stream)
+    };
+    let booted = match &way {
+        Way::Delta(r) => {
+            // What the stream way learns at its end, known here before any
+            // write: the image is exactly as long as its header says (and,
+            // with a pin, as the feed says).
+            if let Some(p) = pin {
+                if r.len() != p.size {
+                    return Err(refused(format!(
+                        "image {name} is {} bytes, the feed says {}: refusing it",
+                        r.len(),
+                        p.size
+                    )));
+                }
+            }
+            if r.len() > plan.end {
+                return Err(policy::image_error(
+                    image_format::Error::TrailingData { offset: plan.end },
+                    name,
+                ));
+            }
+            if r.len() < plan.end {
+                return Err(refused(format!(
+                    "image {name} truncated: {} bytes, its header declares {}",
+                    r.len(),
+                    plan.end
+                )));
+            }
+            let booted = if opts.factory { None } else { disk.booted() };
+            delta::booted_regions(disk, booted, &header)
+        }
+        Way::Stream(_) => Vec::new(),
+    };
 
     // --- From here on the target slot is written. ---
     let flags_part = disk.layout().slot(target).flags_partition().clone();
@@ -339,20 +402,52 @@ pub fn install_on<D: BlockDevice>(
     dev.flush().context("flushing the erased slot record")?;
 
     let left_invalid = || format!("installing into slot {target} (left invalid, not activated)");
-    pipeline::write_payloads(&mut stream, &plan.jobs, dev, progress)
-        .map_err(|e| longer(pipeline_error(e, target, "installing into")))?;
-    // The image ends with its last payload (as `image verify` demands):
-    // read the source to its end before anything is recorded.
-    check_end(&mut stream, plan.end, name)
-        .map_err(longer)
-        .with_context(left_invalid)?;
-    // With a pin: what was read is the pinned image, byte for byte.
-    if let Some(p) = pin {
+    let mut counters = Counters::default();
+    let method = match &mut way {
+        Way::Stream(stream) => {
+            pipeline::write_payloads(stream, &plan.jobs, dev, progress)
+                .map_err(|e| longer(pipeline_error(e, target, "installing into")))?;
+            // The image ends with its last payload (as `image verify`
+            // demands): read the source to its end before anything is
+            // recorded.
+            check_end(stream, plan.end, name)
+                .map_err(longer)
+                .with_context(left_invalid)?;
+            counters.downloaded = stream.count();
+            counters.written = plan.jobs.iter().map(|j| j.raw_size).sum();
+            Method::Stream
+        }
+        Way::Delta(src) => {
+            let job = delta::DeltaJob {
+                header: &header,
+                jobs: &plan.jobs,
+                booted: &booted,
+                progress,
+            };
+            let res = delta::install(dev, src.as_mut(), &job, &mut counters);
+            counters.downloaded = src.received();
+            res.map_err(|e| delta_error(e, target))?;
+            Method::Delta
+        }
+    };
+    // With a pin: what was read is the pinned image, byte for byte. On the
+    // delta way the image is not read whole: its length was checked against
+    // the pin before any write, and every byte written was proven by the
+    // pinned header's tables and hashes (docs/feed.md).
+    if let (Some(p), Way::Stream(stream)) = (pin, way) {
         stream.check_whole(p, name).with_context(left_invalid)?;
     }
     dev.flush().context("flushing the written payloads")?;
     if !opts.no_readback {
-        pipeline::readback(&plan.jobs, dev, progress)
+        // The delta way's chunked payloads had their final pass already.
+        let rest: Vec<Job> = plan
+            .jobs
+            .iter()
+            .zip(header.payloads())
+            .filter(|(_, p)| method == Method::Stream || p.chunked.is_none())
+            .map(|(j, _)| j.clone())
+            .collect();
+        pipeline::readback(&rest, dev, progress)
             .map_err(|e| pipeline_error(e, target, "verifying"))?;
     }
 
@@ -398,7 +493,24 @@ pub fn install_on<D: BlockDevice>(
         activated,
         readback: !opts.no_readback,
         message,
+        method,
+        summary: counters.summary(method, plan.end),
+        counters,
     })
+}
+
+/// How the payloads are read: one stream, or random access (the delta way).
+enum Way {
+    Stream(pin::Tee<Box<dyn source::Stream>>),
+    Delta(Box<dyn source::RangeSource>),
+}
+
+fn delta_error(e: delta::DeltaError, target: SlotId) -> anyhow::Error {
+    if e.is_refusal() {
+        refused(format!("installing into slot {target}: {e}"))
+    } else {
+        anyhow::Error::new(e).context(format!("installing into slot {target}"))
+    }
 }
 
 /// The source must be at its end: one more read returns 0 bytes.
@@ -453,6 +565,7 @@ fn plan<D: BlockDevice>(
             sha256: p.sha256,
             dest_offset: part.offset,
             skip_before: p.offset - pos,
+            chunked: p.chunked.is_some().then(|| p.clone()),
         });
         pos = p
             .offset

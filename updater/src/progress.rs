@@ -75,7 +75,8 @@ impl Progress {
         self.0.lock().unwrap().mode
     }
 
-    /// Start a phase ("download", "write", "readback", "verify") over
+    /// Start a phase ("download", "write", "readback", "verify"; on the
+    /// delta way "scan" of the booted slot, "fetch", "verify") over
     /// `total` bytes of one role.
     pub fn phase(&self, phase: &str, role: &str, total: u64) {
         let mut g = self.0.lock().unwrap();
@@ -137,6 +138,38 @@ impl Progress {
         let mut g = self.0.lock().unwrap();
         if let Some(b) = g.bar.take() {
             b.finish_and_clear();
+        }
+    }
+
+    /// What an install moved so far: bytes downloaded (`downloaded`, HTTP
+    /// body bytes) and reused locally. JSON: one
+    /// `{"event":"counters",...}` line; the bar: the current phase's
+    /// message shows both.
+    pub fn counters(&self, c: &crate::install::counters::Counters, downloaded: u64) {
+        let g = self.0.lock().unwrap();
+        match g.mode {
+            Mode::Json => emit_json(json!({
+                "event": "counters",
+                "downloaded": downloaded,
+                "reused": {
+                    "booted": c.reused_booted,
+                    "target": c.reused_target,
+                    "zero": c.reused_zero,
+                },
+                "written": c.written,
+            })),
+            Mode::Bar => {
+                if let Some(b) = &g.bar {
+                    b.set_message(format!(
+                        "{} {} (downloaded {}, reused {})",
+                        crate::term::printable(&g.phase),
+                        crate::term::printable(&g.role),
+                        crate::install::counters::human(downloaded),
+                        crate::install::counters::human(c.reused())
+                    ));
+                }
+            }
+            Mode::Quiet => {}
         }
     }
 

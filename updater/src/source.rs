@@ -119,12 +119,20 @@ pub trait Stream: Read + Send {
     fn into_ranges(self: Box<Self>) -> Option<Box<dyn RangeSource>> {
         None
     }
+    /// Whether [`Stream::into_ranges`] would give random access (asked
+    /// first, since `into_ranges` gives the stream up).
+    fn can_range(&self) -> bool {
+        false
+    }
 }
 
 impl Stream for io::Stdin {}
 impl Stream for Prefetch {}
 impl<T: AsRef<[u8]> + Send> Stream for io::Cursor<T> {}
 impl Stream for HttpReader {
+    fn can_range(&self) -> bool {
+        self.ranges_supported()
+    }
     fn into_ranges(self: Box<Self>) -> Option<Box<dyn RangeSource>> {
         let r: Box<dyn RangeSource> = Box::new((*self).into_ranges()?);
         Some(r)
@@ -149,6 +157,9 @@ impl Read for MemStream {
 }
 
 impl Stream for MemStream {
+    fn can_range(&self) -> bool {
+        self.ranges
+    }
     fn into_ranges(self: Box<Self>) -> Option<Box<dyn RangeSource>> {
         if !self.ranges {
             return None;

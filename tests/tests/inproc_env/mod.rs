@@ -18,6 +18,10 @@ pub struct Version {
     pub image: Arc<[u8]>,
     pub boot: Vec<u8>,
     pub root: Vec<u8>,
+    /// Installed from a source that gives random access (an HTTP server
+    /// honouring Range, [`Source::memory`]): a chunked image goes the delta
+    /// way (docs/delta.md).
+    pub ranges: bool,
 }
 
 /// Random bytes, so that every torn sector differs from what it replaces.
@@ -27,10 +31,23 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn make_version(fix: &Fix, name: &'static str, version: &str, seed: u64) -> Version {
-    let boot = noise(96 << 10, seed);
     // Past one read-back read (4 MiB): the power is also cut between the
     // reads of one payload's read-back.
     let root = noise((4 << 20) + (100 << 10), seed + 1);
+    make_version_with(fix, name, version, seed, root, "zstd")
+}
+
+/// A version with the given ROOT payload and compression (`chunked`
+/// images are installed from a source with ranges).
+fn make_version_with(
+    fix: &Fix,
+    name: &'static str,
+    version: &str,
+    seed: u64,
+    root: Vec<u8>,
+    compression: &str,
+) -> Version {
+    let boot = noise(96 << 10, seed);
     let bp = fix.path(&format!("{name}-boot.bin"));
     let rp = fix.path(&format!("{name}-root.bin"));
     std::fs::write(&bp, &boot).unwrap();
@@ -40,13 +57,14 @@ fn make_version(fix: &Fix, name: &'static str, version: &str, seed: u64) -> Vers
         version,
         1,
         &[("BOOT", &bp), ("ROOT", &rp)],
-        "zstd",
+        compression,
     );
     Version {
         name,
         image: std::fs::read(path).unwrap().into(),
         boot,
         root,
+        ranges: compression == "chunked",
     }
 }
 
@@ -66,6 +84,35 @@ impl Env {
         let keyring = policy::load_keyring(&KeyArgs::default(), &cfg).unwrap();
         let v1 = make_version(&fix, "v1", "1.0.0", 10);
         let v2 = make_version(&fix, "v2", "2.0.0", 20);
+        Env {
+            cfg,
+            keyring,
+            v1,
+            v2,
+            _fix: fix,
+        }
+    }
+
+    /// v1 and v2 packed `chunked`, installed from a source with ranges:
+    /// v2's ROOT is v1's with one 4 KiB block in 128 changed and the same
+    /// BOOT, so an install of v2 over a booted v1 goes the delta way (reads
+    /// of the booted slot, zeros, ranges, the final pass) with few writes
+    /// (each write multiplies the crash states).
+    pub fn chunked() -> Env {
+        let fix = Fix::new();
+        let cfg = Config::from_file(&fix.config).unwrap();
+        let keyring = policy::load_keyring(&KeyArgs::default(), &cfg).unwrap();
+        let mut root1 = noise((4 << 20) + (100 << 10), 11);
+        // Zero runs: written as zeros, never fetched.
+        root1[1 << 20..(1 << 20) + (64 << 10)].fill(0);
+        let mut root2 = root1.clone();
+        for (i, b) in root2.chunks_mut(4096).enumerate() {
+            if i % 128 == 5 {
+                b.copy_from_slice(&noise(b.len(), 1000 + i as u64));
+            }
+        }
+        let v1 = make_version_with(&fix, "v1", "1.0.0", 10, root1, "chunked");
+        let v2 = make_version_with(&fix, "v2", "2.0.0", 10, root2, "chunked");
         Env {
             cfg,
             keyring,
@@ -97,9 +144,13 @@ impl Env {
         booted: Option<SlotId>,
     ) -> Result<slotctl::install::InstallReport, String> {
         disk.set_booted(booted);
-        let src = Source {
-            reader: Box::new(Cursor::new(v.image.clone())),
-            name: format!("{}.img", v.name),
+        let src = if v.ranges {
+            Source::memory(&format!("{}.img", v.name), v.image.to_vec(), true)
+        } else {
+            Source {
+                reader: Box::new(Cursor::new(v.image.to_vec())),
+                name: format!("{}.img", v.name),
+            }
         };
         let opts = InstallOptions {
             factory: booted.is_none(),

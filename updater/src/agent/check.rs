@@ -26,6 +26,10 @@ pub struct Outcome {
     pub expires: Timestamp,
     /// The release to install now, with its absolute URL.
     pub chosen: Option<(Release, String)>,
+    /// Bytes the install of `chosen` would download now (docs/delta.md):
+    /// the delta plan for a chunked image from a server honouring Range,
+    /// else the image's length; `None` when not estimated.
+    pub download_bytes: Option<u64>,
     /// Why nothing is installed, when `chosen` is None (or why it waits).
     pub reason: String,
     pub considered: Vec<Considered>,
@@ -44,6 +48,7 @@ impl Outcome {
                 "size": r.size,
                 "sha256": r.sha256,
                 "header_sha256": r.header_sha256,
+                "download_bytes": self.download_bytes,
             })),
             "reason": self.reason,
             "booted_slot": self.booted.as_str(),
@@ -99,6 +104,19 @@ pub fn reconcile(
     ))
 }
 
+/// The bytes the install of the image at `url` would download now.
+fn estimate_download(
+    cfg: &Config,
+    disk: &mut boot_flags::Disk<boot_flags::FileDevice>,
+    booted: SlotId,
+    url: &str,
+    warn: crate::source::Warn,
+) -> anyhow::Result<u64> {
+    let keyring = policy::load_keyring(&crate::install::KeyArgs::default(), cfg)?;
+    let src = crate::source::open(url, &crate::source::HttpOptions::from_config(cfg), warn)?;
+    crate::install::delta::download_bytes(disk, booted, src, &keyring, cfg.signature_threshold)
+}
+
 /// The feed keyring: `agent.feed_keyring`, else the image keyring.
 pub fn feed_keyring(cfg: &Config) -> anyhow::Result<FeedKeyring> {
     let path = cfg.agent.feed_keyring.as_ref().unwrap_or(&cfg.keyring);
@@ -106,10 +124,15 @@ pub fn feed_keyring(cfg: &Config) -> anyhow::Result<FeedKeyring> {
 }
 
 /// Run the whole check. Saves the state (seed, serial, failed versions).
+/// With `estimate`, the chosen release's `download_bytes` is computed
+/// (`check`: its header and chunk tables are downloaded and the booted
+/// slot is scanned, reading only); `update` does not, since its install
+/// reports what it downloaded.
 pub fn check(
     cfg: &Config,
     globals: &Globals,
     warn: crate::source::Warn,
+    estimate: bool,
 ) -> anyhow::Result<Outcome> {
     cfg.agent.validate().map_err(|e| anyhow!("config: {e}"))?;
     let url = cfg
@@ -195,7 +218,18 @@ pub fn check(
             chosen = None;
         }
     }
+    let mut download_bytes = None;
+    if let (true, Some((rel, url))) = (estimate, &chosen) {
+        match estimate_download(cfg, &mut opened.disk, booted, url, super::stderr_warn()) {
+            Ok(n) => download_bytes = Some(n),
+            Err(e) => notes.push(format!(
+                "the download size of {} is unknown: {e:#}",
+                rel.version
+            )),
+        }
+    }
     Ok(Outcome {
+        download_bytes,
         state: st,
         booted,
         running,

@@ -140,6 +140,16 @@ impl<R: Read> Tee<R> {
         self.inner
     }
 
+    /// The wrapped reader.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    /// The bytes read so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
     /// The bytes read, and their SHA-256 when hashed.
     pub fn finish(self) -> (u64, Option<[u8; 32]>) {
         (self.count, self.hasher.map(|h| h.finalize().into()))

@@ -57,6 +57,9 @@ pub struct Job {
     /// Bytes of the source to discard before this payload's stored bytes
     /// (alignment padding of the image format).
     pub skip_before: u64,
+    /// A chunked payload's header entry (compression `chunked`): the
+    /// stream decodes its table, then its frames group by group.
+    pub chunked: Option<image_format::PayloadInfo>,
 }
 
 /// Why the pipeline stopped.
@@ -352,12 +355,16 @@ fn decode_stage(
             ended: false,
         };
         // image-format's decoder: zstd with the window bounded
-        // (image_format::ZSTD_WINDOW_LOG_MAX), so memory stays bounded.
-        let mut dec = image_format::decompressor(job.compression, &mut input).map_err(|e| {
-            PipelineError::Decode {
-                role: job.role.clone(),
-                err: e.into(),
-            }
+        // (image_format::ZSTD_WINDOW_LOG_MAX), so memory stays bounded; a
+        // chunked payload's table and frames, each group checked against
+        // the table before its bytes are handed on.
+        let dec = match &job.chunked {
+            Some(info) => image_format::payload_decompressor(info, &mut input),
+            None => image_format::decompressor(job.compression, &mut input),
+        };
+        let mut dec = dec.map_err(|e| PipelineError::Decode {
+            role: job.role.clone(),
+            err: e.into(),
         })?;
         let mut hasher = Sha256::new();
         let mut total: u64 = 0;

@@ -41,6 +41,7 @@ fn data(n: usize, seed: u32) -> Vec<u8> {
 
 fn job(role: &str, c: Compression, raw: &[u8], stored: usize, off: u64, skip: u64) -> Job {
     Job {
+        chunked: None,
         role: role.into(),
         compression: c,
         stored_size: stored as u64,
