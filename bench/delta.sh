@@ -253,17 +253,20 @@ PY
 
 # install_run KIND TARGET RUN: install srv/TARGET-KIND.img over HTTP into B, measure, check
 install_run() {
-    local kind=$1 t=$2 name=$1-$2-$3 b0 b1 r0 r1 c0 c1
+    local kind=$1 t=$2 name=$1-$2-$3 b0 b1 r0 r1 c0 c1 n0
     cp --sparse=always disk-v1.img disk.img
     read -r b0 r0 c0 < <(stats)
+    n0=$(wc -l < server.log)
     timed "$name" "${S[@]}" --booted A install --json "$URL/$t-$kind.img"
     read -r b1 r1 c1 < <(stats)
+    tail -n +$((n0 + 1)) server.log > "runs/$name.requests"
     cmp -n "$RAW" -i "$ROOT_B:0" disk.img "$ROOTFS/$t.img" ||
         { echo "bench/delta.sh: $name: ROOT-B differs from $t.img" >&2; exit 1; }
     "${S[@]}" --booted A verify-slot B >/dev/null
     add "$kind-$t-bytes" $((b1 - b0)); add "$kind-$t-s" "$T_WALL"; add "$kind-$t-rss" "$T_RSS"
     add "$kind-$t-req" $((r1 - r0)); add "$kind-$t-conn" $((c1 - c0))
-    echo "  $name: served $((b1 - b0)) bytes in $((r1 - r0)) requests over $((c1 - c0)) connections," \
+    echo "  $name: served $((b1 - b0)) bytes in $((r1 - r0)) requests over $((c1 - c0)) connections" \
+        "(first: $(head -n 1 "runs/$name.requests" | cut -d' ' -f5-)), see runs/$name.requests;" \
         "${T_WALL} s, peak RSS ${T_RSS} KiB; result method=$(result method "$name") downloaded=$(result downloaded "$name")" \
         "reused=$(result reused "$name") written=$(result written "$name"); ROOT-B = $t.img (cmp), verify-slot ok" >&2
     LAST[$kind-$t]=$name

@@ -9,10 +9,11 @@ Binds 127.0.0.1 on a free port and writes the port to PORTFILE. Serves the
 files directly in DIR (no subdirectories). `GET /__stats` answers (not
 counted) a JSON object: body_bytes (response body bytes handed to the socket,
 every request), requests, range_requests, connections (that asked for a
-file). The bench reads it
-before and after a run; the difference is what that run downloaded. A body's
-bytes are counted before they are written, so once a client has received
-them they are in the count.
+file). The bench reads it before and after a run; the difference is what that
+run downloaded. Body bytes are counted once the kernel took them (64 KiB
+writes), so they include what sat in socket buffers when a client closed a
+connection early. One line per request on stderr: connection, range, status,
+body length and bytes sent.
 
 A request with several ranges (bytes=a-b,c-d) is answered with the whole file
 (200), as RFC 9110 allows, and logged on stderr: slotctl asks for one range
@@ -26,7 +27,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-CHUNK = 256 * 1024
+CHUNK = 64 * 1024
 LOCK = threading.Lock()
 STATS = {"body_bytes": 0, "requests": 0, "range_requests": 0, "connections": 0}
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -42,6 +43,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "slotctl-bench-delta"
 
     counted = False  # this connection counted yet (one handler per connection)
+    conn_id = 0
 
     def log_message(self, fmt, *args):  # quiet: the bench prints its own figures
         pass
@@ -67,6 +69,8 @@ class Handler(BaseHTTPRequestHandler):
         if not self.counted:  # connections that only asked for /__stats are not counted
             self.counted = True
             count("connections")
+            with LOCK:
+                self.conn_id = STATS["connections"]
         name = self.path.lstrip("/")
         path = os.path.join(self.server.root, name)
         if "/" in name or not name or not os.path.isfile(path):
@@ -104,16 +108,24 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if head:
             return
-        with open(path, "rb") as f:
-            f.seek(start)
-            left = end - start
-            while left > 0:
-                buf = f.read(min(CHUNK, left))
-                if not buf:
-                    raise OSError(f"{path}: shorter than {size} bytes")
-                count("body_bytes", len(buf))
-                self.wfile.write(buf)
-                left -= len(buf)
+        sent = 0
+        try:
+            with open(path, "rb") as f:
+                f.seek(start)
+                while sent < end - start:
+                    buf = f.read(min(CHUNK, end - start - sent))
+                    if not buf:
+                        raise OSError(f"{path}: shorter than {size} bytes")
+                    self.wfile.write(buf)
+                    # counted once the kernel took it (a write that fails is not counted)
+                    count("body_bytes", len(buf))
+                    sent += len(buf)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away: usual after a probe
+        finally:
+            print(f"conn {self.conn_id} {self.command} /{name} range={header} status={status}"
+                  f" body={end - start} sent={sent}{'' if sent == end - start else ' (cut short)'}",
+                  file=sys.stderr, flush=True)
 
 
 def main():
