@@ -117,19 +117,25 @@ pack() { # OUT VERSION COMPRESSION RAWFILE [LEVEL]: prints the pack time
     secs "$t0" "$t1"
 }
 
+# The install kinds this run measures on the rootfs pair.
+KINDS=()
+part full && KINDS+=(full)
+part chunked && KINDS+=(chunked)
 declare -A PACK_S
 FACTORY=full
 part chunked && FACTORY=chunked
-echo "packing images (chunked at zstd level $LEVEL; full at zstd -3)..." >&2
-if part chunked; then
+if ((${#KINDS[@]})); then
+    echo "packing images (chunked at zstd level $LEVEL; full at zstd -3)..." >&2
+    if part chunked; then
+        for v in v1:1.0.0 v2:2.0.0 v1b:1.0.1; do
+            PACK_S[chunked-${v%%:*}]=$(pack "srv/${v%%:*}-chunked.img" "${v#*:}" "$CHUNKED" "$ROOTFS/${v%%:*}.img" "$LEVEL")
+        done
+    fi
     for v in v1:1.0.0 v2:2.0.0 v1b:1.0.1; do
-        PACK_S[chunked-${v%%:*}]=$(pack "srv/${v%%:*}-chunked.img" "${v#*:}" "$CHUNKED" "$ROOTFS/${v%%:*}.img" "$LEVEL")
+        [[ ${v%%:*} == v1 && $FACTORY == chunked ]] && continue
+        PACK_S[full-${v%%:*}]=$(pack "srv/${v%%:*}-full.img" "${v#*:}" zstd "$ROOTFS/${v%%:*}.img")
     done
 fi
-for v in v1:1.0.0 v2:2.0.0 v1b:1.0.1; do
-    [[ ${v%%:*} == v1 && $FACTORY == chunked ]] && continue
-    PACK_S[full-${v%%:*}]=$(pack "srv/${v%%:*}-full.img" "${v#*:}" zstd "$ROOTFS/${v%%:*}.img")
-done
 
 # ---------------------------------------------------------------- page cache
 CACHE_STATE=cold
@@ -205,15 +211,21 @@ if part baselines; then
 fi
 
 # ---------------------------------------------------------------- disk, server
-S=("$SLOTCTL" --config "$WORK/slotctl.toml" --disk "$WORK/disk.img")
-"$SLOTCTL" disk init disk.img --role BOOT=8M --role ROOT=600M >/dev/null
-sgdisk -v disk.img | grep -q "No problems found" || { echo "bench/delta.sh: sgdisk -v disk.img: $(sgdisk -v disk.img)" >&2; exit 1; }
-"${S[@]}" install --factory --slot A "srv/v1-$FACTORY.img" >/dev/null
-cp --sparse=always disk.img disk-v1.img
-ROOT_B=$("${S[@]}" status --json | python3 -c '
+# root_b slotctl-args...: the byte offset of ROOT-B on that disk
+root_b() {
+    "$@" status --json | python3 -c '
 import json,sys
 s=json.load(sys.stdin)
-print(next(p["offset"] for p in s["slots"]["B"]["partitions"] if p["role"]=="ROOT"))')
+print(next(p["offset"] for p in s["slots"]["B"]["partitions"] if p["role"]=="ROOT"))'
+}
+S=("$SLOTCTL" --config "$WORK/slotctl.toml" --disk "$WORK/disk.img")
+if ((${#KINDS[@]})); then
+    "$SLOTCTL" disk init disk.img --role BOOT=8M --role ROOT=600M >/dev/null
+    sgdisk -v disk.img | grep -q "No problems found" || { echo "bench/delta.sh: sgdisk -v disk.img: $(sgdisk -v disk.img)" >&2; exit 1; }
+    "${S[@]}" install --factory --slot A "srv/v1-$FACTORY.img" >/dev/null
+    cp --sparse=always disk.img disk-v1.img
+    ROOT_B=$(root_b "${S[@]}")
+fi
 
 python3 "$HERE/bench/delta_server.py" "$WORK/srv" "$WORK/port" 2> server.log &
 SERVER=$!
@@ -272,9 +284,6 @@ install_run() {
     LAST[$kind-$t]=$name
 }
 declare -A LAST
-KINDS=()
-part full && KINDS+=(full)
-part chunked && KINDS+=(chunked)
 if ((${#KINDS[@]})); then
     for ((i = 1; i <= RUNS; i++)); do
         echo "install run $i/$RUNS" >&2
@@ -323,10 +332,7 @@ rss_part() {
     local R=("$SLOTCTL" --config "$WORK/slotctl.toml" --disk "$WORK/rss-disk.img")
     timed "rss$g-factory" "${R[@]}" install --json --factory --slot A "srv/rss$g-v1.img"
     FIG[rss$g-factory-s]=$T_WALL; FIG[rss$g-factory-rss]=$T_RSS
-    rb=$("${R[@]}" status --json | python3 -c '
-import json,sys
-s=json.load(sys.stdin)
-print(next(p["offset"] for p in s["slots"]["B"]["partitions"] if p["role"]=="ROOT"))')
+    rb=$(root_b "${R[@]}")
     local b0 b1 _
     read -r b0 _ _ < <(stats)
     echo "rss ${g} GiB: delta install of v2 (1/8 changed) over HTTP..." >&2
@@ -412,14 +418,16 @@ report() {
         echo "Every 4 KiB of the payload nonzero and distinct (a counter); v2 changes one MiB in eight;"
         echo "v1 factory-installed (chunked, from a file) in slot A, v2 installed over HTTP into B."
         echo
-        echo "| payload | image bytes | downloaded bytes | install s | peak RSS KiB | factory install s / RSS KiB |"
-        echo "| --- | --- | --- | --- | --- | --- |"
+        echo "| payload | image bytes | downloaded bytes | install s | peak RSS KiB | <= 32 MiB | factory install s / RSS KiB |"
+        echo "| --- | --- | --- | --- | --- | --- | --- |"
         for g in $RSS_GIB; do
             if [[ -z ${FIG[rss$g-rss]:-} ]]; then
-                echo "| $g GiB | ${RSSN[$g]:-not run} | | | | |"
+                echo "| $g GiB | ${RSSN[$g]:-not run} | | | | | |"
                 continue
             fi
-            echo "| $g GiB | ${FIG[rss$g-img]} | ${FIG[rss$g-bytes]} | ${FIG[rss$g-s]} | ${FIG[rss$g-rss]} | ${FIG[rss$g-factory-s]} / ${FIG[rss$g-factory-rss]} |"
+            local within=no
+            if [[ ${FIG[rss$g-rss]} -le 32768 ]]; then within=yes; fi
+            echo "| $g GiB | ${FIG[rss$g-img]} | ${FIG[rss$g-bytes]} | ${FIG[rss$g-s]} | ${FIG[rss$g-rss]} | $within | ${FIG[rss$g-factory-s]} / ${FIG[rss$g-factory-rss]} |"
         done
         echo
         for g in $RSS_GIB; do echo "- $g GiB: ${RSSN[$g]:-not run}"; done
