@@ -383,7 +383,9 @@ report() {
     echo "keep-alive), into ROOT-B holding zeros; bytes = response body bytes the server sent;"
     echo "page cache $CACHE_STATE before each timed run; medians of $RUNS runs; RSS = max of the runs."
     echo "xdelta3/zstd rows: patch bytes and apply time/RSS (v1 and the patch from local files)."
-    for t in v2 v1b; do
+    local pairs=()
+    if ((${#KINDS[@]})) || part baselines; then pairs=(v2 v1b); fi
+    for t in "${pairs[@]}"; do
         echo
         echo "### v1 -> $t"
         echo
