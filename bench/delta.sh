@@ -15,7 +15,7 @@
 # - a disk image file (`slotctl disk init`: BOOT-A/B 8 MiB, ROOT-A/B 600 MiB;
 #   checked with `sgdisk -v`), v1 factory-installed (chunked) in slot A; a copy
 #   of it is restored before every install, so the target B holds zeros;
-# - a local HTTP server on 127.0.0.1 (bench/delta_server.py: Range, keep-alive,
+# - a local HTTP server on 127.0.0.1 (scripts/range-server.py: Range, keep-alive,
 #   counts the body bytes it serves);
 # - BENCH_RUNS (default 3) interleaved runs of `slotctl --booted A install
 #   --json URL` of the full and of the chunked image: bytes served, wall time,
@@ -227,7 +227,7 @@ if ((${#KINDS[@]})); then
     ROOT_B=$(root_b "${S[@]}")
 fi
 
-python3 "$HERE/bench/delta_server.py" "$WORK/srv" "$WORK/port" 2> server.log &
+python3 "$HERE/scripts/range-server.py" "$WORK/srv" "$WORK/port" 2> server.log &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true' EXIT
 for _ in $(seq 50); do [[ -s port ]] && break; sleep 0.1; done

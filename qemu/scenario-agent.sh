@@ -159,21 +159,20 @@ cp --sparse=always "$RUN/factory.img" "$DISK" || fail "cannot copy the factory d
 format_data
 
 mkdir -p "$RUN/www"
-HTTP_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-python3 "$QEMU_DIR/../scripts/range-server.py" "$HTTP_PORT" "$RUN/www" "$RUN/http-requests.log" \
-  >"$RUN/http.log" 2>&1 &
+python3 "$QEMU_DIR/../scripts/range-server.py" "$RUN/www" "$RUN/http.port" \
+  2>"$RUN/http-requests.log" &
 HTTP_PID=$!
 PYTHON="$(command -v python3)"
 write_relay
-http_up=""
+HTTP_PORT=""
 for _ in $(seq 1 100); do
-  if python3 -c "import socket; socket.create_connection(('127.0.0.1', $HTTP_PORT)).close()" 2>/dev/null; then
-    http_up=1
+  if [[ -s "$RUN/http.port" ]]; then
+    HTTP_PORT="$(cat "$RUN/http.port")"
     break
   fi
   sleep 0.1
 done
-[[ -n "$http_up" ]] || fail "the feed's HTTP server on 127.0.0.1:$HTTP_PORT did not come up (log: $RUN/http.log)"
+[[ "$HTTP_PORT" =~ ^[0-9]+$ ]] || fail "the feed's HTTP server did not come up (log: $RUN/http-requests.log)"
 "$SLOTCTL" feed init --compatible qemu-test --feed "$RUN/www/feed.json" >/dev/null
 publish 2
 stick="$(make_agent_stick agent)"
@@ -206,7 +205,7 @@ expect_console '^updating from 2.0.0 to 3.0.0' "the agent to take 3.0.0"
 delta_re='^downloaded .* of a .* image \(delta\); reused .* from the booted slot'
 expect_console "$delta_re" "the second update to go the delta way"
 v3_size="$(stat -c %s "$RUN/www/v3.img")"
-v3_sent="$(awk '$2 == "/v3.img" { sub("body=", "", $5); n += $5 } END { print n + 0 }' "$RUN/http-requests.log")"
+v3_sent="$(awk '$4 == "/v3.img" { sub("sent=", "", $8); n += $8 } END { print n + 0 }' "$RUN/http-requests.log")"
 ((v3_sent > 0 && v3_sent * 2 < v3_size)) ||
   fail "the server sent $v3_sent bytes of v3.img ($v3_size bytes): not a delta download"
 log "agent scenario: 3.0.0 over the delta way: server sent $v3_sent of $v3_size bytes; guest: $(grep -E -m1 -- "$delta_re" "$BOOT_LOG" | tr -d '\r')"
