@@ -116,8 +116,8 @@ pub fn run(cmd: InstallCommand, globals: &Globals) -> anyhow::Result<()> {
 }
 
 /// Everything the write phase needs from the verified header.
-struct Plan {
-    jobs: Vec<Job>,
+pub(crate) struct Plan {
+    pub(crate) jobs: Vec<Job>,
     /// The image byte just past the last payload: nothing may follow it.
     end: u64,
     record: Vec<u8>,
@@ -538,7 +538,7 @@ fn pipeline_error(e: pipeline::PipelineError, target: SlotId, doing: &str) -> an
 }
 
 /// The pipeline jobs for the verified header's payloads.
-fn plan<D: BlockDevice>(
+pub(crate) fn plan<D: BlockDevice>(
     disk: &Disk<D>,
     target: SlotId,
     header: &image_format::VerifiedHeader,

@@ -73,24 +73,8 @@ pub fn download_bytes<D: BlockDevice>(
     let mut ranges = stream
         .into_ranges()
         .ok_or_else(|| anyhow::anyhow!("image {name}: the source stopped offering ranges"))?;
-    let target = booted.other();
-    let slot = disk.layout().slot(target).clone();
-    let mut jobs = Vec::new();
-    for p in header.payloads() {
-        let part = slot
-            .partition(&p.role)
-            .ok_or_else(|| anyhow::anyhow!("role {} missing on slot {target}", p.role))?;
-        jobs.push(Job {
-            role: p.role.clone(),
-            compression: p.compression,
-            stored_size: p.stored_size,
-            raw_size: p.raw_size,
-            sha256: p.sha256,
-            dest_offset: part.offset,
-            skip_before: 0,
-            chunked: p.chunked.is_some().then(|| p.clone()),
-        });
-    }
+    // The same jobs as the install's (roles, offsets, chunk tables).
+    let jobs = crate::install::plan(disk, booted.other(), &header)?.jobs;
     let regions = booted_regions(disk, Some(booted), &header);
     Ok(estimate(
         disk.device(),
