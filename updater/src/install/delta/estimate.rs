@@ -11,9 +11,11 @@ use crate::source::RangeSource;
 
 /// `check`'s estimate: the bytes an install of `header` from `src` would
 /// download now, with `booted`'s partitions scanned and the target's
-/// leftover checked as the install would (reading only): the header and
-/// signature block, each chunked payload's table frame and planned
-/// ranges, each unchunked payload whole.
+/// leftover checked as the install would (reading only): what `src` has
+/// received already (over HTTP the probe, `min(64 KiB, image)`, which
+/// holds the header and signature block: the install reads it whole so its
+/// connection is kept alive, docs/delta.md "The probe"), each chunked
+/// payload's table frame and planned ranges, each unchunked payload whole.
 pub fn estimate(
     dev: &mut dyn BlockDevice,
     src: &mut dyn RangeSource,
@@ -21,7 +23,7 @@ pub fn estimate(
     jobs: &[Job],
     booted: &[Option<Region>],
 ) -> Result<u64, DeltaError> {
-    let mut total = header.record_bytes().len() as u64;
+    let mut total = src.received();
     for ((p, j), r) in header.payloads().iter().zip(jobs).zip(booted) {
         let Some(info) = p.chunked.as_ref() else {
             total += p.stored_size;
