@@ -32,7 +32,12 @@ use std::time::{Duration, Instant};
 mod tls;
 pub use tls::{make_tls_files, TlsFiles};
 
-/// How the server misbehaves.
+/// How the server misbehaves. The "first response" of the `...Once` modes
+/// and `NoContentRange` is the first whose body holds the file offset they
+/// name (the byte it drops or stalls at): the client's 64 KiB probe for an
+/// offset inside it, else the stream's continuation (`bytes=65536-`), so a
+/// drop lands on the same byte of the image either way. "Later" answers are
+/// those after it (after the first request when the offset is `u64::MAX`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Serve the file, honouring `Range: bytes=N-` / `bytes=N-M` with 206.
@@ -62,11 +67,13 @@ pub enum Mode {
     /// The first response drops after this many body bytes; later ranged
     /// answers are `206` with the right bytes but no `Content-Range`.
     NoContentRange(u64),
-    /// Every response sends its first `after` body bytes at once, then one
-    /// byte every `every_ms` milliseconds (a trickle that never stalls
+    /// Every response sends the file's bytes before offset `after` at once
+    /// (none when it starts past it), then one byte every `every_ms`
+    /// milliseconds (a trickle that never stalls
     /// long enough to trip a stall timeout longer than `every_ms`).
     Trickle { after: u64, every_ms: u64 },
-    /// The first response to a bounded range (`Range: bytes=A-B`) sends
+    /// The first response to a bounded range (`Range: bytes=A-B`) other
+    /// than the client's first request (its probe) sends
     /// this many body bytes, then closes the connection; every other
     /// response is normal.
     DropRangeOnce(u64),
@@ -118,6 +125,8 @@ struct Shared {
     served: AtomicUsize,
     /// Bounded ranges answered so far (for `DropRangeOnce`).
     bounded: AtomicUsize,
+    /// The "once" misbehaviour (`DropOnce`, `StallOnce`, ...) happened.
+    once_done: AtomicBool,
     sent: Arc<AtomicU64>,
 }
 
@@ -160,6 +169,7 @@ impl TestServer {
             log: log.clone(),
             served: AtomicUsize::new(0),
             bounded: AtomicUsize::new(0),
+            once_done: AtomicBool::new(false),
             sent: Arc::new(AtomicU64::new(0)),
         });
         let sent = shared.sent.clone();
@@ -371,10 +381,17 @@ fn serve_one<S: Read + Write>(reader: &mut BufReader<S>, s: &Shared) -> std::io:
     let bounded = range
         .as_deref()
         .is_some_and(|r| r.split_once('-').is_some_and(|(_, b)| !b.trim().is_empty()));
+    // The "once" modes misbehave on the first response whose body holds
+    // the file offset they name (the client's probe, `bytes=0-65535`, or
+    // the stream's continuation after it: the drop lands at the same byte
+    // of the image either way); their "later" answers are those after it
+    // (after the first response when the offset is `u64::MAX`, never).
+    let once_before = s.once_done.load(Ordering::SeqCst);
+    let later = |at: u64| if at == u64::MAX { nth > 0 } else { once_before };
     let (status, start, end) = match (&range, ignore_range) {
         (Some(r), false) => match parse_range(r, len) {
             Some((a, b)) => match s.mode {
-                Mode::WrongRangeStart { back, .. } if nth > 0 => {
+                Mode::WrongRangeStart { drop_at, back } if later(drop_at) => {
                     (206u16, a.saturating_sub(back), b)
                 }
                 _ => (206u16, a, b),
@@ -393,17 +410,26 @@ fn serve_one<S: Read + Write>(reader: &mut BufReader<S>, s: &Shared) -> std::io:
     };
     let body_len = if len == 0 { 0 } else { end - start + 1 };
     record(status);
+    // The body bytes before file offset `at`, when this response is the
+    // first whose body holds it.
+    let once = |at: u64| {
+        let inside = at >= start && at - start < body_len;
+        (inside && !s.once_done.swap(true, Ordering::SeqCst)).then(|| at - start)
+    };
     // How many body bytes this response sends before misbehaving.
     let (limit, stall) = match s.mode {
-        Mode::DropOnce(n) if nth == 0 => (n, false),
+        Mode::DropOnce(n)
+        | Mode::IgnoreRangeDropOnce(n)
+        | Mode::WrongRangeStart { drop_at: n, .. }
+        | Mode::NoContentRange(n) => (once(n).unwrap_or(u64::MAX), false),
+        Mode::StallOnce(n) => (once(n).unwrap_or(u64::MAX), true),
         Mode::DropEvery(n) => (n, false),
-        Mode::StallOnce(n) if nth == 0 => (n, true),
         Mode::StallEvery(n) => (n, true),
-        Mode::IgnoreRangeDropOnce(n) if nth == 0 => (n, false),
-        Mode::WrongRangeStart { drop_at, .. } if nth == 0 => (drop_at, false),
-        Mode::NoContentRange(n) if nth == 0 => (n, false),
-        Mode::Trickle { after, .. } => (after, false),
-        Mode::DropRangeOnce(n) if bounded && s.bounded.fetch_add(1, Ordering::SeqCst) == 0 => {
+        Mode::Trickle { after, .. } => (after.saturating_sub(start), false),
+        // Not the client's first request (the probe, itself bounded).
+        Mode::DropRangeOnce(n)
+            if bounded && nth > 0 && s.bounded.fetch_add(1, Ordering::SeqCst) == 0 =>
+        {
             (n, false)
         }
         _ => (u64::MAX, false),
@@ -413,7 +439,8 @@ fn serve_one<S: Read + Write>(reader: &mut BufReader<S>, s: &Shared) -> std::io:
     let keep = keep && limit >= body_len && !trickle;
     // `NoContentRange`: the later ranged answers (the first one, to the
     // client's first request, is whole).
-    let mut head = if status == 206 && matches!(s.mode, Mode::NoContentRange(_)) && nth > 0 {
+    let no_cr = matches!(s.mode, Mode::NoContentRange(n) if later(n));
+    let mut head = if status == 206 && no_cr {
         "HTTP/1.1 206 Partial Content\r\n".to_string()
     } else if status == 206 {
         format!("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{end}/{len}\r\n")

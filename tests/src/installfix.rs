@@ -449,7 +449,8 @@ pub fn assert_status_unchanged_but_target(before: &Value, after: &Value, target:
 }
 
 /// The one `slotctl: error:` line of a failed run (warnings, e.g. about
-/// retries, may precede it); panics unless there is exactly one, last.
+/// retries, and a delta install's `slotctl: downloading ...` plan line may
+/// precede it); panics unless there is exactly one, last.
 pub fn error_line(out: &Output) -> String {
     let err = stderr(out);
     let errors: Vec<&str> = err
@@ -463,8 +464,9 @@ pub fn error_line(out: &Output) -> String {
         "error line must be last: {err}"
     );
     assert!(
-        err.lines()
-            .all(|l| l.starts_with("slotctl: error: ") || l.starts_with("slotctl: warning: ")),
+        err.lines().all(|l| l.starts_with("slotctl: error: ")
+            || l.starts_with("slotctl: warning: ")
+            || l.starts_with("slotctl: downloading ")),
         "unexpected stderr: {err}"
     );
     errors[0].to_string()

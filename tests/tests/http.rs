@@ -25,10 +25,32 @@ fn install_url(f: &Fix, url: &str) -> std::process::Output {
 fn plain_download_installs() {
     let (f, img, root) = setup("none");
     let srv = TestServer::start(&img, Mode::Normal);
-    ok(install_url(&f, &srv.url("v2.img")));
+    let out = ok(f.run(&["install", "--booted", "A", "--json", &srv.url("v2.img")]));
     f.assert_partition_holds("B", "ROOT", &root);
     assert_eq!(f.flags("B"), (2, 3, false));
-    assert_eq!(srv.requests().len(), 1);
+    // An unchunked image over a server that honours Range: the probe
+    // (64 KiB), then the rest in one continuation on the same connection;
+    // not a failure (no retry, so no warning), every byte sent once.
+    let reqs = srv.requests();
+    let asked: Vec<_> = reqs.iter().map(|q| q.range.as_deref()).collect();
+    assert_eq!(asked, [Some("bytes=0-65535"), Some("bytes=65536-")]);
+    assert!(reqs.iter().all(|q| q.status == 206), "{reqs:?}");
+    assert_eq!(srv.connections(), 1);
+    let len = std::fs::metadata(&img).unwrap().len();
+    assert_eq!(srv.body_bytes_sent(), len);
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        !events.iter().any(|e| e["event"] == "warning"),
+        "{events:?}"
+    );
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    let r = events.last().unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["method"], "stream", "{r}");
+    assert_eq!(r["downloaded"], len, "{r}");
 }
 
 #[test]
@@ -38,9 +60,10 @@ fn dropped_connection_resumes_with_range() {
     let out = ok(f.run(&["install", "--booted", "A", "--json", &srv.url("v2.img")]));
     f.assert_partition_holds("B", "ROOT", &root);
     let reqs = srv.requests();
-    assert_eq!(reqs.len(), 2, "{reqs:?}");
-    assert_eq!(reqs[1].range.as_deref(), Some("bytes=1500000-"));
-    assert_eq!(reqs[1].status, 206);
+    // The probe, its continuation (dropped at 1.5 MB), the resume.
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert_eq!(reqs[2].range.as_deref(), Some("bytes=1500000-"));
+    assert_eq!(reqs[2].status, 206);
     let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -63,7 +86,7 @@ fn dropped_connection_resumes_zstd() {
     let srv = TestServer::start(&img, Mode::DropOnce(len / 2));
     ok(install_url(&f, &srv.url("v2.img")));
     f.assert_partition_holds("B", "ROOT", &root);
-    assert_eq!(srv.requests().len(), 2);
+    assert_eq!(srv.requests().len(), 3);
 }
 
 #[test]
@@ -80,7 +103,7 @@ fn stalled_body_resumes_after_the_stall_timeout() {
     let srv = TestServer::start(&img, Mode::StallOnce(2_000_000));
     ok(install_url(&f, &srv.url("v2.img")));
     f.assert_partition_holds("B", "ROOT", &root);
-    assert_eq!(srv.requests()[1].range.as_deref(), Some("bytes=2000000-"));
+    assert_eq!(srv.requests()[2].range.as_deref(), Some("bytes=2000000-"));
 }
 
 #[test]
@@ -224,7 +247,8 @@ fn fails_mid_body(mode: Mode, what: &[&str], written_at_least: usize) {
 fn repeated_drops_exhaust_the_retries() {
     fails_mid_body(
         Mode::DropEvery(500_000),
-        &["download failed at byte 2000000 after 3 retries"],
+        // The probe (64 KiB), then four responses of 500,000 bytes.
+        &["download failed at byte 2065536 after 3 retries"],
         1 << 20,
     );
 }
@@ -234,7 +258,7 @@ fn repeated_stalls_exhaust_the_retries() {
     fails_mid_body(
         Mode::StallEvery(600_000),
         &[
-            "download failed at byte 2400000 after 3 retries",
+            "download failed at byte 2465536 after 3 retries",
             "stalled (no data for 1s)",
         ],
         1 << 20,
@@ -275,8 +299,17 @@ fn https_with_the_configured_ca() {
     let srv = TestServer::start_tls(&img, Mode::DropOnce(50_000), &tls);
     ok(install_url(&f0, &srv.url("v2.img")));
     f0.assert_partition_holds("B", "ROOT", &root);
-    assert_eq!(srv.requests().len(), 2);
-    assert_eq!(srv.requests()[1].range.as_deref(), Some("bytes=50000-"));
+    // The drop inside the probe resumes the probe (to its end), then the
+    // continuation.
+    let asked: Vec<_> = srv.requests().into_iter().map(|q| q.range).collect();
+    assert_eq!(
+        asked,
+        [
+            Some("bytes=0-65535".to_string()),
+            Some("bytes=50000-65535".to_string()),
+            Some("bytes=65536-".to_string())
+        ]
+    );
 }
 
 /// Start `slotctl install URL` in the background (stdout/stderr piped).

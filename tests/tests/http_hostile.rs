@@ -139,8 +139,15 @@ fn trickled_body_ends_at_the_download_deadline() {
                 && err.contains("it took longer than [http] deadline_secs = 4"),
             "{err}"
         );
-        // A deadline is not retried: one request.
-        assert_eq!(srv.requests().len(), 1, "{:?}", srv.requests());
+        // A deadline is not retried: the probe and its continuation.
+        let asked: Vec<_> = srv.requests().into_iter().map(|q| q.range).collect();
+        assert_eq!(
+            asked,
+            [
+                Some("bytes=0-65535".to_string()),
+                Some("bytes=65536-".to_string())
+            ]
+        );
     });
 }
 
@@ -162,9 +169,10 @@ fn trickled_body_is_cut_by_the_throughput_floor_then_retries_end() {
                 && err.contains("below [http] min_bytes_per_sec = 100"),
             "{err}"
         );
+        // The probe, its continuation, the one retry.
         let reqs = srv.requests();
-        assert_eq!(reqs.len(), 2, "{reqs:?}");
-        let resumed_at: u64 = reqs[1]
+        assert_eq!(reqs.len(), 3, "{reqs:?}");
+        let resumed_at: u64 = reqs[2]
             .range
             .as_deref()
             .and_then(|r| r.strip_prefix("bytes="))
@@ -263,5 +271,17 @@ fn relative_redirects_are_followed() {
     ok(f.run(&["install", "--booted", "A", &srv.url("v2.img")]));
     f.assert_partition_holds("B", "ROOT", &f.path("v2.root"));
     let paths: Vec<String> = srv.requests().iter().map(|r| r.path.clone()).collect();
-    assert_eq!(paths, ["/v2.img", "/images/v2.img", "/real.img"]);
+    // The probe's chain, then the continuation's (each request follows
+    // the redirects anew).
+    assert_eq!(
+        paths,
+        [
+            "/v2.img",
+            "/images/v2.img",
+            "/real.img",
+            "/v2.img",
+            "/images/v2.img",
+            "/real.img"
+        ]
+    );
 }

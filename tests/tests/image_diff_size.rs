@@ -73,7 +73,7 @@ fn diff_size_counts_what_a_device_would_download() {
     // with the gaps the device downloads when it merges near frames
     let gaps = out["download_bytes_with_gaps"].as_u64().unwrap();
     assert!(gaps >= want && gaps <= new_len, "{gaps}");
-    assert_eq!(out["merge_gap"], 65536);
+    assert_eq!(out["merge_gap"], 512);
     let p = &out["payloads"][0];
     assert_eq!(p["refetched_groups"], 0);
     // changed blocks 3, 50, 51, 120 (when not zero in v2) and the 4 tail blocks

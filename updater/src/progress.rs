@@ -173,6 +173,42 @@ impl Progress {
         }
     }
 
+    /// What a delta install will download, said once every chunked
+    /// payload's plan is known and before the first frame is fetched.
+    /// JSON: `{"event":"plan","download_bytes":N,"received":A,
+    /// "image_bytes":M,"reused":{...}}`; otherwise one stderr line
+    /// `slotctl: downloading N of the M image (delta; R reused from the
+    /// booted slot)`.
+    pub fn plan(&self, p: &PlanEvent) {
+        let g = self.0.lock().unwrap();
+        let human = crate::install::counters::human;
+        match g.mode {
+            Mode::Json => emit_json(json!({
+                "event": "plan",
+                "download_bytes": p.download_bytes,
+                "received": p.received,
+                "image_bytes": p.image_bytes,
+                "reused": {
+                    "booted": p.reused_booted,
+                    "target": p.reused_target,
+                    "zero": p.reused_zero,
+                },
+            })),
+            Mode::Bar | Mode::Quiet => {
+                let line = format!(
+                    "slotctl: downloading {} of the {} image (delta; {} reused from the booted slot)",
+                    human(p.download_bytes),
+                    human(p.image_bytes),
+                    human(p.reused_booted)
+                );
+                match &g.bar {
+                    Some(b) => b.println(line),
+                    None => eprintln!("{line}"),
+                }
+            }
+        }
+    }
+
     /// A warning that does not stop the operation.
     pub fn warn(&self, msg: &str) {
         let g = self.0.lock().unwrap();
@@ -199,4 +235,20 @@ impl Progress {
             emit_json(v);
         }
     }
+}
+
+/// The figures of [`Progress::plan`].
+#[derive(Debug, Clone, Copy)]
+pub struct PlanEvent {
+    /// The whole download of the install ([`crate::install::delta::download_total`]):
+    /// what `received` counts plus the planned ranges and unchunked payloads.
+    pub download_bytes: u64,
+    /// Already received when the plan is known: the probe (the header) and
+    /// the table frames.
+    pub received: u64,
+    /// The image's length.
+    pub image_bytes: u64,
+    pub reused_booted: u64,
+    pub reused_target: u64,
+    pub reused_zero: u64,
 }

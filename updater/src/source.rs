@@ -5,11 +5,17 @@
 //! HTTP behaviour (docs: README "Installing from a URL"):
 //! - connect timeout and a stall timeout (no body byte for that long) from
 //!   the config's `[http]` table;
-//! - the first request sends `Range: bytes=0-`: a `206` with
-//!   `Content-Range: bytes 0-END/TOTAL` means the server honours ranges
+//! - the first request is a bounded probe, `Range: bytes=0-65535`
+//!   ([`PROBE_LEN`], enough for any header and signature block): a `206`
+//!   with `Content-Range: bytes 0-END/TOTAL` (END = 65535, or TOTAL-1 for
+//!   a smaller image) means the server honours ranges
 //!   ([`HttpReader::ranges_supported`]; TOTAL is the image's length), a
-//!   `200` that it does not (streamed as ever, no warning). Then, after the
-//!   header, [`Stream::into_ranges`] turns the stream into a
+//!   `200` that it does not (the whole image, streamed as ever, no
+//!   warning). A stream read past the probe's end continues with
+//!   `Range: bytes=65536-` on the same agent (not a failure: no retry
+//!   counted, no backoff, no warning). After the header,
+//!   [`Stream::into_ranges`] reads the rest of the probe (so its
+//!   connection is kept alive) and turns the stream into a
 //!   [`RangeSource`] ([`HttpRanges`], source/ranges.rs) over the same
 //!   agent, retry budget and deadline: `Range: bytes=A-B` per range,
 //!   only a `206` with exactly that `Content-Range` taken, the connection
@@ -51,7 +57,7 @@ use crate::config::Config;
 mod http;
 mod ranges;
 mod redirect;
-pub use http::{HttpReader, MAX_REDIRECTS};
+pub use http::{HttpReader, MAX_REDIRECTS, PROBE_LEN};
 pub use ranges::{HttpRanges, MemRanges, RangeSource};
 
 /// Tunables for an HTTP download.
@@ -113,8 +119,8 @@ impl Source {
 
 /// The stream of an opened source. After the header was read from it, an
 /// install asks for random access to the same image with
-/// [`Stream::into_ranges`]: only an HTTP server that honoured the first
-/// request's `Range: bytes=0-` gives it (the stream is then given up).
+/// [`Stream::into_ranges`]: only an HTTP server that honoured the probe's
+/// `Range: bytes=0-65535` gives it (the stream is then given up).
 pub trait Stream: Read + Send {
     fn into_ranges(self: Box<Self>) -> Option<Box<dyn RangeSource>> {
         None

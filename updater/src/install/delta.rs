@@ -270,27 +270,89 @@ pub struct DeltaJob<'a> {
     pub progress: &'a Progress,
 }
 
-/// Install every payload of `job.header` the delta way. Does not flush
-/// the unchunked payloads' writes (the caller flushes); chunked payloads
-/// are flushed and checked by their final pass.
+/// The whole download of a delta install, as `check` estimates it and the
+/// install's `plan` event reports it (docs/delta.md, "What is counted"):
+/// what the source has received when the plans are known (over HTTP the
+/// 64 KiB probe, which holds the header, and every chunked payload's table
+/// frame), plus every chunked payload's planned ranges (gaps included) and
+/// every unchunked payload whole.
+pub fn download_total(
+    received: u64,
+    header: &VerifiedHeader,
+    plans: &[Option<plan::PayloadPlan>],
+) -> u64 {
+    header
+        .payloads()
+        .iter()
+        .zip(plans)
+        .map(|(p, plan)| plan.as_ref().map_or(p.stored_size, |x| x.fetch_bytes()))
+        .fold(received, u64::saturating_add)
+}
+
+/// Install every payload of `job.header` the delta way: first every
+/// chunked payload's plan (table, zeros, booted-slot scan, target check),
+/// then the `plan` progress event (what the install will download), then
+/// the fetches and final passes. Does not flush the unchunked payloads'
+/// writes (the caller flushes); chunked payloads are flushed and checked by
+/// their final pass.
 pub fn install(
     dev: &mut dyn BlockDevice,
     src: &mut dyn RangeSource,
     job: &DeltaJob<'_>,
     counters: &mut Counters,
 ) -> Result<(), DeltaError> {
+    let mut tables = Vec::new();
+    let mut plans = Vec::new();
     for ((p, j), booted) in job.header.payloads().iter().zip(job.jobs).zip(job.booted) {
         if p.chunked.is_some() {
-            install_chunked(dev, src, p, j, *booted, job.progress, counters)?;
+            let (table, plan) = plan_chunked(dev, src, p, j, *booted, job.progress, counters)?;
+            tables.push(Some(table));
+            plans.push(Some(plan));
         } else {
-            stream_range(dev, src, p, j, job.progress)?;
-            counters.written += p.raw_size;
+            tables.push(None);
+            plans.push(None);
+        }
+    }
+    let received = src.received();
+    job.progress.plan(&crate::progress::PlanEvent {
+        download_bytes: download_total(received, job.header, &plans),
+        received,
+        image_bytes: src.len(),
+        reused_booted: counters.reused_booted,
+        reused_target: counters.reused_target,
+        reused_zero: counters.reused_zero,
+    });
+    let payloads = job.header.payloads().iter().zip(job.jobs);
+    for ((p, j), (table, plan)) in payloads.zip(tables.iter().zip(plans)) {
+        match (table, plan) {
+            (Some(table), Some(plan)) => {
+                let t = target(p, j, table);
+                fetch_chunked(dev, src, &t, &plan, job.progress, counters)?;
+            }
+            _ => {
+                stream_range(dev, src, p, j, job.progress)?;
+                counters.written += p.raw_size;
+            }
         }
     }
     Ok(())
 }
 
-fn install_chunked(
+fn target<'a>(p: &PayloadInfo, job: &Job, table: &'a ChunkTable) -> Target<'a> {
+    Target {
+        role: p.role.clone(),
+        table,
+        dest: job.dest_offset,
+        payload_offset: p.offset,
+        raw_size: p.raw_size,
+        sha256: p.sha256,
+    }
+}
+
+/// Steps 1-3 and the target check of step 4 for one chunked payload: its
+/// table, its zero blocks written, the booted slot's candidates written,
+/// the plan of what is left to fetch.
+fn plan_chunked(
     dev: &mut dyn BlockDevice,
     src: &mut dyn RangeSource,
     p: &PayloadInfo,
@@ -298,16 +360,9 @@ fn install_chunked(
     booted: Option<Region>,
     progress: &Progress,
     counters: &mut Counters,
-) -> Result<(), DeltaError> {
+) -> Result<(ChunkTable, plan::PayloadPlan), DeltaError> {
     let table = fetch_table(src, p)?;
-    let t = Target {
-        role: p.role.clone(),
-        table: &table,
-        dest: job.dest_offset,
-        payload_offset: p.offset,
-        raw_size: p.raw_size,
-        sha256: p.sha256,
-    };
+    let t = target(p, job, &table);
     let zeros = write_zeros(&t, dev)?;
     counters.written += zeros;
 
@@ -335,13 +390,24 @@ fn install_chunked(
     counters.reused_zero += plan.reused_zero;
     counters.reused_booted += plan.reused_booted;
     counters.reused_target += plan.reused_target;
+    Ok((table, plan))
+}
 
-    progress.phase("fetch", &p.role, plan.fetch_bytes());
-    let mut asm = fetch::Assemble::new(&t, counters);
-    asm.run(src, dev, &plan, |done| progress.update(done))?;
+/// The rest of step 4 and step 5 for one planned chunked payload.
+fn fetch_chunked(
+    dev: &mut dyn BlockDevice,
+    src: &mut dyn RangeSource,
+    t: &Target<'_>,
+    plan: &plan::PayloadPlan,
+    progress: &Progress,
+    counters: &mut Counters,
+) -> Result<(), DeltaError> {
+    progress.phase("fetch", &t.role, plan.fetch_bytes());
+    let mut asm = fetch::Assemble::new(t, counters);
+    asm.run(src, dev, plan, |done| progress.update(done))?;
     let bad = std::mem::take(&mut asm.bad);
     for k in bad {
-        fetch::refetch_group(&t, src, dev, k, counters)?;
+        fetch::refetch_group(t, src, dev, k, counters)?;
     }
     progress.finish_phase();
     progress.counters(counters, src.received());
@@ -349,21 +415,23 @@ fn install_chunked(
     // Step 5: flush, then the final pass; failed groups once more.
     for round in 0..2 {
         dev.flush().map_err(|e| t.read_err(0, e))?;
-        progress.phase("verify", &p.role, p.raw_size);
-        let res = final_pass::final_pass(&t, dev, |done| progress.update(done))?;
+        progress.phase("verify", &t.role, t.raw_size);
+        let res = final_pass::final_pass(t, dev, |done| progress.update(done))?;
         progress.finish_phase();
         if res.bad.is_empty() {
             if res.whole_ok {
                 return Ok(());
             }
-            return Err(DeltaError::Whole { role: t.role });
+            return Err(DeltaError::Whole {
+                role: t.role.clone(),
+            });
         }
         if round == 1 {
             let (off, _) = t.group_span(res.bad[0]);
             return Err(t.mismatch(off));
         }
         for k in res.bad {
-            fetch::refetch_group(&t, src, dev, k, counters)?;
+            fetch::refetch_group(t, src, dev, k, counters)?;
         }
     }
     unreachable!("the loop returns")

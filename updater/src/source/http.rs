@@ -23,6 +23,13 @@ pub(super) enum Failure {
 /// Redirects followed for one request before giving up.
 pub const MAX_REDIRECTS: usize = 10;
 
+/// Bytes the first request asks for (`Range: bytes=0-65535`): enough for
+/// any header and signature block (at most 48 KiB, docs/image-format.md),
+/// so the delta way reads its header from the probe and the server never
+/// sends more than that before the client decides (docs/delta.md, "The
+/// probe"). An image that streams continues with `Range: bytes=65536-`.
+pub const PROBE_LEN: u64 = 64 * 1024;
+
 /// What an answer's head said, for the reader that asked to judge.
 pub(super) struct Head {
     pub status: u16,
@@ -343,15 +350,18 @@ pub struct HttpReader {
     /// Bytes of the current (200-after-Range) body still to discard.
     skip: u64,
     total: Option<u64>,
-    /// The first answer was a 206 to `Range: bytes=0-` with a whole
-    /// `Content-Range: bytes 0-END/TOTAL`.
+    /// The first answer was a 206 to the probe (`Range: bytes=0-65535`)
+    /// with `Content-Range: bytes 0-END/TOTAL`.
     ranges: bool,
+    /// Where the current body ends (exclusive), when it is a 206: reading
+    /// to there is not the end of the image but of the range asked for.
+    body_end: Option<u64>,
 }
 
 impl HttpReader {
-    /// Connect (with retries) and read the response head. The request asks
-    /// for `Range: bytes=0-`: the answer says whether the server honours
-    /// ranges ([`HttpReader::ranges_supported`]).
+    /// Connect (with retries) and read the response head. The request is
+    /// the probe, `Range: bytes=0-65535` ([`PROBE_LEN`]): the answer says
+    /// whether the server honours ranges ([`HttpReader::ranges_supported`]).
     pub fn open(url: &str, opts: HttpOptions, warn: Warn) -> anyhow::Result<HttpReader> {
         let mut r = HttpReader {
             conn: Conn::new(url, opts, warn)?,
@@ -360,12 +370,13 @@ impl HttpReader {
             skip: 0,
             total: None,
             ranges: false,
+            body_end: None,
         };
         r.connect().map_err(anyhow::Error::msg)?;
         Ok(r)
     }
 
-    /// Whether the server honoured the first request's `Range: bytes=0-`.
+    /// Whether the server honoured the probe's `Range: bytes=0-65535`.
     pub fn ranges_supported(&self) -> bool {
         self.ranges
     }
@@ -382,23 +393,47 @@ impl HttpReader {
 
     /// Random access to the same image over the same agent, options,
     /// retry budget and deadline; `None` when the server does not honour
-    /// Range. The stream's current body is dropped (its connection closed).
-    pub fn into_ranges(self) -> Option<HttpRanges> {
-        match (self.ranges, self.total) {
-            (true, Some(total)) => Some(HttpRanges::new(self.conn, total)),
-            _ => None,
+    /// Range. The rest of the current body (at most the probe's
+    /// [`PROBE_LEN`] bytes, already on their way) is read and counted, so
+    /// its connection is kept alive for the ranges and every byte the
+    /// server sent is in [`RangeSource::received`](super::RangeSource).
+    pub fn into_ranges(mut self) -> Option<HttpRanges> {
+        let total = match (self.ranges, self.total) {
+            (true, Some(total)) => total,
+            _ => return None,
+        };
+        if let (Some(end), Some(mut body)) = (self.body_end, self.body.take()) {
+            if end.saturating_sub(self.pos) <= PROBE_LEN {
+                let mut buf = [0u8; 16 * 1024];
+                let mut pos = self.pos;
+                // A failure here only loses the connection: the ranges
+                // open another.
+                while let Ok(n @ 1..) = self.conn.read(&mut body, &mut buf, pos, self.total, true) {
+                    pos += n as u64;
+                }
+            }
         }
+        Some(HttpRanges::new(self.conn, total))
     }
 
-    /// A request from `self.pos` on, with retries.
+    /// A request from `self.pos` on, with retries: the probe while `pos`
+    /// is inside it, else the rest of the image.
     fn connect(&mut self) -> Result<(), String> {
         let pos = self.pos;
         let url = self.conn.url.clone();
         let (total, skip, ranges) = (&mut self.total, &mut self.skip, &mut self.ranges);
+        let body_end = &mut self.body_end;
         let warn_ignored = pos > 0;
         let mut ignored = false;
-        let body = self.conn.open(&format!("bytes={pos}-"), pos, *total, |h| {
-            judge_stream(h, &url, pos, total, skip, ranges, &mut ignored)
+        // Inside the probe (a resume of it included) unless the server
+        // already sent the whole image (a 200: no ranges, total known).
+        let range = if pos < PROBE_LEN && (*ranges || total.is_none()) {
+            format!("bytes={pos}-{}", PROBE_LEN - 1)
+        } else {
+            format!("bytes={pos}-")
+        };
+        let body = self.conn.open(&range, pos, *total, |h| {
+            judge_stream(h, &url, pos, total, skip, ranges, &mut ignored, body_end)
         })?;
         if ignored && warn_ignored {
             (self.conn.warn)(&format!(
@@ -436,9 +471,11 @@ impl HttpReader {
     }
 }
 
-/// Judge the stream's answer to `Range: bytes=pos-`: a 200 is the whole
-/// body (`skip` the first `pos` bytes); a 206 must start at `pos`; the
-/// first 206 with `bytes 0-END/TOTAL` means ranges work.
+/// Judge the stream's answer to `Range: bytes=pos-` (or the probe's
+/// `bytes=0-65535`): a 200 is the whole body (`skip` the first `pos`
+/// bytes); a 206 must start at `pos` and ends at `body_end`; the first 206
+/// with `bytes 0-END/TOTAL` (END < TOTAL) means ranges work.
+#[allow(clippy::too_many_arguments)]
 fn judge_stream(
     h: &Head,
     url: &str,
@@ -447,6 +484,7 @@ fn judge_stream(
     skip: &mut u64,
     ranges: &mut bool,
     ignored: &mut bool,
+    body_end: &mut Option<u64>,
 ) -> Result<(), Failure> {
     let changed = |t: u64, l: u64| {
         Failure::Fatal(format!(
@@ -454,8 +492,9 @@ fn judge_stream(
         ))
     };
     let cr = h.content_range.as_deref().and_then(parse_content_range);
+    *body_end = None;
     if h.status == 200 || (pos == 0 && h.content_range.is_none()) {
-        // The whole body (a 206 to bytes=0- without a Content-Range is
+        // The whole body (a 206 to the probe without a Content-Range is
         // read as one).
         if let (Some(t), Some(l)) = (*total, h.content_length) {
             if t != l {
@@ -490,11 +529,13 @@ fn judge_stream(
         }
     }
     if pos == 0 {
-        *ranges = len == Some(end.saturating_add(1));
+        *ranges = len.is_some_and(|l| end < l);
+        // Not the Content-Length: that is the probe's, not the image's.
         if total.is_none() {
-            *total = len.or(h.content_length);
+            *total = len;
         }
     }
+    *body_end = Some(end.saturating_add(1));
     *skip = 0;
     Ok(())
 }
@@ -525,6 +566,17 @@ impl Read for HttpReader {
                 self.connect().map_err(io::Error::other)?;
             }
             let why = match self.read_body(buf) {
+                // The end of a range (the probe's), not of the image: the
+                // rest is asked for at once, on the same agent (the body
+                // was read to its end, so its connection is reused). Not a
+                // failure: no retry counted, no backoff, no warning.
+                Ok(0)
+                    if self.body_end == Some(self.pos)
+                        && self.total.is_none_or(|t| self.pos < t) =>
+                {
+                    self.body = None;
+                    continue;
+                }
                 Ok(0) => match self.total {
                     Some(t) if self.pos < t => {
                         format!("connection closed at byte {} of {t}", self.pos)

@@ -73,6 +73,17 @@ fn plain_download() {
     let (r, w) = fetch(&srv.url("img"), opts());
     assert_eq!(r.unwrap(), data);
     assert!(w.is_empty(), "{w:?}");
+    // The probe, then the rest: one connection, every byte sent once.
+    let asked: Vec<_> = srv.requests().into_iter().map(|q| q.range).collect();
+    assert_eq!(
+        asked,
+        [
+            Some(format!("bytes=0-{}", PROBE_LEN - 1)),
+            Some(format!("bytes={PROBE_LEN}-"))
+        ]
+    );
+    assert_eq!(srv.connections(), 1);
+    assert_eq!(srv.body_bytes_sent(), data.len() as u64);
 }
 
 #[test]
@@ -81,10 +92,11 @@ fn resumes_after_drop_with_range() {
     let srv = TestServer::start(&p, Mode::DropOnce(1_000_000));
     let (r, w) = fetch(&srv.url("img"), opts());
     assert_eq!(r.unwrap(), data);
+    // The probe, its continuation (dropped), the resume.
     let reqs = srv.requests();
-    assert_eq!(reqs.len(), 2, "{reqs:?}");
-    assert_eq!(reqs[1].range.as_deref(), Some("bytes=1000000-"));
-    assert_eq!(reqs[1].status, 206);
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert_eq!(reqs[2].range.as_deref(), Some("bytes=1000000-"));
+    assert_eq!(reqs[2].status, 206);
     assert!(w[0].contains("retrying from byte 1000000"), "{w:?}");
 }
 
@@ -94,7 +106,7 @@ fn resumes_after_stall() {
     let srv = TestServer::start(&p, Mode::StallOnce(500_000));
     let (r, _) = fetch(&srv.url("img"), opts());
     assert_eq!(r.unwrap(), data);
-    assert_eq!(srv.requests()[1].range.as_deref(), Some("bytes=500000-"));
+    assert_eq!(srv.requests()[2].range.as_deref(), Some("bytes=500000-"));
 }
 
 #[test]
@@ -116,10 +128,11 @@ fn retries_are_bounded() {
     let (r, _) = fetch(&srv.url("img"), opts());
     let e = format!("{:#}", r.unwrap_err());
     assert!(
-        e.contains("download failed at byte 400000 after 3 retries"),
+        e.contains("download failed at byte 465536 after 3 retries"),
         "{e}"
     );
-    assert_eq!(srv.requests().len(), 4);
+    // The probe (64 KiB), then four responses of 100,000 bytes.
+    assert_eq!(srv.requests().len(), 5);
 }
 
 #[test]

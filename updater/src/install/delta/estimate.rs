@@ -11,8 +11,11 @@ use crate::source::RangeSource;
 
 /// `check`'s estimate: the bytes an install of `header` from `src` would
 /// download now, with `booted`'s partitions scanned and the target's
-/// leftover checked as the install would (reading only): the header and
-/// signature block, each chunked payload's table frame and planned
+/// leftover checked as the install would (reading only), by the same
+/// definition as the install's `plan` event ([`super::download_total`]):
+/// what `src` has received once the tables are read (over HTTP the probe,
+/// `min(64 KiB, image)`, which holds the header and signature block, and
+/// each chunked payload's table frame), each chunked payload's planned
 /// ranges, each unchunked payload whole.
 pub fn estimate(
     dev: &mut dyn BlockDevice,
@@ -21,12 +24,12 @@ pub fn estimate(
     jobs: &[Job],
     booted: &[Option<Region>],
 ) -> Result<u64, DeltaError> {
-    let mut total = header.record_bytes().len() as u64;
+    let mut plans = Vec::new();
     for ((p, j), r) in header.payloads().iter().zip(jobs).zip(booted) {
-        let Some(info) = p.chunked.as_ref() else {
-            total += p.stored_size;
+        if p.chunked.is_none() {
+            plans.push(None);
             continue;
-        };
+        }
         let table = fetch_table(src, p)?;
         let plan: PayloadPlan = plan::plan_payload(
             dev,
@@ -42,9 +45,9 @@ pub fn estimate(
             offset: j.dest_offset,
             err: e,
         })?;
-        total += info.table_stored_len + plan.fetch_bytes();
+        plans.push(Some(plan));
     }
-    Ok(total)
+    Ok(super::download_total(src.received(), header, &plans))
 }
 
 /// `check`'s `download_bytes` for the image at `spec`, to be installed
