@@ -124,6 +124,14 @@ impl Fix {
         Fix::with_config_extra("")
     }
 
+    /// Replace the fixture's disk by a fresh one (512-byte sectors) whose
+    /// ROOT partitions hold `root` bytes, for payloads larger than
+    /// [`ROOT_SIZE`].
+    pub fn replace_disk(&self, root: u64) {
+        std::fs::remove_file(&self.disk).unwrap();
+        init_disk_with_root(&self.disk, 512, root);
+    }
+
     /// A fixture whose config gets `extra` appended (TOML).
     pub fn with_config_extra(extra: &str) -> Fix {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -490,6 +498,11 @@ pub fn assert_refused(out: &Output, code: i32, what: &str) {
 
 /// `slotctl disk init` of the fixtures' layout (BOOT and ROOT per slot).
 fn init_disk(disk: &Path, sector_size: u32) {
+    init_disk_with_root(disk, sector_size, ROOT_SIZE);
+}
+
+/// The fixtures' layout with `root` bytes for each ROOT partition.
+fn init_disk_with_root(disk: &Path, sector_size: u32, root: u64) {
     ok(run_slotctl([
         "disk".as_ref(),
         "init".as_ref(),
@@ -499,6 +512,6 @@ fn init_disk(disk: &Path, sector_size: u32) {
         "--role".as_ref(),
         format!("BOOT={BOOT_SIZE}").as_ref(),
         "--role".as_ref(),
-        format!("ROOT={ROOT_SIZE}").as_ref(),
+        format!("ROOT={root}").as_ref(),
     ]));
 }

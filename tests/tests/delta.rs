@@ -74,16 +74,7 @@ struct Delta {
 /// way), booted; v2 packed chunked. The disk has a 12 MiB ROOT per slot.
 fn setup() -> Delta {
     let f = Fix::new();
-    std::fs::remove_file(&f.disk).unwrap();
-    ok(run_slotctl([
-        "disk".as_ref(),
-        "init".as_ref(),
-        f.disk.as_os_str(),
-        "--role".as_ref(),
-        format!("BOOT={BOOT_SIZE}").as_ref(),
-        "--role".as_ref(),
-        format!("ROOT={ROOT_PART}").as_ref(),
-    ]));
+    f.replace_disk(ROOT_PART);
     let (v1, v2) = versions();
     let v1_root = f.path("v1.root");
     let v2_root = f.path("v2.root");

@@ -12,8 +12,8 @@ use std::io::Write;
 
 use serde_json::Value;
 use slotctl_tests::http::{Mode, TestServer};
-use slotctl_tests::installfix::{ok, Fix, BOOT_SIZE};
-use slotctl_tests::{run_slotctl, run_slotctl_peak_rss};
+use slotctl_tests::installfix::{ok, Fix};
+use slotctl_tests::run_slotctl_peak_rss;
 
 const LIMIT_KIB: u64 = 32 * 1024;
 const SIZE: usize = 1 << 30;
@@ -41,16 +41,7 @@ fn write_payload(path: &std::path::Path, changed_every: usize) {
 #[test]
 fn delta_install_of_1_gib_under_32_mib_rss() {
     let f = Fix::new();
-    std::fs::remove_file(&f.disk).unwrap();
-    ok(run_slotctl([
-        "disk".as_ref(),
-        "init".as_ref(),
-        f.disk.as_os_str(),
-        "--role".as_ref(),
-        format!("BOOT={BOOT_SIZE}").as_ref(),
-        "--role".as_ref(),
-        format!("ROOT={}", SIZE + (16 << 20)).as_ref(),
-    ]));
+    f.replace_disk(SIZE as u64 + (16 << 20));
     let v1_root = f.path("v1.root");
     let v2_root = f.path("v2.root");
     write_payload(&v1_root, 0);

@@ -14,8 +14,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use slotctl_tests::installfix::{ok, Fix, BOOT_SIZE};
-use slotctl_tests::{run_slotctl, run_slotctl_peak_rss};
+use slotctl_tests::installfix::{ok, Fix};
+use slotctl_tests::run_slotctl_peak_rss;
 
 /// The bound README.md states for an install (peak RSS).
 const LIMIT_KIB: u64 = 32 * 1024;
@@ -63,16 +63,7 @@ fn assert_disk_holds(disk: &Path, offset: u64, payload: &Path) {
 fn install_512_mib(compression: &str) {
     let f = Fix::new();
     // The fixture's disk has a 4 MiB ROOT: replace it by one that fits.
-    std::fs::remove_file(&f.disk).unwrap();
-    ok(run_slotctl([
-        "disk".as_ref(),
-        "init".as_ref(),
-        f.disk.as_os_str(),
-        "--role".as_ref(),
-        format!("BOOT={BOOT_SIZE}").as_ref(),
-        "--role".as_ref(),
-        format!("ROOT={}", SIZE + (16 << 20)).as_ref(),
-    ]));
+    f.replace_disk(SIZE + (16 << 20));
     let tiny = f.payload("tiny", 4096, 7);
     let v1 = f.pack(
         "v1.img",
