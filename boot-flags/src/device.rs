@@ -11,6 +11,8 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use crate::direct::{self, Direct, Split, DIRECT_MIN};
+
 /// Byte-addressed access to a disk, with a durability barrier.
 ///
 /// Implementations must make [`flush`](BlockDevice::flush) a real barrier:
@@ -72,6 +74,9 @@ pub struct FileDevice {
     path: PathBuf,
     /// `Some(rdev)` for a block device node.
     rdev: Option<u64>,
+    writable: bool,
+    /// The `O_DIRECT` descriptor for large aligned transfers (direct.rs).
+    direct: Direct,
 }
 
 impl FileDevice {
@@ -97,6 +102,8 @@ impl FileDevice {
             file,
             path: path.to_path_buf(),
             rdev,
+            writable,
+            direct: Direct::Untried,
         })
     }
 
@@ -113,6 +120,26 @@ impl FileDevice {
     /// The device number (`st_rdev`) of a block device node.
     pub fn rdev(&self) -> Option<u64> {
         self.rdev
+    }
+
+    /// Never use direct I/O on this device (everything through the page
+    /// cache, as before direct I/O existed).
+    pub fn without_direct_io(mut self) -> FileDevice {
+        self.direct = Direct::Off;
+        self
+    }
+
+    /// How a transfer of `len` bytes at `off` from `addr` splits, and the
+    /// direct descriptor, if any part of it goes direct.
+    fn direct_split(&mut self, off: u64, addr: usize, len: usize) -> Option<Split> {
+        if len < DIRECT_MIN {
+            return None;
+        }
+        let rdev = self.rdev;
+        let (_, align) = self.direct.get(&self.path, self.writable, || {
+            rdev.and_then(|r| sysfs_logical_block_size(r).ok())
+        })?;
+        direct::split(off, addr, len, align)
     }
 }
 
@@ -152,10 +179,42 @@ impl BlockDevice for FileDevice {
     }
 
     fn read_exact_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        if let Some(Split { head, mid }) = self.direct_split(off, buf.as_ptr() as usize, buf.len())
+        {
+            if let Direct::Open { file, .. } = &self.direct {
+                let at = off + head as u64;
+                match direct::read(file, at, &mut buf[head..head + mid]) {
+                    Ok(()) => {
+                        FileExt::read_exact_at(&self.file, &mut buf[..head], off)?;
+                        let end = head + mid;
+                        return FileExt::read_exact_at(
+                            &self.file,
+                            &mut buf[end..],
+                            at + mid as u64,
+                        );
+                    }
+                    Err(e) => self.direct.refused(e)?,
+                }
+            }
+        }
         FileExt::read_exact_at(&self.file, buf, off)
     }
 
     fn write_all_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
+        if let Some(Split { head, mid }) = self.direct_split(off, buf.as_ptr() as usize, buf.len())
+        {
+            if let Direct::Open { file, .. } = &self.direct {
+                let at = off + head as u64;
+                match direct::write(file, at, &buf[head..head + mid]) {
+                    Ok(()) => {
+                        FileExt::write_all_at(&self.file, &buf[..head], off)?;
+                        let end = head + mid;
+                        return FileExt::write_all_at(&self.file, &buf[end..], at + mid as u64);
+                    }
+                    Err(e) => self.direct.refused(e)?,
+                }
+            }
+        }
         FileExt::write_all_at(&self.file, buf, off)
     }
 

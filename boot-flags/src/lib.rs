@@ -66,6 +66,7 @@
 extern crate self as boot_flags;
 
 mod device;
+mod direct;
 mod disk;
 mod error;
 mod flags;
@@ -75,6 +76,7 @@ mod slot;
 pub mod state;
 
 pub use device::{BlockDevice, FileDevice, MemDevice};
+pub use direct::{AlignedBuf, DIRECT_ALIGN, DIRECT_MIN};
 pub use disk::{BootReport, Disk};
 pub use error::{Error, Result};
 pub use flags::{Flags, Nibble, FLAGS_MASK, PRIORITY_SHIFT, SUCCESSFUL_SHIFT, TRIES_SHIFT};
