@@ -1,44 +1,57 @@
-//! The streaming pipeline: source bytes -> (decompress + SHA-256) -> disk.
+//! The streaming pipeline: source bytes -> decompress -> SHA-256 -> disk.
 //!
-//! Three stages overlap, joined by bounded channels so memory stays bounded
+//! Four stages overlap, joined by bounded channels so memory stays bounded
 //! whatever the image size:
 //!
-//! 1. a reader thread pulls each payload's stored bytes from the source in
-//!    `CHUNK`-sized buffers;
-//! 2. a decode thread decompresses (zstd) or passes through, hashes the raw
-//!    bytes, checks the raw size, and fills `CHUNK`-sized output buffers;
-//! 3. the calling thread writes them with `write_all_at` at the partition's
+//! 1. a reader thread pulls each payload's stored bytes from the source;
+//! 2. a decode thread decompresses (zstd, or a chunked payload's frames) or
+//!    passes through, checks the raw size, and fills `CHUNK`-sized output
+//!    buffers;
+//! 3. a hash thread computes the raw bytes' SHA-256 and checks it at each
+//!    payload's end (decompression and hashing on two cores: the slower of
+//!    the two, not their sum, bounds the install);
+//! 4. the calling thread writes them with `write_all_at` at the partition's
 //!    byte offset on the whole disk (the device is not `Send`, so it stays
 //!    on the caller's thread).
 //!
-//! Buffers travel back through return channels and are reused, so after the
-//! first few chunks nothing is allocated. A hash or size mismatch, a source
-//! error or a write error stops all three stages and is returned; nothing
-//! here activates anything, the caller does that only on `Ok`.
+//! Every buffer is an [`AlignedBuf`] of `CHUNK` bytes, so that a
+//! [`boot_flags::FileDevice`] writes it with direct I/O (boot-flags'
+//! direct.rs): the disk is busy from the first megabyte on, instead of the
+//! page cache filling up and one `fsync` at the end writing it all. Buffers
+//! travel back through return channels and are reused, so after the first
+//! few chunks nothing is allocated. A hash or size mismatch, a source error
+//! or a write error stops all stages and is returned; nothing here
+//! activates anything, the caller does that only on `Ok`.
 //!
-//! [`readback`] re-reads what was written, bypassing the page cache
-//! (`drop_cache` first), and re-hashes it: reading on the caller's thread,
-//! hashing on another.
+//! [`readback`] re-reads what was written, bypassing the page cache (direct
+//! reads of aligned buffers; `drop_cache` first for what goes through the
+//! cache), and re-hashes it: reading on the caller's thread, hashing on
+//! another.
 
 use std::io::{self, Read};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::sync_channel;
 
+use boot_flags::AlignedBuf;
 use sha2::{Digest, Sha256};
 
 use super::dev::BlockDevice;
 use crate::progress::Progress;
 
-/// Size of one pipeline buffer.
+mod stages;
+use stages::{decode_stage, hash_stage, reader_stage, take, Msg};
+
+/// Size of one raw-bytes buffer: one write, one read of the read-back.
 pub const CHUNK: usize = 1 << 20;
-/// Buffers in flight per channel.
-const DEPTH: usize = 4;
-/// Read size and depth of the read-back (see [`hash_region`]).
-const READBACK_CHUNK: usize = 4 << 20;
+/// Size of one stored-bytes buffer of a compressed payload.
+const IN_CHUNK: usize = 256 << 10;
+/// Buffers queued per channel.
+const DEPTH: usize = 1;
+/// Read-back: buffers queued for the hash thread.
 const READBACK_DEPTH: usize = 2;
 /// Room of a return channel: more than can ever be in flight, so a spent
 /// buffer is always kept for reuse (no allocation churn, no page faults)
 /// while the number of buffers stays bounded by the channels' depth.
-const POOL: usize = 2 * DEPTH + 4;
+const POOL: usize = 3 * DEPTH + 4;
 pub use image_format::Compression;
 
 /// One payload to write.
@@ -164,255 +177,6 @@ impl PipelineError {
     }
 }
 
-/// Messages from the decode stage to the writer.
-enum Out {
-    Data(Vec<u8>),
-    /// End of one payload, hash checked.
-    Done,
-}
-
-/// Messages from the reader stage to the decoder.
-enum In {
-    Data(Vec<u8>),
-    End,
-}
-
-/// A `Read` over the chunks of one payload arriving on a channel; hands
-/// spent buffers back to the reader.
-struct ChannelReader<'a> {
-    rx: &'a Receiver<In>,
-    back: &'a SyncSender<Vec<u8>>,
-    cur: Vec<u8>,
-    pos: usize,
-    ended: bool,
-}
-
-impl Read for ChannelReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            if self.pos < self.cur.len() {
-                let n = buf.len().min(self.cur.len() - self.pos);
-                buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-                self.pos += n;
-                return Ok(n);
-            }
-            if self.ended {
-                return Ok(0);
-            }
-            let spent = std::mem::take(&mut self.cur);
-            if spent.capacity() > 0 {
-                let _ = self.back.try_send(spent);
-            }
-            self.pos = 0;
-            match self.rx.recv() {
-                Ok(In::Data(v)) => self.cur = v,
-                Ok(In::End) => self.ended = true,
-                // The reader stopped: it reports its own error.
-                Err(_) => return Err(io::Error::other("source stage stopped")),
-            }
-        }
-    }
-}
-
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
-}
-
-/// Stage 1: stored bytes of each payload, in order.
-fn reader_stage(
-    src: &mut (dyn Read + Send),
-    jobs: &[Job],
-    tx: SyncSender<In>,
-    pool: Receiver<Vec<u8>>,
-) -> Result<(), PipelineError> {
-    let mut scratch = Vec::new();
-    for job in jobs {
-        let source_err = |err| PipelineError::Source {
-            role: job.role.clone(),
-            err,
-        };
-        if job.skip_before > 0 {
-            scratch.resize(CHUNK.min(job.skip_before as usize), 0);
-            let mut left = job.skip_before;
-            while left > 0 {
-                let n = (scratch.len() as u64).min(left) as usize;
-                let got = read_full(src, &mut scratch[..n]).map_err(source_err)?;
-                if got < n {
-                    return Err(PipelineError::Truncated {
-                        role: job.role.clone(),
-                        missing: left - got as u64 + job.stored_size,
-                    });
-                }
-                left -= n as u64;
-            }
-        }
-        let mut left = job.stored_size;
-        while left > 0 {
-            let mut buf = pool.try_recv().unwrap_or_default();
-            let n = (CHUNK as u64).min(left) as usize;
-            buf.resize(n, 0);
-            let got = read_full(src, &mut buf).map_err(source_err)?;
-            if got < n {
-                return Err(PipelineError::Truncated {
-                    role: job.role.clone(),
-                    missing: left - got as u64,
-                });
-            }
-            left -= n as u64;
-            if tx.send(In::Data(buf)).is_err() {
-                return Ok(()); // downstream stopped and reports why
-            }
-        }
-        if tx.send(In::End).is_err() {
-            return Ok(());
-        }
-    }
-    Ok(())
-}
-
-/// Stage 2 for an uncompressed payload: hash the source buffers and hand
-/// the same buffers to the writer (no copy); the writer returns them to the
-/// reader's pool.
-fn pass_through(job: &Job, rx: &Receiver<In>, tx: &SyncSender<Out>) -> Result<(), PipelineError> {
-    let mut hasher = Sha256::new();
-    let mut total: u64 = 0;
-    loop {
-        match rx.recv() {
-            Ok(In::Data(buf)) => {
-                total += buf.len() as u64;
-                if total > job.raw_size {
-                    return Err(PipelineError::TooLong {
-                        role: job.role.clone(),
-                        raw_size: job.raw_size,
-                    });
-                }
-                hasher.update(&buf);
-                if tx.send(Out::Data(buf)).is_err() {
-                    return Ok(());
-                }
-            }
-            Ok(In::End) => break,
-            // The reader stopped: it reports its own error.
-            Err(_) => {
-                return Err(PipelineError::Source {
-                    role: job.role.clone(),
-                    err: io::Error::other("source stage stopped"),
-                })
-            }
-        }
-    }
-    check_end(job, total, hasher)?;
-    let _ = tx.send(Out::Done);
-    Ok(())
-}
-
-/// The end of a payload's stream: every raw byte arrived and they hash to
-/// the signed SHA-256 (too many bytes are refused as they arrive).
-fn check_end(job: &Job, total: u64, hasher: Sha256) -> Result<(), PipelineError> {
-    if total < job.raw_size {
-        return Err(PipelineError::TooShort {
-            role: job.role.clone(),
-            raw_size: job.raw_size,
-            got: total,
-        });
-    }
-    if hasher.finalize().as_slice() != job.sha256 {
-        return Err(PipelineError::HashMismatch {
-            role: job.role.clone(),
-            phase: "while writing",
-        });
-    }
-    Ok(())
-}
-
-/// Stage 2: decompress, hash, check sizes.
-fn decode_stage(
-    jobs: &[Job],
-    rx: Receiver<In>,
-    back: SyncSender<Vec<u8>>,
-    tx: SyncSender<Out>,
-    pool: Receiver<Vec<u8>>,
-) -> Result<(), PipelineError> {
-    for job in jobs {
-        if job.compression == Compression::None {
-            pass_through(job, &rx, &tx)?;
-            continue;
-        }
-        let mut input = ChannelReader {
-            rx: &rx,
-            back: &back,
-            cur: Vec::new(),
-            pos: 0,
-            ended: false,
-        };
-        // image-format's decoder: zstd with the window bounded
-        // (image_format::ZSTD_WINDOW_LOG_MAX), so memory stays bounded; a
-        // chunked payload's table and frames, each group checked against
-        // the table before its bytes are handed on.
-        let dec = match &job.chunked {
-            Some(info) => image_format::payload_decompressor(info, &mut input),
-            None => image_format::decompressor(job.compression, &mut input),
-        };
-        let mut dec = dec.map_err(|e| PipelineError::Decode {
-            role: job.role.clone(),
-            err: e.into(),
-        })?;
-        let mut hasher = Sha256::new();
-        let mut total: u64 = 0;
-        loop {
-            let mut buf = pool.try_recv().unwrap_or_default();
-            buf.resize(CHUNK, 0);
-            let got = read_full(&mut dec, &mut buf).map_err(|err| PipelineError::Decode {
-                role: job.role.clone(),
-                err,
-            })?;
-            if got == 0 {
-                break;
-            }
-            buf.truncate(got);
-            total += got as u64;
-            if total > job.raw_size {
-                return Err(PipelineError::TooLong {
-                    role: job.role.clone(),
-                    raw_size: job.raw_size,
-                });
-            }
-            hasher.update(&buf);
-            if tx.send(Out::Data(buf)).is_err() {
-                return Ok(());
-            }
-        }
-        drop(dec);
-        // The decoder may stop at the end of the zstd frame; the stored
-        // bytes after it must be consumed (and there must be none).
-        let mut rest = [0u8; 1];
-        if read_full(&mut input, &mut rest).map_err(|err| PipelineError::Source {
-            role: job.role.clone(),
-            err,
-        })? != 0
-        {
-            return Err(PipelineError::Decode {
-                role: job.role.clone(),
-                err: io::Error::other("trailing bytes after the compressed stream"),
-            });
-        }
-        check_end(job, total, hasher)?;
-        if tx.send(Out::Done).is_err() {
-            return Ok(());
-        }
-    }
-    Ok(())
-}
-
 /// Stream every job's payload from `src` onto `dev`. Does not flush.
 pub fn write_payloads(
     src: &mut (dyn Read + Send),
@@ -420,15 +184,17 @@ pub fn write_payloads(
     dev: &mut dyn BlockDevice,
     progress: &Progress,
 ) -> Result<(), PipelineError> {
-    let (in_tx, in_rx) = sync_channel::<In>(DEPTH);
-    let (in_back_tx, in_back_rx) = sync_channel::<Vec<u8>>(POOL);
-    let (out_tx, out_rx) = sync_channel::<Out>(DEPTH);
-    let (out_back_tx, out_back_rx) = sync_channel::<Vec<u8>>(POOL);
+    let (in_tx, in_rx) = sync_channel::<Msg>(DEPTH);
+    let (in_back_tx, in_back_rx) = sync_channel::<AlignedBuf>(POOL);
+    let (dec_tx, dec_rx) = sync_channel::<Msg>(DEPTH);
+    let (out_tx, out_rx) = sync_channel::<Msg>(DEPTH);
+    let (out_back_tx, out_back_rx) = sync_channel::<AlignedBuf>(POOL);
 
     std::thread::scope(|s| {
         let reader = s.spawn(move || reader_stage(src, jobs, in_tx, in_back_rx));
         let reader_pool = in_back_tx.clone();
-        let decoder = s.spawn(move || decode_stage(jobs, in_rx, in_back_tx, out_tx, out_back_rx));
+        let decoder = s.spawn(move || decode_stage(jobs, in_rx, in_back_tx, dec_tx, out_back_rx));
+        let hasher = s.spawn(move || hash_stage(jobs, dec_rx, out_tx));
 
         let mut write_result = Ok(());
         'jobs: for job in jobs {
@@ -436,7 +202,7 @@ pub fn write_payloads(
             let mut off = job.dest_offset;
             loop {
                 match out_rx.recv() {
-                    Ok(Out::Data(buf)) => {
+                    Ok(Msg::Data(buf)) => {
                         if let Err(err) = dev.write_all_at(off, &buf) {
                             write_result = Err(PipelineError::Write {
                                 role: job.role.clone(),
@@ -456,8 +222,8 @@ pub fn write_payloads(
                         };
                         let _ = pool.try_send(buf);
                     }
-                    Ok(Out::Done) => break,
-                    // The decoder stopped early: it has the error.
+                    Ok(Msg::End) => break,
+                    // An upstream stage stopped early: it has the error.
                     Err(_) => break 'jobs,
                 }
             }
@@ -465,10 +231,14 @@ pub fn write_payloads(
         }
         // Unblock the upstream stages if we stopped early.
         drop(out_rx);
+        let hash_result = hasher.join().expect("hash thread panicked");
         let dec_result = decoder.join().expect("decode thread panicked");
         let read_result = reader.join().expect("reader thread panicked");
         // Report the root cause: the earliest stage that failed on its own.
-        read_result.and(dec_result).and(write_result)
+        read_result
+            .and(dec_result)
+            .and(hash_result)
+            .and(write_result)
     })
 }
 
@@ -508,25 +278,24 @@ pub fn readback(
     Ok(())
 }
 
-/// SHA-256 of `len` bytes of `dev` from `off`: reading here, hashing on
-/// another thread. On error, the offset that failed.
+/// SHA-256 of `len` bytes of `dev` from `off`: reading here (aligned
+/// buffers, so a `FileDevice` reads them directly from the disk), hashing
+/// on another thread. On error, the offset that failed.
 pub fn hash_region(
     dev: &mut dyn BlockDevice,
     off: u64,
     len: u64,
     mut on_progress: impl FnMut(u64),
 ) -> Result<[u8; 32], (u64, io::Error)> {
-    // Reads are synchronous here (the device has no read-ahead hint), so
-    // they are larger than the write pipeline's: a few big requests keep the
-    // disk busy while the other thread hashes. At most READBACK_DEPTH + 2
-    // buffers exist.
-    let (tx, rx) = sync_channel::<Vec<u8>>(READBACK_DEPTH);
-    let (back_tx, back_rx) = sync_channel::<Vec<u8>>(READBACK_DEPTH + 4);
+    // Reads are synchronous: while one is on the disk, the other thread
+    // hashes the one before. At most READBACK_DEPTH + 2 buffers exist.
+    let (tx, rx) = sync_channel::<AlignedBuf>(READBACK_DEPTH);
+    let (back_tx, back_rx) = sync_channel::<AlignedBuf>(READBACK_DEPTH + 4);
     std::thread::scope(|s| {
         let hasher = s.spawn(move || {
             let mut h = Sha256::new();
             for buf in rx {
-                h.update(&buf);
+                h.update(&buf[..]);
                 let _ = back_tx.try_send(buf);
             }
             let out: [u8; 32] = h.finalize().into();
@@ -535,9 +304,9 @@ pub fn hash_region(
         let mut pos = 0u64;
         let mut result = Ok(());
         while pos < len {
-            let n = (READBACK_CHUNK as u64).min(len - pos) as usize;
-            let mut buf = back_rx.try_recv().unwrap_or_default();
-            buf.resize(n, 0);
+            let n = (CHUNK as u64).min(len - pos) as usize;
+            let mut buf = take(&back_rx);
+            buf.set_len(n);
             if let Err(e) = dev.read_exact_at(off + pos, &mut buf) {
                 result = Err((off + pos, e));
                 break;

@@ -1,0 +1,278 @@
+//! The pipeline's three upstream stages, each on its own thread: read the
+//! stored bytes, decompress them, hash them. The writer (the caller's
+//! thread) is in pipeline.rs.
+
+use std::io::{self, Read};
+use std::sync::mpsc::{Receiver, SyncSender};
+
+use boot_flags::AlignedBuf;
+use sha2::{Digest, Sha256};
+
+use super::{Compression, Job, PipelineError, CHUNK, IN_CHUNK};
+
+/// Messages between stages.
+pub(super) enum Msg {
+    Data(AlignedBuf),
+    /// End of one payload (from the hash stage: its hash checked).
+    End,
+}
+
+/// A buffer from a pool, or a new one when the pool is empty (only while
+/// the pipeline fills up: spent buffers come back).
+pub(super) fn take(pool: &Receiver<AlignedBuf>) -> AlignedBuf {
+    pool.try_recv().unwrap_or_else(|_| AlignedBuf::new(CHUNK))
+}
+
+/// A `Read` over the chunks of one payload arriving on a channel; hands
+/// spent buffers back to the reader.
+struct ChannelReader<'a> {
+    rx: &'a Receiver<Msg>,
+    back: &'a SyncSender<AlignedBuf>,
+    cur: Option<AlignedBuf>,
+    pos: usize,
+    ended: bool,
+}
+
+impl Read for ChannelReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(cur) = &self.cur {
+                if self.pos < cur.len() {
+                    let n = buf.len().min(cur.len() - self.pos);
+                    buf[..n].copy_from_slice(&cur[self.pos..self.pos + n]);
+                    self.pos += n;
+                    return Ok(n);
+                }
+            }
+            if self.ended {
+                return Ok(0);
+            }
+            if let Some(spent) = self.cur.take() {
+                let _ = self.back.try_send(spent);
+            }
+            self.pos = 0;
+            match self.rx.recv() {
+                Ok(Msg::Data(v)) => self.cur = Some(v),
+                Ok(Msg::End) => self.ended = true,
+                // The reader stopped: it reports its own error.
+                Err(_) => return Err(io::Error::other("source stage stopped")),
+            }
+        }
+    }
+}
+
+pub(super) fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Stage 1: stored bytes of each payload, in order. An uncompressed
+/// payload's buffers go on to the writer as they are (full `CHUNK`s, so
+/// that they are written directly); a compressed one's are `IN_CHUNK`s.
+pub(super) fn reader_stage(
+    src: &mut (dyn Read + Send),
+    jobs: &[Job],
+    tx: SyncSender<Msg>,
+    pool: Receiver<AlignedBuf>,
+) -> Result<(), PipelineError> {
+    let mut scratch = Vec::new();
+    for job in jobs {
+        let source_err = |err| PipelineError::Source {
+            role: job.role.clone(),
+            err,
+        };
+        if job.skip_before > 0 {
+            scratch.resize(IN_CHUNK.min(job.skip_before as usize), 0);
+            let mut left = job.skip_before;
+            while left > 0 {
+                let n = (scratch.len() as u64).min(left) as usize;
+                let got = read_full(src, &mut scratch[..n]).map_err(source_err)?;
+                if got < n {
+                    return Err(PipelineError::Truncated {
+                        role: job.role.clone(),
+                        missing: left - got as u64 + job.stored_size,
+                    });
+                }
+                left -= n as u64;
+            }
+        }
+        let size = if job.compression == Compression::None {
+            CHUNK
+        } else {
+            IN_CHUNK
+        };
+        let mut left = job.stored_size;
+        while left > 0 {
+            let mut buf = take(&pool);
+            let n = (size as u64).min(left) as usize;
+            buf.set_len(n);
+            let got = read_full(src, &mut buf).map_err(source_err)?;
+            if got < n {
+                return Err(PipelineError::Truncated {
+                    role: job.role.clone(),
+                    missing: left - got as u64,
+                });
+            }
+            left -= n as u64;
+            if tx.send(Msg::Data(buf)).is_err() {
+                return Ok(()); // downstream stopped and reports why
+            }
+        }
+        if tx.send(Msg::End).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Stage 2: decompress and check sizes (an uncompressed payload's buffers
+/// pass through). Hashing is the next stage's, so that decompression and
+/// SHA-256 run on two cores.
+pub(super) fn decode_stage(
+    jobs: &[Job],
+    rx: Receiver<Msg>,
+    back: SyncSender<AlignedBuf>,
+    tx: SyncSender<Msg>,
+    pool: Receiver<AlignedBuf>,
+) -> Result<(), PipelineError> {
+    for job in jobs {
+        let mut total: u64 = 0;
+        let mut count = |n: usize| {
+            total += n as u64;
+            if total > job.raw_size {
+                return Err(PipelineError::TooLong {
+                    role: job.role.clone(),
+                    raw_size: job.raw_size,
+                });
+            }
+            Ok(())
+        };
+        if job.compression == Compression::None {
+            loop {
+                match rx.recv() {
+                    Ok(Msg::Data(buf)) => {
+                        count(buf.len())?;
+                        if tx.send(Msg::Data(buf)).is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Ok(Msg::End) => break,
+                    // The reader stopped: it reports its own error.
+                    Err(_) => return Err(source_stopped(job)),
+                }
+            }
+        } else {
+            let mut input = ChannelReader {
+                rx: &rx,
+                back: &back,
+                cur: None,
+                pos: 0,
+                ended: false,
+            };
+            // image-format's decoder: zstd with the window bounded
+            // (image_format::ZSTD_WINDOW_LOG_MAX), so memory stays bounded;
+            // a chunked payload's table and frames, each group checked
+            // against the table before its bytes are handed on.
+            let dec = match &job.chunked {
+                Some(info) => image_format::payload_decompressor(info, &mut input),
+                None => image_format::decompressor(job.compression, &mut input),
+            };
+            let mut dec = dec.map_err(|e| PipelineError::Decode {
+                role: job.role.clone(),
+                err: e.into(),
+            })?;
+            loop {
+                let mut buf = take(&pool);
+                buf.set_len(CHUNK);
+                let got = read_full(&mut dec, &mut buf).map_err(|err| PipelineError::Decode {
+                    role: job.role.clone(),
+                    err,
+                })?;
+                if got == 0 {
+                    break;
+                }
+                buf.set_len(got);
+                count(got)?;
+                if tx.send(Msg::Data(buf)).is_err() {
+                    return Ok(());
+                }
+            }
+            drop(dec);
+            // The decoder may stop at the end of the zstd frame; the stored
+            // bytes after it must be consumed (and there must be none).
+            let mut rest = [0u8; 1];
+            let trailing =
+                read_full(&mut input, &mut rest).map_err(|err| PipelineError::Source {
+                    role: job.role.clone(),
+                    err,
+                })?;
+            if trailing != 0 {
+                return Err(PipelineError::Decode {
+                    role: job.role.clone(),
+                    err: io::Error::other("trailing bytes after the compressed stream"),
+                });
+            }
+        }
+        if total < job.raw_size {
+            return Err(PipelineError::TooShort {
+                role: job.role.clone(),
+                raw_size: job.raw_size,
+                got: total,
+            });
+        }
+        if tx.send(Msg::End).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn source_stopped(job: &Job) -> PipelineError {
+    PipelineError::Source {
+        role: job.role.clone(),
+        err: io::Error::other("source stage stopped"),
+    }
+}
+
+/// Stage 3: SHA-256 of the raw bytes, checked against the signed hash at
+/// each payload's end before the writer hears that the payload is whole.
+pub(super) fn hash_stage(
+    jobs: &[Job],
+    rx: Receiver<Msg>,
+    tx: SyncSender<Msg>,
+) -> Result<(), PipelineError> {
+    for job in jobs {
+        let mut hasher = Sha256::new();
+        loop {
+            match rx.recv() {
+                Ok(Msg::Data(buf)) => {
+                    hasher.update(&buf[..]);
+                    if tx.send(Msg::Data(buf)).is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(Msg::End) => break,
+                // The decoder stopped: it reports its own error.
+                Err(_) => return Ok(()),
+            }
+        }
+        if hasher.finalize().as_slice() != job.sha256 {
+            return Err(PipelineError::HashMismatch {
+                role: job.role.clone(),
+                phase: "while writing",
+            });
+        }
+        if tx.send(Msg::End).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
