@@ -11,7 +11,8 @@
 //! that descriptor, and the unaligned tail through the other one. Then the
 //! slot must hold the payload byte for byte (read from the backing file)
 //! and `verify-slot` must pass, so a path that wrote the wrong bytes, or
-//! silently fell back to the page cache, fails here.
+//! silently fell back to the page cache, fails here. The `--json` result's
+//! `timing` (where the install's time went) is checked for its shape.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -127,7 +128,12 @@ fn install_direct(f: &Fix, disk: &Path, compression: &str) {
     require_tool("strace");
     let (img, root) = f.image_with("v2.img", "2.0.0", 1, ROOT_LEN, 7, compression);
     let log = f.path("strace.log");
-    let mut args: Vec<OsString> = vec!["install".into(), "--booted".into(), "A".into()];
+    let mut args: Vec<OsString> = vec![
+        "--json".into(),
+        "install".into(),
+        "--booted".into(),
+        "A".into(),
+    ];
     args.push(img.into());
     args.extend(["--disk".into(), disk.into(), "--config".into()]);
     args.push(f.config.clone().into());
@@ -139,7 +145,8 @@ fn install_direct(f: &Fix, disk: &Path, compression: &str) {
         .args(&args)
         .output()
         .expect("run strace");
-    ok(out);
+    let out = ok(out);
+    check_timing(&String::from_utf8_lossy(&out.stdout));
     let seen = parse(
         &std::fs::read_to_string(&log).unwrap(),
         &disk.display().to_string(),
@@ -168,6 +175,32 @@ fn install_direct(f: &Fix, disk: &Path, compression: &str) {
     f.assert_partition_holds("B", "ROOT", &root);
     ok(f.run(&["verify-slot", "B"]));
     assert_eq!(f.flags("B"), (2, 3, false), "{what}");
+}
+
+/// `install --json`'s `timing`: the stream, its stages' busy times (each
+/// within the stream's wall time), the flush and the read-back.
+fn check_timing(stdout: &str) {
+    let last = stdout.lines().last().expect("a result line");
+    let r: serde_json::Value = serde_json::from_str(last).expect("JSON");
+    assert_eq!(r["event"], "result", "{stdout}");
+    let t = &r["timing"];
+    let s = |v: &serde_json::Value| v.as_f64().unwrap_or_else(|| panic!("not seconds: {t}"));
+    let stream = s(&t["stream_s"]);
+    assert!(stream > 0.0, "{t}");
+    for stage in ["read", "decode", "hash", "write"] {
+        let b = s(&t["busy_s"][stage]);
+        // Rounded to the millisecond each.
+        assert!(
+            b <= stream + 0.002,
+            "{stage} busy longer than the stream: {t}"
+        );
+    }
+    assert!(s(&t["busy_s"]["write"]) > 0.0, "{t}");
+    assert!(s(&t["flush_s"]) >= 0.0, "{t}");
+    let rb = s(&t["readback_s"]);
+    assert!(rb > 0.0, "{t}");
+    assert!(s(&t["readback_busy_s"]["read"]) <= rb + 0.002, "{t}");
+    assert!(s(&t["readback_busy_s"]["hash"]) <= rb + 0.002, "{t}");
 }
 
 #[test]

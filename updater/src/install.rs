@@ -261,6 +261,8 @@ pub struct InstallReport {
     pub counters: Counters,
     /// The second line `slotctl install` prints: the counters.
     pub summary: String,
+    /// Where the time went (the stream's stages, flush, read-back).
+    pub timing: pipeline::Timing,
 }
 
 impl InstallReport {
@@ -280,6 +282,7 @@ impl InstallReport {
             "fetched_blocks": self.counters.fetched_blocks,
             "refetched_groups": self.counters.refetched_groups,
             "summary": self.summary,
+            "timing": self.timing.to_json(),
         })
     }
 }
@@ -403,9 +406,10 @@ pub fn install_on<D: BlockDevice>(
 
     let left_invalid = || format!("installing into slot {target} (left invalid, not activated)");
     let mut counters = Counters::default();
+    let mut timing = pipeline::Timing::default();
     let method = match &mut way {
         Way::Stream(stream) => {
-            pipeline::write_payloads(stream, &plan.jobs, dev, progress)
+            pipeline::write_payloads(stream, &plan.jobs, dev, progress, &mut timing)
                 .map_err(|e| longer(pipeline_error(e, target, "installing into")))?;
             // The image ends with its last payload (as `image verify`
             // demands): read the source to its end before anything is
@@ -437,7 +441,9 @@ pub fn install_on<D: BlockDevice>(
     if let (Some(p), Way::Stream(stream)) = (pin, way) {
         stream.check_whole(p, name).with_context(left_invalid)?;
     }
+    let t = std::time::Instant::now();
     dev.flush().context("flushing the written payloads")?;
+    timing.flush = t.elapsed();
     if !opts.no_readback {
         // The delta way's chunked payloads had their final pass already.
         let rest: Vec<Job> = plan
@@ -447,7 +453,7 @@ pub fn install_on<D: BlockDevice>(
             .filter(|(_, p)| method == Method::Stream || p.chunked.is_none())
             .map(|(j, _)| j.clone())
             .collect();
-        pipeline::readback(&rest, dev, progress)
+        pipeline::readback(&rest, dev, progress, &mut timing)
             .map_err(|e| pipeline_error(e, target, "verifying"))?;
     }
 
@@ -496,6 +502,7 @@ pub fn install_on<D: BlockDevice>(
         method,
         summary: counters.summary(method, plan.end),
         counters,
+        timing,
     })
 }
 

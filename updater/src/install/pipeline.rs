@@ -38,7 +38,10 @@ use super::dev::BlockDevice;
 use crate::progress::Progress;
 
 mod stages;
+mod timing;
 use stages::{decode_stage, hash_stage, reader_stage, take, Msg};
+use timing::StageClock;
+pub use timing::Timing;
 
 /// Size of one raw-bytes buffer: one write, one read of the read-back.
 pub const CHUNK: usize = 1 << 20;
@@ -178,12 +181,15 @@ impl PipelineError {
 }
 
 /// Stream every job's payload from `src` onto `dev`. Does not flush.
+/// Sets `timing`'s stream fields.
 pub fn write_payloads(
     src: &mut (dyn Read + Send),
     jobs: &[Job],
     dev: &mut dyn BlockDevice,
     progress: &Progress,
+    timing: &mut Timing,
 ) -> Result<(), PipelineError> {
+    let start = std::time::Instant::now();
     let (in_tx, in_rx) = sync_channel::<Msg>(DEPTH);
     let (in_back_tx, in_back_rx) = sync_channel::<AlignedBuf>(POOL);
     let (dec_tx, dec_rx) = sync_channel::<Msg>(DEPTH);
@@ -191,17 +197,28 @@ pub fn write_payloads(
     let (out_back_tx, out_back_rx) = sync_channel::<AlignedBuf>(POOL);
 
     std::thread::scope(|s| {
-        let reader = s.spawn(move || reader_stage(src, jobs, in_tx, in_back_rx));
+        let reader = s.spawn(move || {
+            let mut c = StageClock::new();
+            (reader_stage(src, jobs, in_tx, in_back_rx, &mut c), c.busy())
+        });
         let reader_pool = in_back_tx.clone();
-        let decoder = s.spawn(move || decode_stage(jobs, in_rx, in_back_tx, dec_tx, out_back_rx));
-        let hasher = s.spawn(move || hash_stage(jobs, dec_rx, out_tx));
+        let decoder = s.spawn(move || {
+            let mut c = StageClock::new();
+            let r = decode_stage(jobs, in_rx, in_back_tx, dec_tx, out_back_rx, &mut c);
+            (r, c.busy())
+        });
+        let hasher = s.spawn(move || {
+            let mut c = StageClock::new();
+            (hash_stage(jobs, dec_rx, out_tx, &mut c), c.busy())
+        });
+        let mut clock = StageClock::new();
 
         let mut write_result = Ok(());
         'jobs: for job in jobs {
             progress.phase("write", &job.role, job.raw_size);
             let mut off = job.dest_offset;
             loop {
-                match out_rx.recv() {
+                match clock.recv(&out_rx) {
                     Ok(Msg::Data(buf)) => {
                         if let Err(err) = dev.write_all_at(off, &buf) {
                             write_result = Err(PipelineError::Write {
@@ -229,11 +246,14 @@ pub fn write_payloads(
             }
             progress.finish_phase();
         }
+        timing.write = clock.busy();
         // Unblock the upstream stages if we stopped early.
         drop(out_rx);
-        let hash_result = hasher.join().expect("hash thread panicked");
-        let dec_result = decoder.join().expect("decode thread panicked");
-        let read_result = reader.join().expect("reader thread panicked");
+        let (hash_result, hash_busy) = hasher.join().expect("hash thread panicked");
+        let (dec_result, dec_busy) = decoder.join().expect("decode thread panicked");
+        let (read_result, read_busy) = reader.join().expect("reader thread panicked");
+        timing.stream = start.elapsed();
+        (timing.read, timing.decode, timing.hash) = (read_busy, dec_busy, hash_busy);
         // Report the root cause: the earliest stage that failed on its own.
         read_result
             .and(dec_result)
@@ -243,12 +263,14 @@ pub fn write_payloads(
 }
 
 /// Re-read each job's `raw_size` bytes from `dev`, from the medium, and check
-/// the hash.
+/// the hash. Sets `timing`'s read-back fields.
 pub fn readback(
     jobs: &[Job],
     dev: &mut dyn BlockDevice,
     progress: &Progress,
+    timing: &mut Timing,
 ) -> Result<(), PipelineError> {
+    let start = std::time::Instant::now();
     for job in jobs {
         dev.drop_cache(job.dest_offset, job.raw_size)
             .map_err(|err| PipelineError::Read {
@@ -259,7 +281,7 @@ pub fn readback(
     }
     for job in jobs {
         progress.phase("readback", &job.role, job.raw_size);
-        let ok = hash_region(dev, job.dest_offset, job.raw_size, |done| {
+        let r = hash_region(dev, job.dest_offset, job.raw_size, |done| {
             progress.update(done)
         })
         .map_err(|(offset, err)| PipelineError::Read {
@@ -268,7 +290,10 @@ pub fn readback(
             err,
         })?;
         progress.finish_phase();
-        if ok != job.sha256 {
+        timing.readback_read += r.read;
+        timing.readback_hash += r.hash;
+        timing.readback = start.elapsed();
+        if r.digest != job.sha256 {
             return Err(PipelineError::HashMismatch {
                 role: job.role.clone(),
                 phase: "on read-back",
@@ -276,6 +301,16 @@ pub fn readback(
         }
     }
     Ok(())
+}
+
+/// What [`hash_region`] found, and where its time went.
+#[derive(Debug, Clone, Copy)]
+pub struct Rehash {
+    pub digest: [u8; 32],
+    /// Time in the device's reads.
+    pub read: std::time::Duration,
+    /// Busy time of the hashing thread.
+    pub hash: std::time::Duration,
 }
 
 /// SHA-256 of `len` bytes of `dev` from `off`: reading here (aligned
@@ -286,28 +321,33 @@ pub fn hash_region(
     off: u64,
     len: u64,
     mut on_progress: impl FnMut(u64),
-) -> Result<[u8; 32], (u64, io::Error)> {
+) -> Result<Rehash, (u64, io::Error)> {
     // Reads are synchronous: while one is on the disk, the other thread
     // hashes the one before. At most READBACK_DEPTH + 2 buffers exist.
     let (tx, rx) = sync_channel::<AlignedBuf>(READBACK_DEPTH);
     let (back_tx, back_rx) = sync_channel::<AlignedBuf>(READBACK_DEPTH + 4);
     std::thread::scope(|s| {
         let hasher = s.spawn(move || {
+            let mut c = StageClock::new();
             let mut h = Sha256::new();
-            for buf in rx {
+            while let Ok(buf) = c.recv(&rx) {
                 h.update(&buf[..]);
                 let _ = back_tx.try_send(buf);
             }
             let out: [u8; 32] = h.finalize().into();
-            out
+            (out, c.busy())
         });
         let mut pos = 0u64;
         let mut result = Ok(());
+        let mut read = std::time::Duration::ZERO;
         while pos < len {
             let n = (CHUNK as u64).min(len - pos) as usize;
             let mut buf = take(&back_rx);
             buf.set_len(n);
-            if let Err(e) = dev.read_exact_at(off + pos, &mut buf) {
+            let t = std::time::Instant::now();
+            let r = dev.read_exact_at(off + pos, &mut buf);
+            read += t.elapsed();
+            if let Err(e) = r {
                 result = Err((off + pos, e));
                 break;
             }
@@ -318,8 +358,8 @@ pub fn hash_region(
             on_progress(pos);
         }
         drop(tx);
-        let digest = hasher.join().expect("hash thread panicked");
-        result.map(|()| digest)
+        let (digest, hash) = hasher.join().expect("hash thread panicked");
+        result.map(|()| Rehash { digest, read, hash })
     })
 }
 

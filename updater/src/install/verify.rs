@@ -74,7 +74,7 @@ pub fn rehash_slot(
                 anyhow::Error::new(e).context(format!("reading {} at disk byte {off}", target.name))
             })?;
         progress.finish_phase();
-        if digest != p.sha256 {
+        if digest.digest != p.sha256 {
             return Err(refused(format!(
                 "slot {slot}: partition {} does not match its record (SHA-256 of the first {} bytes differs)",
                 target.name, p.raw_size

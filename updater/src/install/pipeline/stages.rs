@@ -4,10 +4,12 @@
 
 use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, SyncSender};
+use std::time::{Duration, Instant};
 
 use boot_flags::AlignedBuf;
 use sha2::{Digest, Sha256};
 
+use super::timing::StageClock;
 use super::{Compression, Job, PipelineError, CHUNK, IN_CHUNK};
 
 /// Messages between stages.
@@ -31,6 +33,8 @@ struct ChannelReader<'a> {
     cur: Option<AlignedBuf>,
     pos: usize,
     ended: bool,
+    /// Time blocked on `rx`.
+    waited: Duration,
 }
 
 impl Read for ChannelReader<'_> {
@@ -51,7 +55,10 @@ impl Read for ChannelReader<'_> {
                 let _ = self.back.try_send(spent);
             }
             self.pos = 0;
-            match self.rx.recv() {
+            let t = Instant::now();
+            let msg = self.rx.recv();
+            self.waited += t.elapsed();
+            match msg {
                 Ok(Msg::Data(v)) => self.cur = Some(v),
                 Ok(Msg::End) => self.ended = true,
                 // The reader stopped: it reports its own error.
@@ -82,6 +89,7 @@ pub(super) fn reader_stage(
     jobs: &[Job],
     tx: SyncSender<Msg>,
     pool: Receiver<AlignedBuf>,
+    clock: &mut StageClock,
 ) -> Result<(), PipelineError> {
     let mut scratch = Vec::new();
     for job in jobs {
@@ -122,11 +130,11 @@ pub(super) fn reader_stage(
                 });
             }
             left -= n as u64;
-            if tx.send(Msg::Data(buf)).is_err() {
+            if clock.send(&tx, Msg::Data(buf)).is_err() {
                 return Ok(()); // downstream stopped and reports why
             }
         }
-        if tx.send(Msg::End).is_err() {
+        if clock.send(&tx, Msg::End).is_err() {
             return Ok(());
         }
     }
@@ -142,6 +150,7 @@ pub(super) fn decode_stage(
     back: SyncSender<AlignedBuf>,
     tx: SyncSender<Msg>,
     pool: Receiver<AlignedBuf>,
+    clock: &mut StageClock,
 ) -> Result<(), PipelineError> {
     for job in jobs {
         let mut total: u64 = 0;
@@ -157,10 +166,10 @@ pub(super) fn decode_stage(
         };
         if job.compression == Compression::None {
             loop {
-                match rx.recv() {
+                match clock.recv(&rx) {
                     Ok(Msg::Data(buf)) => {
                         count(buf.len())?;
-                        if tx.send(Msg::Data(buf)).is_err() {
+                        if clock.send(&tx, Msg::Data(buf)).is_err() {
                             return Ok(());
                         }
                     }
@@ -176,6 +185,7 @@ pub(super) fn decode_stage(
                 cur: None,
                 pos: 0,
                 ended: false,
+                waited: Duration::ZERO,
             };
             // image-format's decoder: zstd with the window bounded
             // (image_format::ZSTD_WINDOW_LOG_MAX), so memory stays bounded;
@@ -201,11 +211,12 @@ pub(super) fn decode_stage(
                 }
                 buf.set_len(got);
                 count(got)?;
-                if tx.send(Msg::Data(buf)).is_err() {
+                if clock.send(&tx, Msg::Data(buf)).is_err() {
                     return Ok(());
                 }
             }
             drop(dec);
+            clock.add_wait(std::mem::take(&mut input.waited));
             // The decoder may stop at the end of the zstd frame; the stored
             // bytes after it must be consumed (and there must be none).
             let mut rest = [0u8; 1];
@@ -228,7 +239,7 @@ pub(super) fn decode_stage(
                 got: total,
             });
         }
-        if tx.send(Msg::End).is_err() {
+        if clock.send(&tx, Msg::End).is_err() {
             return Ok(());
         }
     }
@@ -248,14 +259,15 @@ pub(super) fn hash_stage(
     jobs: &[Job],
     rx: Receiver<Msg>,
     tx: SyncSender<Msg>,
+    clock: &mut StageClock,
 ) -> Result<(), PipelineError> {
     for job in jobs {
         let mut hasher = Sha256::new();
         loop {
-            match rx.recv() {
+            match clock.recv(&rx) {
                 Ok(Msg::Data(buf)) => {
                     hasher.update(&buf[..]);
-                    if tx.send(Msg::Data(buf)).is_err() {
+                    if clock.send(&tx, Msg::Data(buf)).is_err() {
                         return Ok(());
                     }
                 }
@@ -270,7 +282,7 @@ pub(super) fn hash_stage(
                 phase: "while writing",
             });
         }
-        if tx.send(Msg::End).is_err() {
+        if clock.send(&tx, Msg::End).is_err() {
             return Ok(());
         }
     }

@@ -67,12 +67,12 @@ fn writes_zstd_and_plain_and_reads_back() {
     let mut dev = Mem(vec![0u8; 10 * CHUNK]);
     let p = Progress::with_mode(Mode::Quiet);
     let mut src: &[u8] = &stream;
-    write_payloads(&mut src, &jobs, &mut dev, &p).unwrap();
+    write_payloads(&mut src, &jobs, &mut dev, &p, &mut Timing::default()).unwrap();
     assert_eq!(&dev.0[4096..4096 + a.len()], &a[..]);
     assert_eq!(&dev.0[8 * CHUNK..8 * CHUNK + b.len()], &b[..]);
-    readback(&jobs, &mut dev, &p).unwrap();
+    readback(&jobs, &mut dev, &p, &mut Timing::default()).unwrap();
     dev.0[5000] ^= 1;
-    let e = readback(&jobs, &mut dev, &p).unwrap_err();
+    let e = readback(&jobs, &mut dev, &p, &mut Timing::default()).unwrap_err();
     assert!(
         e.to_string()
             .contains("ROOT: SHA-256 mismatch on read-back"),
@@ -88,9 +88,23 @@ fn refuses_bad_hash_short_and_long() {
     let mut dev = Mem(vec![0u8; 4 * CHUNK]);
     let mut bad = a.clone();
     bad[10] ^= 1;
-    let e = write_payloads(&mut &bad[..], &[j.clone()], &mut dev, &p).unwrap_err();
+    let e = write_payloads(
+        &mut &bad[..],
+        &[j.clone()],
+        &mut dev,
+        &p,
+        &mut Timing::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, PipelineError::HashMismatch { .. }), "{e}");
-    let e = write_payloads(&mut &a[..100], &[j.clone()], &mut dev, &p).unwrap_err();
+    let e = write_payloads(
+        &mut &a[..100],
+        &[j.clone()],
+        &mut dev,
+        &p,
+        &mut Timing::default(),
+    )
+    .unwrap_err();
     assert!(
         matches!(e, PipelineError::Truncated { ref role, missing } if role == "ROOT" && missing == a.len() as u64 - 100),
         "{e}"
@@ -101,10 +115,17 @@ fn refuses_bad_hash_short_and_long() {
     let z = zstd::encode_all(&big[..], 1).unwrap();
     j.compression = Compression::Zstd;
     j.stored_size = z.len() as u64;
-    let e = write_payloads(&mut &z[..], &[j.clone()], &mut dev, &p).unwrap_err();
+    let e = write_payloads(
+        &mut &z[..],
+        &[j.clone()],
+        &mut dev,
+        &p,
+        &mut Timing::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, PipelineError::TooLong { .. }), "{e}");
     // garbage instead of zstd
     j.stored_size = a.len() as u64;
-    let e = write_payloads(&mut &a[..], &[j], &mut dev, &p).unwrap_err();
+    let e = write_payloads(&mut &a[..], &[j], &mut dev, &p, &mut Timing::default()).unwrap_err();
     assert!(matches!(e, PipelineError::Decode { .. }), "{e}");
 }
