@@ -47,8 +47,11 @@ pub use timing::Timing;
 pub const CHUNK: usize = 1 << 20;
 /// Size of one stored-bytes buffer of a compressed payload.
 const IN_CHUNK: usize = 256 << 10;
-/// Buffers queued per channel.
-const DEPTH: usize = 1;
+/// Buffers queued per channel: none (rendezvous), so each stage holds at
+/// most the buffer it works on and the one it hands over. The slowest
+/// stage (the hash, docs/performance.md) always finds the next buffer
+/// waiting in its neighbour's hand; a queue would only add memory.
+const DEPTH: usize = 0;
 /// Read-back: buffers queued for the hash thread.
 const READBACK_DEPTH: usize = 2;
 /// Room of a return channel: more than can ever be in flight, so a spent
