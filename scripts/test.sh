@@ -19,6 +19,9 @@ cargo test -p slotctl-tests --test power_cut --test power_cut_cli --test power_c
 # scenarios passed, C/11 negative controls caught" and fails if any scenario
 # failed or any negative control (a scenario expecting a wrong outcome) passed.
 bash qemu/run-tests.sh
+# The stripped static binary that run built is at most 6 MiB (issue 13;
+# docs/architecture.md, "The release binary").
+bash scripts/check-binary-size.sh
 # The OTA agent on the booting machine: takes an update from a signed feed
 # served on the host's 127.0.0.1, commits it, then a bad release rolls back
 # and is not retried.
