@@ -151,6 +151,13 @@ pub enum Error {
         expected: String,
         actual: String,
     },
+    /// A payload's stored bytes do not hash to the header's `stored_sha256`.
+    #[error("payload {role}: SHA-256 of the stored bytes {actual} does not match the header's {expected}")]
+    StoredHashMismatch {
+        role: String,
+        expected: String,
+        actual: String,
+    },
     /// The zstd stream is corrupt.
     #[error("payload {role}: corrupt zstd data ({detail})")]
     CorruptPayload { role: String, detail: String },

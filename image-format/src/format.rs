@@ -68,6 +68,11 @@ pub mod tag {
         /// 56 bytes: a chunked payload's block layout and table
         /// ([`crate::ChunkInfo`]); required iff compression is `chunked`.
         pub const CHUNKED: u16 = 0x8006;
+        /// Optional, 32 bytes: SHA-256 of the **stored** bytes (as they are
+        /// in the image). `pack` writes it for zstd payloads, so that an
+        /// install can check the bytes it decompresses by hashing about
+        /// half as many (docs/image-format.md, "stored_sha256").
+        pub const STORED_SHA256: u16 = 0x0007;
     }
 }
 
@@ -147,6 +152,9 @@ pub struct PayloadInfo {
     pub offset: u64,
     /// The block layout and table of a `chunked` payload (None otherwise).
     pub chunked: Option<crate::ChunkInfo>,
+    /// SHA-256 of the stored bytes, when the header carries it (optional
+    /// field `0x0007`; `pack` writes it for zstd payloads).
+    pub stored_sha256: Option<[u8; 32]>,
 }
 
 impl PayloadInfo {
@@ -226,6 +234,9 @@ pub(crate) fn payload_records(p: &PayloadInfo) -> Vec<u8> {
         .field(tag::payload::SHA256, &p.sha256);
     if let Some(c) = &p.chunked {
         r.field(tag::payload::CHUNKED, &c.encode());
+    }
+    if let Some(h) = &p.stored_sha256 {
+        r.field(tag::payload::STORED_SHA256, h);
     }
     r.0
 }
@@ -473,6 +484,7 @@ pub(crate) fn parse_payload(v: &[u8], base: u64) -> Result<PayloadInfo> {
         container: "payload entry",
     };
     let (mut role, mut comp, mut raw, mut stored, mut sha) = (None, None, None, None, None);
+    let mut stored_sha = None;
     let mut chunked: Option<(crate::ChunkInfo, u64)> = None;
     while let Some((tag, rec_at, v, at)) = cur.record()? {
         match tag {
@@ -512,6 +524,10 @@ pub(crate) fn parse_payload(v: &[u8], base: u64) -> Result<PayloadInfo> {
                 let c = crate::ChunkInfo::decode(v, at)?;
                 set_once(&mut chunked, (c, at), "chunked", rec_at)?;
             }
+            tag::payload::STORED_SHA256 => {
+                let h: [u8; 32] = fixed(v, "stored_sha256", at)?;
+                set_once(&mut stored_sha, h, "stored_sha256", rec_at)?;
+            }
             other => unknown(other, rec_at, "payload entry")?,
         }
     }
@@ -527,6 +543,7 @@ pub(crate) fn parse_payload(v: &[u8], base: u64) -> Result<PayloadInfo> {
         sha256: sha.ok_or_else(|| missing("sha256"))?,
         offset: 0,
         chunked: chunked.map(|(c, _)| c),
+        stored_sha256: stored_sha,
     };
     match (p.compression, chunked) {
         (Compression::Chunked, None) => return Err(missing("chunked")),

@@ -10,6 +10,8 @@
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
+use sha2::{Digest, Sha256};
+
 use crate::chunked::ChunkOptions;
 use crate::error::{Error, Result};
 use crate::format::{
@@ -104,16 +106,20 @@ pub struct PackPart<'a> {
     pub size_hint: Option<u64>,
 }
 
-/// Counts what goes through to the output.
+/// Counts (and, for zstd payloads, hashes) what goes through to the output.
 struct Counter<'a, W> {
     inner: &'a mut W,
     count: u64,
+    hasher: Option<Sha256>,
 }
 
 impl<W: Write> Write for Counter<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.count += n as u64;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -183,6 +189,9 @@ pub fn pack<W: Write + Seek>(
             stored_size: 0,
             sha256: [0; 32],
             offset: 0,
+            // Reserved now (the header's length is fixed up front), filled
+            // in once the stored bytes are written.
+            stored_sha256: (p.compression == Compression::Zstd).then_some([0; 32]),
             chunked: (p.compression == Compression::Chunked).then_some(crate::ChunkInfo {
                 block_size: 0,
                 group_blocks: 0,
@@ -217,6 +226,7 @@ pub fn pack<W: Write + Seek>(
         let mut counter = Counter {
             inner: out,
             count: 0,
+            hasher: info.stored_sha256.map(|_| Sha256::new()),
         };
         match part.compression {
             Compression::None => {
@@ -259,6 +269,9 @@ pub fn pack<W: Write + Seek>(
                 info.chunked = Some(packed.info);
                 chunked_sums = Some((packed.raw_size, packed.sha256));
             }
+        }
+        if let Some(h) = counter.hasher.take() {
+            info.stored_sha256 = Some(h.finalize().into());
         }
         let (raw_size, sha256) = chunked_sums.unwrap_or_else(|| (hasher.len(), hasher.digest()));
         info.raw_size = raw_size;

@@ -86,6 +86,7 @@ impl<R: Read> Stream<R> {
             remaining: pending,
             pos,
             role: &info.role,
+            hasher: info.stored_sha256.map(|_| Sha256::new()),
         };
         let source = match info.compression {
             Compression::None => Source::Plain(limited),
@@ -120,6 +121,7 @@ impl<R: Read> Stream<R> {
             remaining: &mut self.pending,
             pos: &mut self.pos,
             role: &self.payloads[index].role,
+            hasher: None,
         };
         io::copy(&mut limited, &mut io::sink()).map_err(|e| Error::io("skipping a payload", e))?;
         self.states[index] = State::Done;
@@ -149,11 +151,13 @@ impl<R: Read> Stream<R> {
 }
 
 /// Reads at most `remaining` bytes; the stream ending earlier is an error.
+/// Hashes them when the payload's entry has a `stored_sha256`.
 struct Limited<'a, R> {
     inner: &'a mut R,
     remaining: &'a mut u64,
     pos: &'a mut u64,
     role: &'a str,
+    hasher: Option<Sha256>,
 }
 
 impl<R: Read> Read for Limited<'_, R> {
@@ -180,6 +184,9 @@ impl<R: Read> Read for Limited<'_, R> {
         }
         *self.remaining -= n as u64;
         *self.pos += n as u64;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         Ok(n)
     }
 }
@@ -232,6 +239,18 @@ enum Source<'a, R> {
     Plain(Limited<'a, R>),
     Zstd(Box<zstd::stream::read::Decoder<'static, BufReader<Limited<'a, R>>>>),
     Chunked(Box<ChunkedDecoder<Limited<'a, R>>>),
+}
+
+impl<R> Source<'_, R> {
+    /// The SHA-256 of the stored bytes read, if they were hashed.
+    fn take_stored_digest(&mut self) -> Option<[u8; 32]> {
+        let limited = match self {
+            Source::Plain(l) => l,
+            Source::Zstd(d) => d.get_mut().get_mut(),
+            Source::Chunked(d) => d.get_mut(),
+        };
+        limited.hasher.take().map(|h| h.finalize().into())
+    }
 }
 
 /// The raw bytes of one payload. Reading it to the end checks the stored
@@ -287,6 +306,17 @@ impl<R: Read> PayloadReader<'_, R> {
         }
         if let Some(h) = self.hasher.take() {
             if let Err(e) = h.finish(self.info) {
+                return Err(self.fail(e));
+            }
+        }
+        if let (Some(want), Some(got)) = (self.info.stored_sha256, self.source.take_stored_digest())
+        {
+            if got != want {
+                let e = Error::StoredHashMismatch {
+                    role: role.clone(),
+                    expected: crate::hex(&want),
+                    actual: crate::hex(&got),
+                };
                 return Err(self.fail(e));
             }
         }

@@ -290,7 +290,12 @@ fn copy_next_payload_checks_on_a_second_thread() {
             .and_then(|_| v.copy_next_payload(&mut Vec::new()));
         let e = r.unwrap_err();
         assert!(
-            matches!(e, Error::HashMismatch { .. } | Error::CorruptPayload { .. }),
+            matches!(
+                e,
+                Error::HashMismatch { .. }
+                    | Error::StoredHashMismatch { .. }
+                    | Error::CorruptPayload { .. }
+            ),
             "offset {off}: {e}"
         );
     }

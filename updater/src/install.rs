@@ -570,6 +570,9 @@ pub(crate) fn plan<D: BlockDevice>(
             stored_size: p.stored_size,
             raw_size: p.raw_size,
             sha256: p.sha256,
+            stored_sha256: p
+                .stored_sha256
+                .filter(|_| p.compression == image_format::Compression::Zstd),
             dest_offset: part.offset,
             skip_before: p.offset - pos,
             chunked: p.chunked.is_some().then(|| p.clone()),

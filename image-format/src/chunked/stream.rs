@@ -64,6 +64,10 @@ impl<R: Read> ChunkedDecoder<R> {
         &self.input
     }
 
+    pub(crate) fn get_mut(&mut self) -> &mut R {
+        &mut self.input
+    }
+
     fn read_table(&mut self) -> io::Result<()> {
         let info = super::table::chunk_info(&self.payload)?;
         let mut frame = vec![0u8; info.table_stored_len as usize];

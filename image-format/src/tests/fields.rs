@@ -361,3 +361,75 @@ fn zstd_window_over_the_cap_is_refused() {
     assert!(matches!(err, Error::CorruptPayload { .. }), "{err}");
     assert!(err.to_string().contains("too much memory"), "{err}");
 }
+
+/// `stored_sha256` (0x0007): checked against the stored bytes by every
+/// reader that knows it; a wrong one is refused even though the raw bytes
+/// match; twice is refused; a short one is malformed.
+#[test]
+fn stored_sha256_is_checked() {
+    let data = vec![5u8; 70_000];
+    let z = zstd::encode_all(&data[..], 3).unwrap();
+    let entry = |stored_sha: &[u8]| Entry {
+        role: "ROOT",
+        comp: 1,
+        raw: data.len() as u64,
+        stored: z.len() as u64,
+        sha: Sha256::digest(&data).into(),
+        extra: vec![(tag::payload::STORED_SHA256, stored_sha.to_vec())],
+    };
+    let good: [u8; 32] = Sha256::digest(&z).into();
+    let img = image(&[entry(&good)], &[], &z);
+    assert_eq!(check(&img).unwrap(), vec![data.clone()]);
+    let v = ImageReader::new(&img[..])
+        .unwrap()
+        .verify(&ring(&[&key(1)]), 1)
+        .unwrap();
+    assert_eq!(v.header().payloads()[0].stored_sha256, Some(good));
+
+    let mut bad = good;
+    bad[31] ^= 1;
+    let e = check(&image(&[entry(&bad)], &[], &z)).unwrap_err();
+    assert!(matches!(e, Error::StoredHashMismatch { .. }), "{e}");
+
+    let mut twice = entry(&good);
+    twice
+        .extra
+        .push((tag::payload::STORED_SHA256, good.to_vec()));
+    assert!(check(&image(&[twice], &[], &z)).is_err());
+    let e = check(&image(&[entry(&good[..31])], &[], &z)).unwrap_err();
+    assert!(e.to_string().contains("stored_sha256"), "{e}");
+}
+
+/// `pack` writes `stored_sha256` for zstd payloads only, equal to the
+/// SHA-256 of the payload's stored bytes in the image.
+#[test]
+fn pack_writes_stored_sha256_for_zstd() {
+    for comp in [Compression::Zstd, Compression::None] {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let spec = PackSpec::new("acme-gw", semver::Version::new(1, 0, 0), 1, 1);
+        let part = PackPart {
+            role: "ROOT".into(),
+            compression: comp,
+            source: Box::new(&data[..]),
+            size_hint: Some(data.len() as u64),
+        };
+        let mut out = std::io::Cursor::new(Vec::new());
+        let infos = pack(&mut out, &spec, vec![part], &[&key(1)]).unwrap();
+        let img = out.into_inner();
+        let p = &infos[0];
+        let stored = &img[p.offset as usize..(p.offset + p.stored_size) as usize];
+        match comp {
+            Compression::Zstd => {
+                let want: [u8; 32] = Sha256::digest(stored).into();
+                assert_eq!(p.stored_sha256, Some(want));
+            }
+            _ => assert_eq!(p.stored_sha256, None),
+        }
+        let v = ImageReader::new(&img[..])
+            .unwrap()
+            .verify(&ring(&[&key(1)]), 1)
+            .unwrap();
+        assert_eq!(v.header().payloads()[0].stored_sha256, p.stored_sha256);
+        assert_eq!(check(&img).unwrap(), vec![data]);
+    }
+}

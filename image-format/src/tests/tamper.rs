@@ -70,6 +70,7 @@ fn payload_bytes_flipped_at_sampled_offsets() {
                 matches!(
                     e,
                     Error::HashMismatch { .. }
+                        | Error::StoredHashMismatch { .. }
                         | Error::CorruptPayload { .. }
                         | Error::RawSizeMismatch { .. }
                         | Error::StoredSizeMismatch { .. }

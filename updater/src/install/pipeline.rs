@@ -71,6 +71,11 @@ pub struct Job {
     pub raw_size: u64,
     /// SHA-256 of the raw bytes, from the verified header.
     pub sha256: [u8; 32],
+    /// SHA-256 of the stored bytes, from the verified header, for a zstd
+    /// payload whose entry carries it: the stream then checks the stored
+    /// bytes (about half as many to hash) instead of the raw ones, and the
+    /// read-back checks the raw bytes on the disk against `sha256`.
+    pub stored_sha256: Option<[u8; 32]>,
     /// Byte offset on the whole disk where the raw bytes go.
     pub dest_offset: u64,
     /// Bytes of the source to discard before this payload's stored bytes
@@ -242,7 +247,7 @@ pub fn write_payloads(
                         };
                         let _ = pool.try_send(buf);
                     }
-                    Ok(Msg::End) => break,
+                    Ok(Msg::End(_)) => break,
                     // An upstream stage stopped early: it has the error.
                     Err(_) => break 'jobs,
                 }

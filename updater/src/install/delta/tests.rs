@@ -130,6 +130,7 @@ fn setup(v1: &[u8], v2: &[u8]) -> Setup {
         sha256: p.sha256,
         dest_offset: DEST,
         skip_before: 0,
+        stored_sha256: None,
         chunked: Some(p.clone()),
     }];
     let mut mem = MemDevice::new(DISK);

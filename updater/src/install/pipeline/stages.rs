@@ -15,8 +15,10 @@ use super::{Compression, Job, PipelineError, CHUNK, IN_CHUNK};
 /// Messages between stages.
 pub(super) enum Msg {
     Data(AlignedBuf),
-    /// End of one payload (from the hash stage: its hash checked).
-    End,
+    /// End of one payload, with the SHA-256 of its stored bytes when the
+    /// reader hashed them (`Job::stored_sha256`); from the hash stage: the
+    /// payload's hash checked.
+    End(Option<[u8; 32]>),
 }
 
 /// A buffer from a pool, or a new one when the pool is empty (only while
@@ -35,6 +37,8 @@ struct ChannelReader<'a> {
     ended: bool,
     /// Time blocked on `rx`.
     waited: Duration,
+    /// The stored-bytes digest the reader's `End` carried.
+    stored_digest: Option<[u8; 32]>,
 }
 
 impl Read for ChannelReader<'_> {
@@ -60,7 +64,10 @@ impl Read for ChannelReader<'_> {
             self.waited += t.elapsed();
             match msg {
                 Ok(Msg::Data(v)) => self.cur = Some(v),
-                Ok(Msg::End) => self.ended = true,
+                Ok(Msg::End(d)) => {
+                    self.ended = true;
+                    self.stored_digest = d;
+                }
                 // The reader stopped: it reports its own error.
                 Err(_) => return Err(io::Error::other("source stage stopped")),
             }
@@ -117,6 +124,7 @@ pub(super) fn reader_stage(
         } else {
             IN_CHUNK
         };
+        let mut stored_hash = job.stored_sha256.map(|_| Sha256::new());
         let mut left = job.stored_size;
         while left > 0 {
             let mut buf = take(&pool);
@@ -130,11 +138,15 @@ pub(super) fn reader_stage(
                 });
             }
             left -= n as u64;
+            if let Some(h) = &mut stored_hash {
+                h.update(&buf[..]);
+            }
             if clock.send(&tx, Msg::Data(buf)).is_err() {
                 return Ok(()); // downstream stopped and reports why
             }
         }
-        if clock.send(&tx, Msg::End).is_err() {
+        let digest = stored_hash.map(|h| h.finalize().into());
+        if clock.send(&tx, Msg::End(digest)).is_err() {
             return Ok(());
         }
     }
@@ -164,6 +176,7 @@ pub(super) fn decode_stage(
             }
             Ok(())
         };
+        let stored_digest;
         if job.compression == Compression::None {
             loop {
                 match clock.recv(&rx) {
@@ -173,7 +186,10 @@ pub(super) fn decode_stage(
                             return Ok(());
                         }
                     }
-                    Ok(Msg::End) => break,
+                    Ok(Msg::End(d)) => {
+                        stored_digest = d;
+                        break;
+                    }
                     // The reader stopped: it reports its own error.
                     Err(_) => return Err(source_stopped(job)),
                 }
@@ -186,6 +202,7 @@ pub(super) fn decode_stage(
                 pos: 0,
                 ended: false,
                 waited: Duration::ZERO,
+                stored_digest: None,
             };
             // image-format's decoder: zstd with the window bounded
             // (image_format::ZSTD_WINDOW_LOG_MAX), so memory stays bounded;
@@ -231,6 +248,7 @@ pub(super) fn decode_stage(
                     err: io::Error::other("trailing bytes after the compressed stream"),
                 });
             }
+            stored_digest = input.stored_digest;
         }
         if total < job.raw_size {
             return Err(PipelineError::TooShort {
@@ -239,7 +257,7 @@ pub(super) fn decode_stage(
                 got: total,
             });
         }
-        if clock.send(&tx, Msg::End).is_err() {
+        if clock.send(&tx, Msg::End(stored_digest)).is_err() {
             return Ok(());
         }
     }
@@ -255,6 +273,9 @@ fn source_stopped(job: &Job) -> PipelineError {
 
 /// Stage 3: SHA-256 of the raw bytes, checked against the signed hash at
 /// each payload's end before the writer hears that the payload is whole.
+/// A payload with a signed `stored_sha256` is checked by the reader's hash
+/// of its stored bytes instead (the raw bytes are then not hashed here: the
+/// read-back checks them on the disk).
 pub(super) fn hash_stage(
     jobs: &[Job],
     rx: Receiver<Msg>,
@@ -262,27 +283,33 @@ pub(super) fn hash_stage(
     clock: &mut StageClock,
 ) -> Result<(), PipelineError> {
     for job in jobs {
-        let mut hasher = Sha256::new();
-        loop {
+        let mut hasher = job.stored_sha256.is_none().then(Sha256::new);
+        let stored_digest = loop {
             match clock.recv(&rx) {
                 Ok(Msg::Data(buf)) => {
-                    hasher.update(&buf[..]);
+                    if let Some(h) = &mut hasher {
+                        h.update(&buf[..]);
+                    }
                     if clock.send(&tx, Msg::Data(buf)).is_err() {
                         return Ok(());
                     }
                 }
-                Ok(Msg::End) => break,
+                Ok(Msg::End(d)) => break d,
                 // The decoder stopped: it reports its own error.
                 Err(_) => return Ok(()),
             }
-        }
-        if hasher.finalize().as_slice() != job.sha256 {
+        };
+        let ok = match (hasher, job.stored_sha256) {
+            (Some(h), _) => h.finalize().as_slice() == job.sha256,
+            (None, want) => stored_digest.is_some() && stored_digest == want,
+        };
+        if !ok {
             return Err(PipelineError::HashMismatch {
                 role: job.role.clone(),
                 phase: "while writing",
             });
         }
-        if clock.send(&tx, Msg::End).is_err() {
+        if clock.send(&tx, Msg::End(None)).is_err() {
             return Ok(());
         }
     }

@@ -47,6 +47,7 @@ fn job(role: &str, c: Compression, raw: &[u8], stored: usize, off: u64, skip: u6
         stored_size: stored as u64,
         raw_size: raw.len() as u64,
         sha256: Sha256::digest(raw).into(),
+        stored_sha256: None,
         dest_offset: off,
         skip_before: skip,
     }
@@ -128,4 +129,39 @@ fn refuses_bad_hash_short_and_long() {
     j.stored_size = a.len() as u64;
     let e = write_payloads(&mut &a[..], &[j], &mut dev, &p, &mut Timing::default()).unwrap_err();
     assert!(matches!(e, PipelineError::Decode { .. }), "{e}");
+}
+
+/// A zstd payload with a signed `stored_sha256`: the stream checks the
+/// stored bytes' hash (a wrong one is refused before the writer hears the
+/// payload is whole) and does not hash the raw bytes, which the read-back
+/// checks on the disk.
+#[test]
+fn stored_sha256_checks_the_stream_and_the_read_back_the_raw_bytes() {
+    let b = data(2 * CHUNK + 77, 4);
+    let bz = zstd::encode_all(&b[..], 3).unwrap();
+    let p = Progress::with_mode(Mode::Quiet);
+    let mut j = job("ROOT", Compression::Zstd, &b, bz.len(), 0, 0);
+    j.stored_sha256 = Some(Sha256::digest(&bz).into());
+    let mut dev = Mem(vec![0u8; 4 * CHUNK]);
+    let mut t = Timing::default();
+    write_payloads(&mut &bz[..], &[j.clone()], &mut dev, &p, &mut t).unwrap();
+    assert_eq!(&dev.0[..b.len()], &b[..]);
+    readback(&[j.clone()], &mut dev, &p, &mut t).unwrap();
+
+    // A wrong stored hash: refused while writing.
+    let mut wrong = j.clone();
+    wrong.stored_sha256.as_mut().unwrap()[0] ^= 1;
+    let e = write_payloads(&mut &bz[..], &[wrong], &mut dev, &p, &mut t).unwrap_err();
+    assert!(
+        matches!(e, PipelineError::HashMismatch { phase: "while writing", .. }),
+        "{e}"
+    );
+
+    // The raw hash is the read-back's: with a right stored hash and a wrong
+    // raw one, the stream passes and the read-back refuses.
+    let mut raw_wrong = j;
+    raw_wrong.sha256[0] ^= 1;
+    write_payloads(&mut &bz[..], &[raw_wrong.clone()], &mut dev, &p, &mut t).unwrap();
+    let e = readback(&[raw_wrong], &mut dev, &p, &mut t).unwrap_err();
+    assert!(e.to_string().contains("mismatch on read-back"), "{e}");
 }
