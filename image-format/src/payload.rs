@@ -241,7 +241,7 @@ enum Source<'a, R> {
     Chunked(Box<ChunkedDecoder<Limited<'a, R>>>),
 }
 
-impl<R> Source<'_, R> {
+impl<R: Read> Source<'_, R> {
     /// The SHA-256 of the stored bytes read, if they were hashed.
     fn take_stored_digest(&mut self) -> Option<[u8; 32]> {
         let limited = match self {

@@ -58,6 +58,7 @@ pub(crate) fn build_opts(raw: &[u8], opts: &ChunkOptions, workers: u32) -> Built
             sha256: packed.sha256,
             offset: 0,
             chunked: Some(packed.info),
+            stored_sha256: None,
         },
         stored,
     }

@@ -153,7 +153,13 @@ fn stored_sha256_checks_the_stream_and_the_read_back_the_raw_bytes() {
     wrong.stored_sha256.as_mut().unwrap()[0] ^= 1;
     let e = write_payloads(&mut &bz[..], &[wrong], &mut dev, &p, &mut t).unwrap_err();
     assert!(
-        matches!(e, PipelineError::HashMismatch { phase: "while writing", .. }),
+        matches!(
+            e,
+            PipelineError::HashMismatch {
+                phase: "while writing",
+                ..
+            }
+        ),
         "{e}"
     );
 
