@@ -516,6 +516,19 @@ impl Gpt {
                 )));
             }
         }
+        // A backup that must be rebuilt goes where the primary's alternate
+        // LBA says only when that is the disk's last LBA, its one proper
+        // place: a corrupted alternate LBA (with a usable area shrunk to
+        // match) would otherwise put it over free space or partition data
+        // that the table no longer claims (found by tests/fuzz_gpt.rs).
+        let last = disk_sectors.saturating_sub(1);
+        if !self.backup.health.is_ok() && self.backup.header_lba != last {
+            return Err(Error::BadLayout(format!(
+                "no room for the backup GPT copy: the primary's alternate LBA {} is not the \
+                 disk's last LBA {last}, and no valid backup is there",
+                self.backup.header_lba
+            )));
+        }
         Ok(())
     }
 

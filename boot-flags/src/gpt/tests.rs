@@ -236,6 +236,35 @@ fn no_room_for_a_rebuilt_backup_writes_nothing() {
     assert!(dev.data == before);
 }
 
+/// Found by tests/fuzz_gpt.rs (seed 1796199590958537264): a primary whose
+/// alternate LBA is moved 32 sectors before the disk's end and whose usable
+/// area is shrunk to match passes every check of its own; the valid backup
+/// at the end is then not where the primary points, and rebuilding it at
+/// the alternate LBA wrote its entry array over free space the original
+/// table owned. A bad backup is rebuilt only at the disk's last LBA.
+#[test]
+fn a_bad_backup_is_rebuilt_only_at_the_last_lba() {
+    let mut dev = sample_disk(512);
+    let sectors = dev.data.len() as u64 / 512;
+    let mut sector = dev.data[512..1024].to_vec();
+    let mut h = Header::parse(&sector).unwrap();
+    h.alternate_lba = sectors - 33;
+    h.last_usable_lba = sectors / 2;
+    h.write_into(&mut sector);
+    dev.data[512..1024].copy_from_slice(&sector);
+    let before = dev.data.clone();
+    let mut gpt = Gpt::read(&mut dev).unwrap();
+    assert!(!gpt.health(GptCopy::Backup).is_ok());
+    let err = gpt.repair(&mut dev).unwrap_err();
+    assert!(
+        err.to_string().contains("no room for the backup")
+            && err.to_string().contains("not the disk's last LBA"),
+        "{err}"
+    );
+    assert!(dev.data == before, "a refused repair wrote");
+    assert!(gpt.check_writable().is_err());
+}
+
 /// A device whose reads fail (a dead disk, or the power gone mid-operation).
 struct FailingReads(MemDevice);
 
