@@ -122,13 +122,6 @@ impl FileDevice {
         self.rdev
     }
 
-    /// Never use direct I/O on this device (everything through the page
-    /// cache, as before direct I/O existed).
-    pub fn without_direct_io(mut self) -> FileDevice {
-        self.direct = Direct::Off;
-        self
-    }
-
     /// How a transfer of `len` bytes at `off` from `addr` splits, and the
     /// direct descriptor, if any part of it goes direct.
     fn direct_split(&mut self, off: u64, addr: usize, len: usize) -> Option<Split> {
