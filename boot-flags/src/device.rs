@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use crate::direct::{self, Direct, Split, DIRECT_MIN};
+use crate::direct::{Direct, Split};
 
 /// Byte-addressed access to a disk, with a durability barrier.
 ///
@@ -121,19 +121,6 @@ impl FileDevice {
     pub fn rdev(&self) -> Option<u64> {
         self.rdev
     }
-
-    /// How a transfer of `len` bytes at `off` from `addr` splits, and the
-    /// direct descriptor, if any part of it goes direct.
-    fn direct_split(&mut self, off: u64, addr: usize, len: usize) -> Option<Split> {
-        if len < DIRECT_MIN {
-            return None;
-        }
-        let rdev = self.rdev;
-        let (_, align) = self.direct.get(&self.path, self.writable, || {
-            rdev.and_then(|r| sysfs_logical_block_size(r).ok())
-        })?;
-        direct::split(off, addr, len, align)
-    }
 }
 
 /// Read a block device's logical sector size from sysfs (no ioctl). A
@@ -172,40 +159,40 @@ impl BlockDevice for FileDevice {
     }
 
     fn read_exact_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
-        if let Some(Split { head, mid }) = self.direct_split(off, buf.as_ptr() as usize, buf.len())
+        let at = (off, buf.as_ptr() as usize, buf.len());
+        let sector = || self.rdev.and_then(|r| sysfs_logical_block_size(r).ok());
+        if let Some((file, Split { head, mid })) =
+            self.direct.part(&self.path, self.writable, sector, at)
         {
-            if let Direct::Open { file, .. } = &self.direct {
-                let at = off + head as u64;
-                match direct::read(file, at, &mut buf[head..head + mid]) {
-                    Ok(()) => {
-                        FileExt::read_exact_at(&self.file, &mut buf[..head], off)?;
-                        let end = head + mid;
-                        return FileExt::read_exact_at(
-                            &self.file,
-                            &mut buf[end..],
-                            at + mid as u64,
-                        );
-                    }
-                    Err(e) => self.direct.refused(e)?,
+            let (front, rest) = buf.split_at_mut(head);
+            let (middle, tail) = rest.split_at_mut(mid);
+            let mid_off = off + head as u64;
+            match file.read_exact_at(middle, mid_off) {
+                Ok(()) => {
+                    self.file.read_exact_at(front, off)?;
+                    return self.file.read_exact_at(tail, mid_off + mid as u64);
                 }
+                Err(e) => self.direct.refused(e)?,
             }
         }
         FileExt::read_exact_at(&self.file, buf, off)
     }
 
     fn write_all_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
-        if let Some(Split { head, mid }) = self.direct_split(off, buf.as_ptr() as usize, buf.len())
+        let at = (off, buf.as_ptr() as usize, buf.len());
+        let sector = || self.rdev.and_then(|r| sysfs_logical_block_size(r).ok());
+        if let Some((file, Split { head, mid })) =
+            self.direct.part(&self.path, self.writable, sector, at)
         {
-            if let Direct::Open { file, .. } = &self.direct {
-                let at = off + head as u64;
-                match direct::write(file, at, &buf[head..head + mid]) {
-                    Ok(()) => {
-                        FileExt::write_all_at(&self.file, &buf[..head], off)?;
-                        let end = head + mid;
-                        return FileExt::write_all_at(&self.file, &buf[end..], at + mid as u64);
-                    }
-                    Err(e) => self.direct.refused(e)?,
+            let (front, rest) = buf.split_at(head);
+            let (middle, tail) = rest.split_at(mid);
+            let mid_off = off + head as u64;
+            match file.write_all_at(middle, mid_off) {
+                Ok(()) => {
+                    self.file.write_all_at(front, off)?;
+                    return self.file.write_all_at(tail, mid_off + mid as u64);
                 }
+                Err(e) => self.direct.refused(e)?,
             }
         }
         FileExt::write_all_at(&self.file, buf, off)

@@ -24,7 +24,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Alignment of direct transfers (offset, length, memory): a page, which
@@ -121,9 +121,6 @@ pub(crate) struct Split {
 /// The direct part of a transfer of `len` bytes at disk offset `off` from
 /// memory address `addr`, if it is worth one.
 pub(crate) fn split(off: u64, addr: usize, len: usize, align: usize) -> Option<Split> {
-    if len < DIRECT_MIN {
-        return None;
-    }
     let head = ((align as u64 - off % align as u64) % align as u64) as usize;
     let mid = len.checked_sub(head)? / align * align;
     let aligned_mem = (addr + head) % align == 0;
@@ -133,7 +130,7 @@ pub(crate) fn split(off: u64, addr: usize, len: usize, align: usize) -> Option<S
 impl Direct {
     /// The descriptor and alignment, opening it on first use; `None` when
     /// direct I/O is off for this device.
-    pub(crate) fn get(
+    fn get(
         &mut self,
         path: &Path,
         writable: bool,
@@ -161,6 +158,23 @@ impl Direct {
         }
     }
 
+    /// The descriptor and how a transfer of `len` bytes at disk offset
+    /// `off` from memory address `addr` splits, if any part of it goes
+    /// direct (the descriptor is opened on the first such transfer).
+    pub(crate) fn part(
+        &mut self,
+        path: &Path,
+        writable: bool,
+        sector: impl FnOnce() -> Option<u32>,
+        (off, addr, len): (u64, usize, usize),
+    ) -> Option<(&File, Split)> {
+        if len < DIRECT_MIN {
+            return None;
+        }
+        let (file, align) = self.get(path, writable, sector)?;
+        Some((file, split(off, addr, len, align)?))
+    }
+
     /// A direct transfer failed with `err`: if the file system refuses
     /// direct I/O (`EINVAL`), turn it off and let the caller redo the
     /// transfer through the page cache (`Ok`); any other error is the
@@ -173,16 +187,6 @@ impl Direct {
             Err(err)
         }
     }
-}
-
-/// Write `buf` at `off` on the direct descriptor.
-pub(crate) fn write(file: &File, off: u64, buf: &[u8]) -> io::Result<()> {
-    file.write_all_at(buf, off)
-}
-
-/// Read `buf` at `off` on the direct descriptor.
-pub(crate) fn read(file: &File, off: u64, buf: &mut [u8]) -> io::Result<()> {
-    file.read_exact_at(buf, off)
 }
 
 #[cfg(test)]
