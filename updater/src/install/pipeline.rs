@@ -300,7 +300,6 @@ pub fn readback(
         progress.finish_phase();
         timing.readback_read += r.read;
         timing.readback_hash += r.hash;
-        timing.readback = start.elapsed();
         if r.digest != job.sha256 {
             return Err(PipelineError::HashMismatch {
                 role: job.role.clone(),
@@ -308,6 +307,7 @@ pub fn readback(
             });
         }
     }
+    timing.readback = start.elapsed();
     Ok(())
 }
 

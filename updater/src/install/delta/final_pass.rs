@@ -5,14 +5,17 @@
 //! It always runs, `--no-readback` or not: it is the only whole check of a
 //! payload assembled from several sources.
 //!
-//! The device is read on the caller's thread (it is not `Send`); the two
-//! hashes run on two other threads over the same buffers, so the pass
-//! costs about one SHA-256 of the payload in time, not two. At most
-//! [`DEPTH`] + 2 buffers of [`READ`] bytes exist.
+//! The device is read on the caller's thread (it is not `Send`), into
+//! aligned buffers so that a `FileDevice` reads them directly from the disk
+//! as the stream's read-back does (docs/performance.md); the two hashes run
+//! on two other threads over the same buffers, so the pass costs about one
+//! SHA-256 of the payload in time, not two. At most [`DEPTH`] + 2 buffers
+//! of [`READ`] bytes exist.
 
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 
+use boot_flags::AlignedBuf;
 use image_format::ChunkTable;
 use sha2::{Digest, Sha256};
 
@@ -47,8 +50,8 @@ pub fn final_pass(
     dev.drop_cache(t.dest, t.raw_size)
         .map_err(|e| t.read_err(0, e))?;
     let step = read_size(u64::from(table.block_size()));
-    let (whole_tx, whole_rx) = sync_channel::<Arc<Vec<u8>>>(DEPTH);
-    let (group_tx, group_rx) = sync_channel::<Arc<Vec<u8>>>(DEPTH);
+    let (whole_tx, whole_rx) = sync_channel::<Arc<AlignedBuf>>(DEPTH);
+    let (group_tx, group_rx) = sync_channel::<Arc<AlignedBuf>>(DEPTH);
     std::thread::scope(|s| {
         let whole = s.spawn(move || {
             let mut h = Sha256::new();
@@ -64,7 +67,7 @@ pub fn final_pass(
             }
             check.bad
         });
-        let mut spare: Vec<Arc<Vec<u8>>> = Vec::new();
+        let mut spare: Vec<Arc<AlignedBuf>> = Vec::new();
         let mut pos = 0u64;
         let mut result = Ok(());
         while pos < t.raw_size {
@@ -75,8 +78,8 @@ pub fn final_pass(
                 .position(|b| Arc::strong_count(b) == 1)
                 .map(|i| spare.swap_remove(i))
                 .and_then(|b| Arc::try_unwrap(b).ok())
-                .unwrap_or_default();
-            buf.resize(n, 0);
+                .unwrap_or_else(|| AlignedBuf::new(step as usize));
+            buf.set_len(n);
             if let Err(e) = dev.read_exact_at(t.dest + pos, &mut buf) {
                 result = Err(t.read_err(pos, e));
                 break;
