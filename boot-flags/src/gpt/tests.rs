@@ -218,14 +218,15 @@ fn create_rejects_bad_layouts() {
     assert_eq!(dev.data, vec![0u8; 4 << 20], "nothing written on refusal");
 }
 
-#[test]
-fn no_room_for_a_rebuilt_backup_writes_nothing() {
+/// A 512-byte-sector sample disk whose primary header `edit` changes (CRC
+/// recomputed), read: its backup must be judged bad and its repair refused
+/// without writing. Returns the repair's error and the table read.
+fn refused_backup_repair(edit: impl FnOnce(&mut Header, u64)) -> (Error, Gpt) {
     let mut dev = sample_disk(512);
+    let sectors = dev.data.len() as u64 / 512;
     let mut sector = dev.data[512..1024].to_vec();
     let mut h = Header::parse(&sector).unwrap();
-    // The backup "lives" right after the usable area: its entry array
-    // would have to go over partition data.
-    h.alternate_lba = h.last_usable_lba + 1;
+    edit(&mut h, sectors);
     h.write_into(&mut sector);
     dev.data[512..1024].copy_from_slice(&sector);
     let before = dev.data.clone();
@@ -233,7 +234,15 @@ fn no_room_for_a_rebuilt_backup_writes_nothing() {
     assert!(!gpt.health(GptCopy::Backup).is_ok());
     let err = gpt.repair(&mut dev).unwrap_err();
     assert!(err.to_string().contains("no room for the backup"), "{err}");
-    assert!(dev.data == before);
+    assert!(dev.data == before, "a refused repair wrote");
+    (err, gpt)
+}
+
+#[test]
+fn no_room_for_a_rebuilt_backup_writes_nothing() {
+    // The backup "lives" right after the usable area: its entry array
+    // would have to go over partition data.
+    refused_backup_repair(|h, _| h.alternate_lba = h.last_usable_lba + 1);
 }
 
 /// Found by tests/fuzz_gpt.rs (seed 1796199590958537264): a primary whose
@@ -244,24 +253,11 @@ fn no_room_for_a_rebuilt_backup_writes_nothing() {
 /// table owned. A bad backup is rebuilt only at the disk's last LBA.
 #[test]
 fn a_bad_backup_is_rebuilt_only_at_the_last_lba() {
-    let mut dev = sample_disk(512);
-    let sectors = dev.data.len() as u64 / 512;
-    let mut sector = dev.data[512..1024].to_vec();
-    let mut h = Header::parse(&sector).unwrap();
-    h.alternate_lba = sectors - 33;
-    h.last_usable_lba = sectors / 2;
-    h.write_into(&mut sector);
-    dev.data[512..1024].copy_from_slice(&sector);
-    let before = dev.data.clone();
-    let mut gpt = Gpt::read(&mut dev).unwrap();
-    assert!(!gpt.health(GptCopy::Backup).is_ok());
-    let err = gpt.repair(&mut dev).unwrap_err();
-    assert!(
-        err.to_string().contains("no room for the backup")
-            && err.to_string().contains("not the disk's last LBA"),
-        "{err}"
-    );
-    assert!(dev.data == before, "a refused repair wrote");
+    let (err, gpt) = refused_backup_repair(|h, sectors| {
+        h.alternate_lba = sectors - 33;
+        h.last_usable_lba = sectors / 2;
+    });
+    assert!(err.to_string().contains("not the disk's last LBA"), "{err}");
     assert!(gpt.check_writable().is_err());
 }
 
