@@ -22,6 +22,7 @@ PACKAGES=(
   jq                # the QEMU harness reads slotctl status --json
   strace            # records the real install's writes and flushes for the power-cut suite
   shellcheck        # lints the project's shell scripts (test.sh)
+  cryptsetup-bin    # veritysetup: validates the dm-verity hash trees image pack builds
 )
 
 missing=()
@@ -34,7 +35,7 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for tool in cgpt sgdisk sfdisk openssl zstd qemu-system-x86_64 cpio mkfs.ext4 jq strace shellcheck; do
+for tool in cgpt sgdisk sfdisk openssl zstd qemu-system-x86_64 cpio mkfs.ext4 jq strace shellcheck veritysetup debugfs; do
   command -v "$tool" >/dev/null || { echo "setup: $tool still missing" >&2; exit 1; }
 done
 echo "setup: all tools present"
