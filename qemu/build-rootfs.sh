@@ -4,6 +4,10 @@
 # and keyring, and guest/slot-init as /sbin/init.
 #
 # Usage: build-rootfs.sh VERSION BEHAVIOUR SLOTCTL_BINARY KEYRING_DIR SIZE OUTPUT
+#                        [KERNEL INITRD CMDLINE]
+#   KERNEL, INITRD, CMDLINE: the slot's own kernel, initramfs and command line
+#              (/boot/vmlinuz, /boot/initrd.img, /boot/cmdline), which the
+#              kexec first stage loads from the slot's verified root
 #   BEHAVIOUR: healthy   - its health check passes
 #              unhealthy - its health check fails (boot-check marks it bad)
 #              crash     - panics (or hangs, if the kernel command line has
@@ -11,6 +15,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 version="$1" behaviour="$2" slotctl_bin="$3" keyring="$4" size="$5" output="$6"
+kernel="${7:-}" initrd="${8:-}" cmdline="${9:-}"
 busybox=/bin/busybox
 
 case "$behaviour" in healthy | unhealthy | crash) ;; *)
@@ -31,9 +36,16 @@ cp "$keyring"/*.pem "$root/etc/slotctl/keys/"
 install -m 0755 "$here/guest/slot-init" "$root/sbin/init"
 echo "$version" >"$root/etc/slot-version"
 echo "$behaviour" >"$root/etc/slot-behaviour"
+if [[ -n "$kernel" ]]; then
+  mkdir -p "$root/boot"
+  cp "$kernel" "$root/boot/vmlinuz"
+  cp "$initrd" "$root/boot/initrd.img"
+  printf '%s\n' "$cmdline" >"$root/boot/cmdline"
+fi
 
 # The health check: the application's self-test. A healthy build checks that
-# it runs from its read-only root; the unhealthy one reports its failure.
+# it runs from its read-only root, a dm-verity device (boot-select opened it
+# from the signed root hash); the unhealthy one reports its failure.
 if [[ "$behaviour" == unhealthy ]]; then
   cat >"$root/usr/libexec/self-test" <<'SH'
 #!/bin/sh
@@ -43,7 +55,7 @@ SH
 else
   cat >"$root/usr/libexec/self-test" <<'SH'
 #!/bin/sh
-grep -q '^/dev/vda[0-9]* / ext4 ro' /proc/mounts
+grep -q '^/dev/dm-[0-9]* / ext4 ro' /proc/mounts
 SH
 fi
 chmod 0755 "$root/usr/libexec/self-test"

@@ -219,7 +219,7 @@ boot() {
   local start=$SECONDS
   qemu-system-x86_64 -accel "$ACCEL" -m 256 -smp 1 -display none -monitor none \
     -serial stdio -no-reboot \
-    -kernel "$BUILD/kernel/vmlinuz" -initrd "$BUILD/initrd" \
+    -kernel "$BUILD/kernel/vmlinuz" -initrd "$INITRD" \
     -append "console=ttyS0 quiet panic=-1 $append" \
     "${drives[@]}" </dev/null >"$fifo" 2>&1 &
   QEMU_PID=$!

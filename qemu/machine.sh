@@ -5,7 +5,16 @@
 
 # Tries a newly activated slot gets (the guest config's `tries`).
 TRIES_NEW=2
+# A slot's root file system; one that carries its own kernel and initramfs
+# (for the kexec first stage) needs room for them.
 ROOT_FS_SIZE=24M
+ROOT_FS_SIZE_KERNEL=44M
+# Consecutive boots of a committed slot that may end before boot-check
+# before boot-select gives it up for the other good slot (boot-select's
+# default, docs/state-machine.md).
+MAX_UNCHECKED_BOOTS=3
+# The initramfs (the fixed first stage, with the keyring): built per run.
+INITRD=""
 # How the slot images store their payloads (`image pack --compression`):
 # zstd, or chunked for the agent scenario's delta downloads (issue 12).
 IMAGE_COMPRESSION="${IMAGE_COMPRESSION:-zstd}"
@@ -14,13 +23,20 @@ IMAGE_COMPRESSION="${IMAGE_COMPRESSION:-zstd}"
 # shellcheck disable=SC2034
 WATCHDOG_SECS=10
 
-# The versions the scenarios use: version behaviour.
+# The versions the scenarios use: version behaviour [kernel]. Every image
+# packs its ROOT with a dm-verity hash tree (`image pack --verity ROOT`).
+# kernel: the slot carries its own kernel (/boot/vmlinuz, the test kernel),
+# initramfs and a command line with slotctl.flavour=NAME, for the kexec
+# first stage; "garbage": a kernel file that is not a kernel, signed anyway.
 VERSIONS=(
-  "1.0.0 healthy"   # factory image, slot A
-  "2.0.0 healthy"   # the update
-  "3.0.0 unhealthy" # fails its health check
-  "4.0.0 crash"     # panics / hangs before its boot check
-  "5.0.0 healthy"   # installed through power cuts
+  "1.0.0 healthy"        # factory image, slot A
+  "2.0.0 healthy"        # the update
+  "3.0.0 unhealthy"      # fails its health check
+  "4.0.0 crash"          # panics / hangs before its boot check
+  "5.0.0 healthy"        # installed through power cuts; its root corrupted
+  "6.0.0 healthy six"    # kernel A/B: its own kernel, command line flavour six
+  "7.0.0 healthy garbage" # kernel A/B: a kernel file that cannot be loaded
+  "8.0.0 healthy eight"  # kernel A/B: its own kernel, flavour eight
 )
 
 # prepare_machine: everything a run needs, in a new $RUN. The factory disk is
@@ -36,20 +52,27 @@ prepare_machine() {
   build_slotctl
   new_run "${RUN_PREFIX:-run}"
   log "building the initramfs, slot images and the factory disk in $RUN"
-  bash "$QEMU_DIR/build-initramfs.sh" "$SLOTCTL" "$BUILD/initrd" >/dev/null
-
   mkdir -p "$RUN/keys" "$RUN/keyring"
   "$SLOTCTL" keygen --out "$RUN/keys/release" >/dev/null
   cp "$RUN/keys/release.pub" "$RUN/keyring/release.pem"
+  INITRD="$RUN/initrd"
+  bash "$QEMU_DIR/build-initramfs.sh" "$SLOTCTL" "$RUN/keyring" "$INITRD" >/dev/null
 
   # One rollback index for all five: it is raised only by a release that must
   # never be gone back from, and scenario 7's `slotctl rollback` from 2.0.0 to
   # 1.0.0 is refused across a raise (docs/state-machine.md).
-  local v version behaviour idx=1
+  local v version behaviour kernel idx=1 kargs
+  yes 'not a kernel' | head -c 65536 >"$RUN/garbage-kernel" || true
   for v in "${VERSIONS[@]}"; do
-    read -r version behaviour <<<"$v"
+    read -r version behaviour kernel <<<"$v"
+    case "${kernel:-}" in
+      "") kargs=("$ROOT_FS_SIZE") ;;
+      garbage) kargs=("$ROOT_FS_SIZE" "$RUN/garbage-kernel" "$INITRD" "console=ttyS0 quiet panic=-1") ;;
+      *) kargs=("$ROOT_FS_SIZE_KERNEL" "$BUILD/kernel/vmlinuz" "$INITRD"
+        "console=ttyS0 quiet panic=-1 slotctl.flavour=$kernel") ;;
+    esac
     bash "$QEMU_DIR/build-rootfs.sh" "$version" "$behaviour" "$SLOTCTL" \
-      "$RUN/keyring" "$ROOT_FS_SIZE" "$RUN/root-$version.ext4" >/dev/null
+      "$RUN/keyring" "${kargs[0]}" "$RUN/root-$version.ext4" "${kargs[@]:1}" >/dev/null
     # An image covers every role of its slot (docs/image-format.md, "Roles"):
     # the disk's slots have BOOT and ROOT, so each image carries a small BOOT
     # payload too (the guest boots the kernel QEMU is given, not BOOT's
@@ -58,12 +81,12 @@ prepare_machine() {
     "$SLOTCTL" image pack --key "$RUN/keys/release.key" --version "$version" \
       --compatible qemu-test --rollback-index "$idx" --compression "$IMAGE_COMPRESSION" \
       --part "BOOT=$RUN/boot-$version.bin" \
-      --part "ROOT=$RUN/root-$version.ext4" -o "$RUN/v${version%%.*}.img" >/dev/null
-    rm -f "$RUN/root-$version.ext4" "$RUN/boot-$version.bin"
+      --part "ROOT=$RUN/root-$version.ext4" --verity ROOT -o "$RUN/v${version%%.*}.img" >/dev/null
+    rm -f "$RUN/boot-$version.bin"
   done
 
   DISK="$RUN/factory.img"
-  "$SLOTCTL" disk init "$DISK" --size 96M --role BOOT=1M --role ROOT=32M --data 8M >/dev/null
+  "$SLOTCTL" disk init "$DISK" --size 128M --role BOOT=1M --role ROOT=48M --data 8M >/dev/null
   "$SLOTCTL" --disk "$DISK" install --factory --slot A --compatible qemu-test \
     --keyring "$RUN/keyring" "$RUN/v1.img" >/dev/null
   cgpt show "$DISK" >/dev/null || fail "cgpt cannot read the factory disk"

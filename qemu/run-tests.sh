@@ -7,7 +7,10 @@
 # negative controls (qemu/controls.sh) run first, in the same harness: each
 # expects something false and must fail where it does, or the run fails.
 #
-# Usage: qemu/run-tests.sh [SCENARIO...]   (default: 1 2 3 4 5 6 7)
+# Scenarios 8-11 (the verified boot chain: dm-verity, the boot counter,
+# kernel A/B through kexec) are in qemu/scenarios-boot-chain.sh.
+#
+# Usage: qemu/run-tests.sh [SCENARIO...]   (default: 1 to 11)
 #        qemu/run-tests.sh controls         (the negative controls only)
 # Environment: see qemu/lib.sh (SLOTCTL_QEMU_ACCEL, _TIMEOUT, _VERBOSE).
 set -euo pipefail
@@ -17,6 +20,8 @@ source "$(dirname "$0")/lib.sh"
 source "$QEMU_DIR/machine.sh"
 # shellcheck source=qemu/controls.sh
 source "$QEMU_DIR/controls.sh"
+# shellcheck source=qemu/scenarios-boot-chain.sh
+source "$QEMU_DIR/scenarios-boot-chain.sh"
 
 trap kill_qemu EXIT
 
@@ -57,6 +62,9 @@ scenario_2() { # B boots with tries decremented, is marked good, and stays
   start_from 1
   boot s2-first-boot-of-b
   expect_booted B 2.0.0
+  # Its ROOT is the dm-verity device boot-select opened from the root hash
+  # in B's verified slot record (issue 14).
+  expect_console '^SLOTCTL-INITRAMFS: booting slot B root=/dev/dm-[0-9]+$' "B's root on its verity device"
   expect_console_status B tries $((TRIES_NEW - 1)) "tries decremented by the boot stage"
   expect_console_status B successful 0 "B not yet good before its check"
   expect_console "^slotctl: booting slot B \\(on trial, $((TRIES_NEW - 1)) tries left\\)" \
@@ -217,7 +225,7 @@ scenario_6() { # the primary GPT corrupted from the host: repaired at boot
   expect_console 'rewrote the bad primary GPT copy' "boot-select reporting the repair"
   # The kernel found no partitions in the bad primary table (it ignores the
   # backup): the boot stage has to re-read the repaired one.
-  expect_console '^SLOTCTL-INITRAMFS: no /dev/vda[0-9]+ yet: re-reading the partition table' \
+  expect_console '^(SLOTCTL-INITRAMFS|slotctl): no /dev/vda[0-9]+ yet: re-reading the partition table' \
     "the boot stage re-reading the repaired partition table"
   expect_console '^SLOTCTL-SLOT: boot-check exit=0$'
   expect_end poweroff
@@ -251,15 +259,15 @@ main() {
   if [[ "${scenarios[*]}" == controls ]]; then
     scenarios=()
   elif ((${#scenarios[@]} == 0)); then
-    scenarios=(1 2 3 4 5 6 7)
+    scenarios=(1 2 3 4 5 6 7 8 9 10 11)
   fi
-  # Scenarios 3-7 start from the disk scenario 2 leaves, which starts from 1's.
+  # Scenarios 3-11 start from the disk scenario 2 leaves, which starts from 1's.
   local want=" ${scenarios[*]} "
-  if [[ "$want" =~ \ [3-7]\  ]]; then
+  if [[ "$want" =~ \ ([3-9]|1[01])\  ]]; then
     [[ "$want" == *" 2 "* ]] || scenarios=(2 "${scenarios[@]}")
   fi
   want=" ${scenarios[*]} "
-  if [[ "$want" =~ \ [2-7]\  ]]; then
+  if [[ "$want" =~ \ ([2-9]|1[01])\  ]]; then
     [[ "$want" == *" 1 "* ]] || scenarios=(1 "${scenarios[@]}")
   fi
   local s
@@ -273,7 +281,7 @@ main() {
   run_controls
   local passed=0 failed=()
   for s in "${scenarios[@]}"; do
-    log "scenario $s: $(sed -n "s/^scenario_$s() { # //p" "$0")"
+    log "scenario $s: $(sed -n "s/^scenario_$s() { # //p" "$0" "$QEMU_DIR/scenarios-boot-chain.sh")"
     # fail ends the scenario (and only it); the others still run.
     run_scenario "scenario_$s"
     if ((SCENARIO_RC == 0)); then
