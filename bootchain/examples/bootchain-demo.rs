@@ -1,5 +1,5 @@
 //! A tiny boot-stage tool over the bootchain crate, used to prove it in a
-//! QEMU guest (docs/verified-boot.md) and to show its use:
+//! QEMU guest (docs/architecture.md, "bootchain") and to show its use:
 //!
 //! ```text
 //! bootchain-demo open NAME DEV DATA_BLOCKS HASH_START_BLOCK ROOT_HEX SALT_HEX eio|restart|panic

@@ -13,7 +13,7 @@
 //!
 //! Everything here needs root and a Linux kernel with device-mapper,
 //! dm-verity and `KEXEC_FILE`; the unit tests check the byte layouts on any
-//! host, the QEMU guest checks the calls (docs/verified-boot.md).
+//! host, the QEMU guest checks the calls (docs/architecture.md, "bootchain").
 //!
 //! The only `unsafe` is in two small modules: the device-mapper ioctls and
 //! the `kexec_file_load` system call. Each says why it is sound.
