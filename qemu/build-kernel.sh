@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fetches Debian's cloud kernel (no installation on the host: apt-get download
-# + dpkg -x) and keeps what the test machine needs: the kernel image and the
-# virtio modules, in the order they must be loaded.
+# + dpkg -x) and keeps what the test machine needs: the kernel image, the
+# virtio modules and the device-mapper verity modules, in the order they must
+# be loaded.
 #
 # Output: qemu/build/kernel/vmlinuz, qemu/build/kernel/modules/*.ko and
 # qemu/build/kernel/modules.order. Skips the work when they already exist.
@@ -9,10 +10,15 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="$here/build/kernel"
 
-# Load order matters: plain insmod, each module after the ones it uses.
-MODULES=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk)
+# Load order matters: plain insmod, each module after the ones it uses (the
+# package has no modules.dep; each .ko's `depends=` line gives the order).
+# dm-verity needs reed_solomon (its FEC support), dm-mod and dm-bufio.
+MODULES=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk
+  reed_solomon dm-mod dm-bufio dm-verity)
 
-if [[ -f "$out/vmlinuz" && -f "$out/modules.order" ]]; then
+# A cache from before the verity modules were added is rebuilt.
+if [[ -f "$out/vmlinuz" && -f "$out/modules.order" ]] &&
+  [[ "$(cat "$out/modules.order")" == "$(printf '%s\n' "${MODULES[@]}")" ]]; then
   echo "build-kernel: cached ($(cat "$out/version"))"
   exit 0
 fi
