@@ -15,10 +15,13 @@
 //! dm-verity and `KEXEC_FILE`; the unit tests check the byte layouts on any
 //! host, the QEMU guest checks the calls (docs/architecture.md, "bootchain").
 //!
-//! The only `unsafe` is in two small modules: the device-mapper ioctls and
-//! the `kexec_file_load` system call. Each says why it is sound.
+//! The only `unsafe` is in three small modules: the device-mapper ioctls,
+//! `BLKRRPART` and the `kexec_file_load` system call. Each says why it is
+//! sound.
 #![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
+mod blk_sys;
 mod dm;
 #[allow(unsafe_code)]
 mod dm_sys;
@@ -30,3 +33,12 @@ mod verity;
 pub use dm::{open_verity, remove, DM_CONTROL};
 pub use kexec::{kexec_load, kexec_reboot};
 pub use verity::{OnCorruption, VerityTable};
+
+/// Re-reads the partition table of `disk` (the `BLKRRPART` ioctl, what
+/// `blockdev --rereadpt` does): after boot-select repaired a primary GPT the
+/// kernel had found bad, the partition nodes appear only then.
+pub fn reread_partitions(disk: &std::path::Path) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    let f = std::fs::File::open(disk)?;
+    blk_sys::reread(f.as_fd()).map_err(std::io::Error::from)
+}
