@@ -184,12 +184,14 @@ impl Chain {
                 .ok_or_else(|| format!("its record names role {} it does not have", p.role))?;
             // The tree lies inside the payload, which lies inside the
             // partition (the install checked both; the record may be old).
-            let tree_start = v.hash_start_block.saturating_mul(u64::from(v.hash_block_size));
-            if tree_start >= p.raw_size || p.raw_size > part.size {
+            if v.partition_len() > p.raw_size || p.raw_size > part.size {
                 return Err(format!(
-                    "{}: its verity tree (from byte {tree_start}) is not inside its {} byte payload \
+                    "{}: its verity data and tree ({} bytes) are not inside its {} byte payload \
                      and {} byte partition",
-                    p.role, p.raw_size, part.size
+                    p.role,
+                    v.partition_len(),
+                    p.raw_size,
+                    part.size
                 ));
             }
             let table = verity_table(&part.node, v);
@@ -268,7 +270,7 @@ pub fn verity_table(node: &Path, v: &image_format::VerityInfo) -> bootchain::Ver
         hash_block_size: v.hash_block_size,
         data_blocks: v.data_blocks,
         hash_start_block: v.hash_start_block,
-        algorithm: v.algorithm.clone(),
+        algorithm: v.hash_algorithm.to_string(),
         root_hex: v.root_hex(),
         salt_hex: v.salt_hex(),
         on_corruption: bootchain::OnCorruption::Restart,
