@@ -104,6 +104,7 @@ fn seed_images(key: &SigningKey, other: &SigningKey) -> Vec<Seed> {
                 compression,
                 source: Box::new(Cursor::new(data)),
                 size_hint: None,
+                verity: None,
             })
             .collect();
         let mut spec = PackSpec::new("acme-gw", semver::Version::new(3, 1, 4), 9, 1);
