@@ -436,3 +436,61 @@ fn pack_512_mib_with_verity_under_32_mib_rss() {
         (512u64 << 20) + (1024 + 8 + 1) * 4096
     );
 }
+
+/// Install writes the tree like any payload bytes: after a factory install
+/// the slot's ROOT partition opens with veritysetup from the parameters of
+/// the slot's signed record, and verify-slot accepts the slot.
+#[test]
+fn an_installed_partition_verifies_with_veritysetup() {
+    require_veritysetup();
+    use slotctl_tests::installfix::{ok as ran, Fix, COMPATIBLE};
+    let f = Fix::new();
+    let root = f.payload("root", 2 * 1024 * 1024 + 555, 8);
+    let img = f.path("v.img");
+    let mut args: Vec<std::ffi::OsString> = [
+        "image",
+        "pack",
+        "--version",
+        "1.0.0",
+        "--compatible",
+        COMPATIBLE,
+        "--rollback-index",
+        "1",
+        "--compression",
+        "chunked",
+        "--verity",
+        "ROOT",
+    ]
+    .iter()
+    .map(|s| s.into())
+    .collect();
+    for a in [
+        "--key".into(),
+        f.key.clone().into_os_string(),
+        "--part".into(),
+        format!("BOOT={}", f.boot_payload().display()).into(),
+        "--part".into(),
+        format!("ROOT={}", root.display()).into(),
+        "-o".into(),
+        img.clone().into_os_string(),
+    ] {
+        args.push(a);
+    }
+    let out = run_slotctl(args);
+    ran(out);
+    f.factory("A", &img);
+    ran(f.run(&["verify-slot", "A"]));
+    let t = info_json(&img)["payloads"][1]["verity"].clone();
+    let part = f.path("root-a.part");
+    std::fs::write(&part, f.read_partition("A", "ROOT")).unwrap();
+    let (blocks, start) = (
+        t["data_blocks"].as_u64().unwrap(),
+        t["hash_start_block"].as_u64().unwrap(),
+    );
+    let (salt, root_hash) = (
+        t["salt"].as_str().unwrap(),
+        t["root_hash"].as_str().unwrap(),
+    );
+    assert_eq!(blocks, 513);
+    assert!(veritysetup_verify(&part, blocks, start, salt, root_hash));
+}
