@@ -73,6 +73,9 @@ pub mod tag {
         /// install can check the bytes it decompresses by hashing about
         /// half as many (docs/image-format.md, "stored_sha256").
         pub const STORED_SHA256: u16 = 0x0007;
+        /// Critical, at most once: the parameters and root hash of a
+        /// dm-verity tree that ends the raw bytes ([`crate::VerityInfo`]).
+        pub const VERITY: u16 = 0x8008;
     }
 }
 
@@ -155,6 +158,9 @@ pub struct PayloadInfo {
     /// SHA-256 of the stored bytes, when the header carries it (optional
     /// field `0x0007`; `pack` writes it for zstd payloads).
     pub stored_sha256: Option<[u8; 32]>,
+    /// The dm-verity tree the raw bytes end with (critical field `0x8008`):
+    /// data, zero padding to 4096 bytes, then the tree.
+    pub verity: Option<crate::VerityInfo>,
 }
 
 impl PayloadInfo {
@@ -237,6 +243,9 @@ pub(crate) fn payload_records(p: &PayloadInfo) -> Vec<u8> {
     }
     if let Some(h) = &p.stored_sha256 {
         r.field(tag::payload::STORED_SHA256, h);
+    }
+    if let Some(v) = &p.verity {
+        r.field(tag::payload::VERITY, &v.encode());
     }
     r.0
 }
@@ -486,6 +495,7 @@ pub(crate) fn parse_payload(v: &[u8], base: u64) -> Result<PayloadInfo> {
     let (mut role, mut comp, mut raw, mut stored, mut sha) = (None, None, None, None, None);
     let mut stored_sha = None;
     let mut chunked: Option<(crate::ChunkInfo, u64)> = None;
+    let mut verity: Option<(crate::VerityInfo, u64)> = None;
     while let Some((tag, rec_at, v, at)) = cur.record()? {
         match tag {
             tag::payload::ROLE => {
@@ -528,6 +538,10 @@ pub(crate) fn parse_payload(v: &[u8], base: u64) -> Result<PayloadInfo> {
                 let h: [u8; 32] = fixed(v, "stored_sha256", at)?;
                 set_once(&mut stored_sha, h, "stored_sha256", rec_at)?;
             }
+            tag::payload::VERITY => {
+                let info = crate::VerityInfo::decode(v, at)?;
+                set_once(&mut verity, (info, at), "verity", rec_at)?;
+            }
             other => unknown(other, rec_at, "payload entry")?,
         }
     }
@@ -544,7 +558,11 @@ pub(crate) fn parse_payload(v: &[u8], base: u64) -> Result<PayloadInfo> {
         offset: 0,
         chunked: chunked.map(|(c, _)| c),
         stored_sha256: stored_sha,
+        verity: verity.as_ref().map(|(v, _)| v.clone()),
     };
+    if let Some((v, at)) = &verity {
+        v.check(p.raw_size, *at)?;
+    }
     match (p.compression, chunked) {
         (Compression::Chunked, None) => return Err(missing("chunked")),
         (Compression::Chunked, Some((c, at))) => c.check(p.raw_size, p.stored_size, at)?,

@@ -26,6 +26,10 @@
 //!   ([`ChunkInfo`], [`ChunkTable`]), so a device can fetch only the blocks
 //!   it lacks ([`BlockFinder`], [`fetch_plan`], [`decode_block`]); streamed,
 //!   it decodes like any payload, each group checked before it is handed on;
+//! - a payload may carry a dm-verity hash tree after its data
+//!   ([`PackPart::verity`], [`VerityInfo`] in [`PayloadInfo::verity`]): the
+//!   signed header binds its root hash, so a device can open the partition
+//!   through dm-verity and have every block checked as it is read;
 //! - [`ImageReader::into_untrusted`] parses without a signature (for
 //!   `image info` without keys and `image sign`) into distinct `Untrusted*`
 //!   types that nothing installing accepts.
@@ -44,6 +48,7 @@
 //!     compression: Compression::Zstd,
 //!     source: Box::new(&b"root filesystem bytes"[..]),
 //!     size_hint: None,
+//!     verity: None,
 //! }];
 //! pack(&mut image, &spec, parts, &[&key])?;
 //!
@@ -68,6 +73,7 @@ mod pack;
 mod payload;
 mod reader;
 mod sigblock;
+mod verity;
 
 #[cfg(test)]
 mod tests;
@@ -97,6 +103,10 @@ pub use reader::{
 };
 pub use semver;
 pub use sigblock::{signature_block_len, signature_room, SignatureEntry};
+pub use verity::{
+    hash_tree_len, random_salt, verity_partition_len, VerityHasher, VerityInfo, VerityReader,
+    VerityTree, DEFAULT_VERITY_SALT_LEN, MAX_VERITY_SALT_LEN, VERITY_BLOCK_SIZE, VERITY_HASH_TYPE,
+};
 
 /// Lowercase hex of bytes.
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -104,6 +104,11 @@ pub struct PackPart<'a> {
     /// Its length when known (a file's): chunked parts choose their
     /// automatic block size from it.
     pub size_hint: Option<u64>,
+    /// `Some(salt)`: append a dm-verity hash tree with this salt (0..=64
+    /// bytes; [`crate::random_salt`] draws veritysetup's default of 32): the
+    /// raw bytes become the source, zero padding to 4096 bytes, then the
+    /// tree, and the header carries its root hash ([`PayloadInfo::verity`]).
+    pub verity: Option<Vec<u8>>,
 }
 
 /// Counts (and, for zstd payloads, hashes) what goes through to the output.
@@ -182,27 +187,36 @@ pub fn pack<W: Write + Seek>(
     // encode it once with placeholder sizes and hashes.
     let mut infos: Vec<PayloadInfo> = parts
         .iter()
-        .map(|p| PayloadInfo {
-            role: p.role.clone(),
-            compression: p.compression,
-            raw_size: 0,
-            stored_size: 0,
-            sha256: [0; 32],
-            offset: 0,
-            // Reserved now (the header's length is fixed up front), filled
-            // in once the stored bytes are written.
-            stored_sha256: (p.compression == Compression::Zstd).then_some([0; 32]),
-            chunked: (p.compression == Compression::Chunked).then_some(crate::ChunkInfo {
-                block_size: 0,
-                group_blocks: 0,
-                block_count: 0,
-                dict_len: 0,
-                table_stored_len: 0,
-                table_raw_len: 0,
-                table_sha256: [0; 32],
-            }),
+        .map(|p| {
+            // Reserved with the real salt length: the field's length.
+            let verity = p
+                .verity
+                .as_ref()
+                .map(|salt| crate::VerityInfo::new(1, salt, [0; 32]))
+                .transpose()?;
+            Ok(PayloadInfo {
+                role: p.role.clone(),
+                compression: p.compression,
+                raw_size: 0,
+                stored_size: 0,
+                sha256: [0; 32],
+                offset: 0,
+                // Reserved now (the header's length is fixed up front), filled
+                // in once the stored bytes are written.
+                stored_sha256: (p.compression == Compression::Zstd).then_some([0; 32]),
+                chunked: (p.compression == Compression::Chunked).then_some(crate::ChunkInfo {
+                    block_size: 0,
+                    group_blocks: 0,
+                    block_count: 0,
+                    dict_len: 0,
+                    table_stored_len: 0,
+                    table_raw_len: 0,
+                    table_sha256: [0; 32],
+                }),
+                verity,
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     fn header_spec<'a>(spec: &'a PackSpec, payloads: &'a [PayloadInfo]) -> HeaderSpec<'a> {
         HeaderSpec {
             compatible: &spec.compatible,
@@ -220,7 +234,21 @@ pub fn pack<W: Write + Seek>(
 
     let mut buf = vec![0u8; COPY_BUFFER];
     for (part, info) in parts.into_iter().zip(infos.iter_mut()) {
-        let mut source = part.source;
+        // With a tree, the source is read through a VerityReader, which
+        // appends the padding and the tree and then knows the root hash.
+        let size_hint = match &part.verity {
+            Some(_) => part.size_hint.map(crate::verity_partition_len),
+            None => part.size_hint,
+        };
+        let (mut plain, mut verity) = match &part.verity {
+            Some(salt) => (None, Some(crate::VerityReader::new(part.source, salt)?)),
+            None => (Some(part.source), None),
+        };
+        let source: &mut dyn Read = match (&mut plain, &mut verity) {
+            (Some(s), _) => s,
+            (None, Some(v)) => v,
+            (None, None) => unreachable!("one of the two"),
+        };
         let mut hasher = PayloadHasher::new();
         let mut chunked_sums = None;
         let mut counter = Counter {
@@ -230,7 +258,7 @@ pub fn pack<W: Write + Seek>(
         };
         match part.compression {
             Compression::None => {
-                copy_hashing(&mut source, &mut counter, &mut hasher, &mut buf, &info.role)?
+                copy_hashing(source, &mut counter, &mut hasher, &mut buf, &info.role)?
             }
             Compression::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(&mut counter, spec.zstd.level)
@@ -245,14 +273,14 @@ pub fn pack<W: Write + Seek>(
                 }
                 enc.include_checksum(false)
                     .map_err(io_err("configuring zstd"))?;
-                copy_hashing(&mut source, &mut enc, &mut hasher, &mut buf, &info.role)?;
+                copy_hashing(source, &mut enc, &mut hasher, &mut buf, &info.role)?;
                 enc.finish().map_err(io_err("finishing the zstd stream"))?;
             }
             Compression::Chunked => {
                 let packed = crate::chunked::pack::pack_chunked(
                     &mut counter,
-                    &mut source,
-                    part.size_hint,
+                    source,
+                    size_hint,
                     &spec.zstd,
                     &spec.chunk,
                     &info.role,
@@ -278,6 +306,16 @@ pub fn pack<W: Write + Seek>(
         info.stored_size = counter.count;
         info.offset = offset;
         info.sha256 = sha256;
+        if let Some(v) = &verity {
+            let tree = v.info().ok_or_else(|| {
+                Error::io(
+                    "packing a dm-verity payload",
+                    io::Error::other(format!("{}: the part was not read to its end", info.role)),
+                )
+            })?;
+            debug_assert_eq!(tree.partition_len(), raw_size);
+            info.verity = Some(tree.clone());
+        }
         offset += info.stored_size;
     }
 

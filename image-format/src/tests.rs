@@ -55,12 +55,14 @@ pub(crate) fn sample_image(signers: &[&SigningKey]) -> Vec<u8> {
             compression: Compression::Zstd,
             source: Box::new(Cursor::new(boot)),
             size_hint: None,
+            verity: None,
         },
         PackPart {
             role: "ROOT".into(),
             compression: Compression::None,
             source: Box::new(Cursor::new(root)),
             size_hint: None,
+            verity: None,
         },
     ];
     let mut spec = PackSpec::new(
@@ -219,6 +221,7 @@ fn sign_in_place_without_room_is_refused() {
         compression: Compression::None,
         source: Box::new(&b"abc"[..]),
         size_hint: None,
+        verity: None,
     }];
     pack(&mut out, &spec, parts, &[&a]).unwrap();
     let img = out.into_inner();

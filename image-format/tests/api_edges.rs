@@ -111,6 +111,7 @@ fn payload_sha256_hex() {
         compression: Compression::None,
         source: Box::new(&b"abc"[..]),
         size_hint: None,
+        verity: None,
     }];
     pack(&mut image, &spec, parts, &[&key]).unwrap();
     let mut v = ImageReader::new(&image.get_ref()[..])
@@ -144,6 +145,7 @@ fn try_pack(compatible: &str, version: &str, roles: &[String]) -> Result<Vec<u8>
             compression: Compression::None,
             source: Box::new(&b"x"[..]),
             size_hint: None,
+            verity: None,
         })
         .collect();
     let mut out = Cursor::new(Vec::new());
@@ -207,6 +209,7 @@ fn zstd_payload_round_trip() {
         compression: Compression::Zstd,
         source: Box::new(&data[..]),
         size_hint: None,
+        verity: None,
     }];
     let mut out = Cursor::new(Vec::new());
     pack(&mut out, &spec, parts, &[&key]).unwrap();

@@ -94,9 +94,32 @@ fn seed_images(key: &SigningKey, other: &SigningKey) -> Vec<Seed> {
             vec![("ZERO", Compression::Chunked, vec![0u8; 2 * 4096 + 9])],
             vec![key],
         ),
+        // A dm-verity tree behind the data (role VROOT: the critical field
+        // 0x8008; raw bytes = data, padding, tree).
+        (
+            vec![
+                ("VROOT", Compression::None, b"verity ".repeat(1300)),
+                ("BOOT", Compression::Zstd, b"kernel ".repeat(50)),
+            ],
+            vec![key],
+        ),
     ];
     for (parts, signers) in shapes {
-        let payloads: Vec<Vec<u8>> = parts.iter().map(|p| p.2.clone()).collect();
+        let salt = |role: &str| (role == "VROOT").then(|| b"fuzz salt".to_vec());
+        let payloads: Vec<Vec<u8>> = parts
+            .iter()
+            .map(|(role, _, data)| match salt(role) {
+                Some(s) => {
+                    let mut raw = Vec::new();
+                    VerityReader::new(&data[..], &s)
+                        .unwrap()
+                        .read_to_end(&mut raw)
+                        .unwrap();
+                    raw
+                }
+                None => data.clone(),
+            })
+            .collect();
         let pack_parts = parts
             .into_iter()
             .map(|(role, compression, data)| PackPart {
@@ -104,6 +127,7 @@ fn seed_images(key: &SigningKey, other: &SigningKey) -> Vec<Seed> {
                 compression,
                 source: Box::new(Cursor::new(data)),
                 size_hint: None,
+                verity: salt(role),
             })
             .collect();
         let mut spec = PackSpec::new("acme-gw", semver::Version::new(3, 1, 4), 9, 1);

@@ -227,6 +227,7 @@ fn the_largest_header_pack_writes() {
             compression: Compression::None,
             source: Box::new(&b"x"[..]),
             size_hint: None,
+            verity: None,
         })
         .collect();
     let mut out = std::io::Cursor::new(Vec::new());

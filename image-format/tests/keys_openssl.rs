@@ -159,6 +159,7 @@ fn a_bad_signature_is_refused() {
         compression: Compression::None,
         source: Box::new(&b"data"[..]),
         size_hint: None,
+        verity: None,
     }];
     let mut out = std::io::Cursor::new(Vec::new());
     pack(&mut out, &spec, parts, &[&key]).unwrap();

@@ -20,6 +20,7 @@ fn part(role: &str, data: &'static [u8], compression: Compression) -> PackPart<'
         compression,
         source: Box::new(data),
         size_hint: None,
+        verity: None,
     }
 }
 
@@ -224,6 +225,7 @@ fn pack_source(source: Hiccup) -> Result<Vec<PayloadInfo>> {
         compression: Compression::None,
         source: Box::new(source),
         size_hint: None,
+        verity: None,
     }];
     pack(&mut out, &spec(), parts, &[&k[0]])
 }

@@ -15,6 +15,7 @@ fn signed_by(signers: &[&SigningKey]) -> Vec<u8> {
         compression: Compression::None,
         source: Box::new(&b"data"[..]),
         size_hint: None,
+        verity: None,
     }];
     let mut out = Cursor::new(Vec::new());
     pack(&mut out, &spec, parts, signers).unwrap();

@@ -17,6 +17,7 @@ fn image(n: usize) -> (Vec<u8>, usize) {
         compression: Compression::None,
         source: Box::new(&b"data"[..]),
         size_hint: None,
+        verity: None,
     }];
     let mut out = Cursor::new(Vec::new());
     pack(&mut out, &spec, parts, &signers).unwrap();

@@ -49,12 +49,14 @@ fn image() -> (Vec<u8>, Keyring, Vec<u8>) {
             compression: Compression::None,
             source: Box::new(&data[..]),
             size_hint: None,
+            verity: None,
         },
         PackPart {
             role: "ROOT".into(),
             compression: Compression::Zstd,
             source: Box::new(&data[..]),
             size_hint: None,
+            verity: None,
         },
     ];
     let mut out = Cursor::new(Vec::new());

@@ -43,6 +43,7 @@ fn threads_while_packing(workers: u32) -> (usize, usize) {
         compression: Compression::Zstd,
         source: Box::new(&mut source),
         size_hint: None,
+        verity: None,
     }];
     let mut out = Cursor::new(Vec::new());
     pack(&mut out, &spec, parts, &[&key]).unwrap();

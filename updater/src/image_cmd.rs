@@ -29,7 +29,7 @@ pub enum ImageCommand {
 #[derive(Subcommand, Debug)]
 pub enum ImageSub {
     /// Pack payloads into a signed image.
-    Pack(pack::PackArgs),
+    Pack(Box<pack::PackArgs>),
     /// Add a signature to an image (key rotation, several signers).
     Sign(pack::SignArgs),
     /// Check an image's signatures and every payload hash.

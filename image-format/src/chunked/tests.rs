@@ -59,6 +59,7 @@ pub(crate) fn build_opts(raw: &[u8], opts: &ChunkOptions, workers: u32) -> Built
             offset: 0,
             chunked: Some(packed.info),
             stored_sha256: None,
+            verity: None,
         },
         stored,
     }

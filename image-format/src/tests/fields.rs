@@ -412,6 +412,7 @@ fn pack_writes_stored_sha256_for_zstd() {
             compression: comp,
             source: Box::new(&data[..]),
             size_hint: Some(data.len() as u64),
+            verity: None,
         };
         let mut out = std::io::Cursor::new(Vec::new());
         let infos = pack(&mut out, &spec, vec![part], &[&key(1)]).unwrap();

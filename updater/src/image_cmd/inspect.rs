@@ -97,6 +97,19 @@ fn payload_json(p: &PayloadInfo, table: Option<&ChunkTable>) -> serde_json::Valu
     if p.chunked.is_some() {
         v["chunked"] = super::chunks::stats_json(p, table);
     }
+    if let Some(t) = &p.verity {
+        v["verity"] = json!({
+            "hash_type": t.hash_type,
+            "data_blocks": t.data_blocks,
+            "hash_start_block": t.hash_start_block,
+            "data_block_size": t.data_block_size,
+            "hash_block_size": t.hash_block_size,
+            "hash_algorithm": t.hash_algorithm,
+            "salt": t.salt_hex(),
+            "root_hash": t.root_hex(),
+            "data_sectors": t.data_sectors(),
+        });
+    }
     v
 }
 
@@ -220,6 +233,19 @@ pub fn info(args: &InfoArgs, globals: &Globals) -> anyhow::Result<()> {
         if p.chunked.is_some() {
             let line = super::chunks::stats_line(p, t.as_ref());
             println!("    chunked: {}", printable(&line));
+        }
+        if let Some(v) = &p.verity {
+            println!(
+                "    verity: format {} {} blocks {}/{} data blocks {} hash start block {} salt {} root {}",
+                v.hash_type,
+                v.hash_algorithm,
+                v.data_block_size,
+                v.hash_block_size,
+                v.data_blocks,
+                v.hash_start_block,
+                v.salt_hex(),
+                v.root_hex()
+            );
         }
     }
     for (tag, off, len) in h.ignored_fields() {

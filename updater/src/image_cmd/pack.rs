@@ -64,6 +64,15 @@ pub struct PackArgs {
     /// each part (0: none; at most 1048576).
     #[arg(long, value_name = "BYTES", default_value_t = 0)]
     pub chunk_dict_size: u32,
+    /// Append a dm-verity hash tree to this role's payload (repeatable; ROLE
+    /// must be a --part role): the partition gets the data, zero padding to
+    /// 4096 bytes, then the tree, and the signed header its root hash.
+    #[arg(long = "verity", value_name = "ROLE")]
+    pub verity: Vec<String>,
+    /// Salt of every dm-verity tree, as hex (at most 64 bytes; `-`: none)
+    /// [default: 32 random bytes per role, as veritysetup draws].
+    #[arg(long, value_name = "HEX", requires = "verity")]
+    pub verity_salt: Option<String>,
     /// Signature entries to reserve, so `image sign` can add in place.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_SIGNATURE_ROOM)]
     pub signature_room: usize,
@@ -102,6 +111,59 @@ fn parse_part(s: &str, default: Compression) -> anyhow::Result<PartArg> {
     })
 }
 
+/// The salt of each `--verity` role, in the order of `parts`.
+fn verity_salts(args: &PackArgs, parts: &[PartArg]) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
+    for (i, role) in args.verity.iter().enumerate() {
+        if !parts.iter().any(|p| &p.role == role) {
+            let roles: Vec<&str> = parts.iter().map(|p| p.role.as_str()).collect();
+            bail!(
+                "--verity {role}: no --part with role {role} (parts: {})",
+                roles.join(", ")
+            );
+        }
+        if args.verity[..i].contains(role) {
+            bail!("--verity {role} is given twice");
+        }
+    }
+    let fixed = match args.verity_salt.as_deref() {
+        None => None,
+        Some("-") => Some(Vec::new()),
+        Some(s) => {
+            let salt = s
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit())
+                .then(|| crate::feed::sign::unhex(s))
+                .flatten()
+                .filter(|v| !v.is_empty())
+                .with_context(|| {
+                    format!(
+                        "--verity-salt `{s}` is not hex (an even number of 0-9 a-f digits, or `-`)"
+                    )
+                })?;
+            if salt.len() > image_format::MAX_VERITY_SALT_LEN {
+                bail!(
+                    "--verity-salt: {} bytes, at most {}",
+                    salt.len(),
+                    image_format::MAX_VERITY_SALT_LEN
+                );
+            }
+            Some(salt)
+        }
+    };
+    parts
+        .iter()
+        .map(|p| {
+            if !args.verity.contains(&p.role) {
+                return Ok(None);
+            }
+            match &fixed {
+                Some(salt) => Ok(Some(salt.clone())),
+                None => Ok(Some(image_format::random_salt()?)),
+            }
+        })
+        .collect()
+}
+
 fn created(arg: Option<u64>) -> anyhow::Result<u64> {
     if let Some(t) = arg {
         return Ok(t);
@@ -130,6 +192,7 @@ pub fn pack(args: &PackArgs) -> anyhow::Result<()> {
         .iter()
         .map(|s| parse_part(s, default))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let salts = verity_salts(args, &parts)?;
     let keys = signing_keys(&args.keys)?;
     let signers: Vec<&SigningKey> = keys.iter().collect();
 
@@ -158,7 +221,7 @@ pub fn pack(args: &PackArgs) -> anyhow::Result<()> {
         ),
     };
     let mut sources = Vec::with_capacity(parts.len());
-    for p in &parts {
+    for (p, salt) in parts.iter().zip(salts) {
         let f =
             File::open(&p.file).with_context(|| format!("opening part {}", p.file.display()))?;
         // The automatic chunk block size needs the part's length: a file's
@@ -175,6 +238,7 @@ pub fn pack(args: &PackArgs) -> anyhow::Result<()> {
             compression: p.compression,
             source: Box::new(f),
             size_hint,
+            verity: salt,
         });
     }
 
@@ -197,6 +261,16 @@ pub fn pack(args: &PackArgs) -> anyhow::Result<()> {
             p.stored_size,
             p.sha256_hex()
         );
+        if let Some(v) = &p.verity {
+            println!(
+                "  {:<8} verity data blocks {} hash start {} root {} salt {}",
+                p.role,
+                v.data_blocks,
+                v.hash_start_block,
+                v.root_hex(),
+                v.salt_hex()
+            );
+        }
     }
     for k in &keys {
         println!("  signed by key {}", k.key_id());

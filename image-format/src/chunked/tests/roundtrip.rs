@@ -166,12 +166,14 @@ fn whole_image_round_trip_and_tamper() {
             compression: Compression::Zstd,
             source: Box::new(&b"kernel"[..]),
             size_hint: None,
+            verity: None,
         },
         PackPart {
             role: "ROOT".into(),
             compression: Compression::Chunked,
             source: Box::new(&raw[..]),
             size_hint: Some(raw.len() as u64),
+            verity: None,
         },
     ];
     let mut out = std::io::Cursor::new(Vec::new());

@@ -109,6 +109,7 @@ fn setup(v1: &[u8], v2: &[u8]) -> Setup {
         compression: Compression::Chunked,
         source: Box::new(v2),
         size_hint: Some(v2.len() as u64),
+        verity: None,
     }];
     let mut out = std::io::Cursor::new(Vec::new());
     image_format::pack(&mut out, &spec, parts, &[&key]).unwrap();
