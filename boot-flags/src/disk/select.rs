@@ -52,9 +52,10 @@ impl<D: BlockDevice> Disk<D> {
         }
     }
 
-    /// Clear `id`'s boot state (count 0, no reason); nothing is written
-    /// when it is clear already.
-    pub(crate) fn clear_boot_state(&mut self, id: SlotId) -> Result<()> {
+    /// Clear `id`'s boot state (count 0, no reason), as a boot that reached
+    /// boot-check does ([`Disk::mark_good`] does it for the booted slot);
+    /// nothing is written when it is clear already, or the slot has none.
+    pub fn clear_boot_state(&mut self, id: SlotId) -> Result<()> {
         if let Some((at, old)) = self.stored_boot_state(id)? {
             if !old.state.is_clear() {
                 bootstate::write(&mut self.dev, at, &old, BootState::default())?;
