@@ -8,6 +8,8 @@ use crate::gpt::{Gpt, GptCopy};
 use crate::slot::{SlotId, SlotLayout};
 use crate::state::{self, BootChoice, Op, SlotFlags};
 
+mod select;
+
 /// A disk with A/B slots, ready for state-machine operations.
 #[derive(Debug)]
 pub struct Disk<D: BlockDevice> {
@@ -32,6 +34,17 @@ pub struct BootReport {
     /// Slots on trial that were passed over because their try could not be
     /// recorded (only when `unwritable`).
     pub untried: Vec<SlotId>,
+    /// Slots this boot selection gave up (or named as out of tries), with
+    /// why, in order; the reason is in each slot's boot state.
+    pub given_up: Vec<(SlotId, String)>,
+    /// The chosen slot's boots in a row that did not reach boot-check,
+    /// this one included (0 when the counter is off or the slot has no
+    /// boot state).
+    pub unchecked_boots: u8,
+    /// The chosen slot reached the bound or failed its check, and was
+    /// booted anyway because the other slot is not good (bound) or not
+    /// bootable (check): why. A device must boot something.
+    pub forced: Option<String>,
 }
 
 impl<D: BlockDevice> Disk<D> {
@@ -156,6 +169,13 @@ impl<D: BlockDevice> Disk<D> {
     /// writes nothing. Returns the new flags.
     pub fn apply(&mut self, op: Op) -> Result<SlotFlags> {
         let new = state::apply(self.slot_flags(), self.booted, &op)?;
+        if let (Op::MarkGood, Some(b)) = (op, self.booted) {
+            // The boot reached boot-check: its count starts again. Cleared
+            // before the flags, so a cut in between leaves a clear count on
+            // a slot still on trial (its tries still bound it), never a
+            // committed slot with a stale count.
+            self.clear_boot_state(b)?;
+        }
         self.write_flags(new)?;
         Ok(new)
     }
@@ -171,7 +191,8 @@ impl<D: BlockDevice> Disk<D> {
         self.apply(Op::Activate { target, tries }).map(drop)
     }
 
-    /// [`Op::MarkGood`].
+    /// [`Op::MarkGood`]; also clears the booted slot's boot state (count
+    /// 0, no reason), written only when it is not clear already.
     pub fn mark_good(&mut self) -> Result<()> {
         self.apply(Op::MarkGood).map(drop)
     }
@@ -206,56 +227,5 @@ impl<D: BlockDevice> Disk<D> {
             self.verify()?;
         }
         Ok(bad)
-    }
-
-    /// What a boot stage runs: repair a bad copy, pick the slot, use one
-    /// try if it is on trial (committed before returning). With `dry_run`
-    /// nothing is written and the report says what would be done.
-    ///
-    /// A table that cannot be written safely ([`Gpt::check_writable`]) is
-    /// booted from as it is: nothing is written (no repair, no try), and a
-    /// slot on trial is passed over, as if it had no tries left, because a
-    /// try that cannot be recorded must not be taken (a broken update would
-    /// otherwise boot forever).
-    pub fn boot_select(&mut self, dry_run: bool) -> Result<BootReport> {
-        if let Err(e) = self.gpt.check_writable() {
-            let flags = self.slot_flags();
-            let mut view = flags;
-            let mut untried = Vec::new();
-            let mut choice = state::boot_select(view);
-            while let state::BootKind::Trial { .. } = choice.kind {
-                untried.push(choice.slot);
-                view = view.with(choice.slot, |y| y.tries = Nibble::ZERO);
-                choice = state::boot_select(view);
-            }
-            choice.flags = flags;
-            return Ok(BootReport {
-                choice,
-                repaired: Vec::new(),
-                unwritable: Some(e.to_string()),
-                untried,
-            });
-        }
-        let repaired = if dry_run {
-            [GptCopy::Primary, GptCopy::Backup]
-                .into_iter()
-                .filter_map(|c| match self.gpt.health(c) {
-                    crate::gpt::Health::Ok => None,
-                    crate::gpt::Health::Bad(why) => Some((c, why.clone())),
-                })
-                .collect()
-        } else {
-            self.repair()?
-        };
-        let choice = state::boot_select(self.slot_flags());
-        if !dry_run {
-            self.write_flags(choice.flags)?;
-        }
-        Ok(BootReport {
-            choice,
-            repaired,
-            unwritable: None,
-            untried: Vec::new(),
-        })
     }
 }

@@ -20,6 +20,10 @@
 //!   rollback, cancel, set-flags) and boot selection as pure functions.
 //! - [`Disk`]: a device, its GPT and layout; each operation is one call,
 //!   computed in memory and written by one verified commit.
+//! - [`bootstate`]: each slot's boot state (boots in a row that did not
+//!   reach boot-check, why the slot was given up), kept at the end of its
+//!   flags partition; [`Disk::boot_select_checked`] bounds the boots of a
+//!   committed slot that never reaches boot-check.
 //!
 //! # Example
 //!
@@ -65,6 +69,7 @@
 #[cfg(test)]
 extern crate self as boot_flags;
 
+pub mod bootstate;
 mod device;
 mod direct;
 mod disk;
@@ -75,6 +80,7 @@ mod guid;
 mod slot;
 pub mod state;
 
+pub use bootstate::{BootState, DEFAULT_MAX_UNCHECKED_BOOTS};
 pub use device::{BlockDevice, FileDevice, MemDevice};
 pub use direct::{AlignedBuf, DIRECT_ALIGN, DIRECT_MIN};
 pub use disk::{BootReport, Disk};

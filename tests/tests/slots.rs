@@ -139,9 +139,22 @@ fn boot_select_output_and_dry_run() {
         assert!(text(&out.stdout).starts_with("SLOTCTL_SLOT=B\n"));
         assert_eq!(flags_of(&img.status(), "B"), (2, left, false));
     }
+    // The boot that passes B over names why, once, in B's boot state.
+    let out = img.ok(&["boot-select"]);
+    assert!(text(&out.stdout).starts_with("SLOTCTL_SLOT=A\n"));
+    assert_eq!(
+        text(&out.stderr),
+        "slotctl: warning: gave up slot B: its tries ran out: 2 boots did not reach boot-check\n"
+    );
     let out = img.ok(&["boot-select"]);
     assert!(text(&out.stdout).starts_with("SLOTCTL_SLOT=A\n"));
     assert_eq!(text(&out.stderr), "", "a good boot warns about nothing");
+    let st = img.status();
+    assert_eq!(st["slots"]["A"]["boot_state"]["unchecked_boots"], 2);
+    assert_eq!(
+        st["slots"]["B"]["boot_state"]["given_up"],
+        "its tries ran out: 2 boots did not reach boot-check"
+    );
 }
 
 #[test]
@@ -393,4 +406,96 @@ fn activate_requires_a_verified_slot_record() {
     let line = assert_one_line_error(&out, "record");
     assert_eq!(out.status.code(), Some(3), "{line}");
     assert!(std::fs::read(&bare).unwrap() == before);
+}
+
+/// The boot counter through the CLI: a committed slot whose boots never
+/// reach boot-check is given up after `--max-unchecked-boots` boots for the
+/// good other slot; stderr and `status` say why; mark-good clears a count.
+#[test]
+fn boot_select_gives_up_a_committed_slot_that_never_reaches_boot_check() {
+    for ss in [512, 4096] {
+        let img = Image::new(ss);
+        img.ok(&["set-flags", "A", "--priority", "1", "--successful", "1"]);
+        img.ok(&["set-flags", "B", "--priority", "2", "--successful", "1"]);
+        for n in 1..=2 {
+            let out = img.ok(&["boot-select", "--max-unchecked-boots", "2"]);
+            assert!(text(&out.stdout).starts_with("SLOTCTL_SLOT=B\n"));
+            assert_eq!(text(&out.stderr), "");
+            let st = img.status();
+            assert_eq!(
+                st["slots"]["B"]["boot_state"],
+                serde_json::json!({"unchecked_boots": n, "given_up": null})
+            );
+        }
+        // A dry run says what the next boot does, and writes nothing.
+        let before = img.bytes();
+        let out = img.ok(&["boot-select", "--dry-run", "--max-unchecked-boots", "2"]);
+        assert!(text(&out.stdout).starts_with("SLOTCTL_SLOT=A\n"));
+        assert!(text(&out.stderr).starts_with("slotctl: warning: would give up slot B"));
+        assert_eq!(img.bytes(), before, "--dry-run wrote to the disk");
+        let out = img.ok(&["boot-select", "--max-unchecked-boots", "2"]);
+        assert!(text(&out.stdout).starts_with("SLOTCTL_SLOT=A\n"));
+        assert_eq!(
+            text(&out.stderr),
+            "slotctl: warning: gave up slot B: 2 boots in a row did not reach boot-check\n"
+        );
+        let st = assert_tools_agree(&img);
+        assert_eq!(flags_of(&st, "B"), (2, 0, false));
+        assert_eq!(
+            st["slots"]["B"]["boot_state"]["given_up"],
+            "2 boots in a row did not reach boot-check"
+        );
+        assert_eq!(st["slots"]["A"]["boot_state"]["unchecked_boots"], 1);
+        let human = text(&img.ok(&["status"]).stdout);
+        assert!(
+            human.contains(
+                "slot B:    2 boot(s) in a row did not reach boot-check; \
+                 given up: 2 boots in a row did not reach boot-check\n"
+            ),
+            "{human}"
+        );
+        // B is never chosen again; A reaches boot-check: its count clears.
+        let out = img.ok(&["boot-select"]);
+        assert!(text(&out.stdout).starts_with("SLOTCTL_SLOT=A\n"));
+        assert_eq!(
+            img.status()["slots"]["A"]["boot_state"]["unchecked_boots"],
+            2
+        );
+        img.ok(&["--booted", "A", "mark-good"]);
+        let st = img.status();
+        assert_eq!(
+            st["slots"]["A"]["boot_state"],
+            serde_json::json!({"unchecked_boots": 0, "given_up": null})
+        );
+        assert_eq!(flags_of(&st, "B"), (2, 0, false));
+    }
+}
+
+/// With no good other slot the failing committed slot still boots, loudly.
+#[test]
+fn boot_select_boots_the_only_good_slot_past_the_bound() {
+    let img = Image::new(512);
+    img.ok(&["set-flags", "A", "--priority", "1", "--successful", "1"]);
+    for n in 1..=3 {
+        let out = img.ok(&["boot-select", "--max-unchecked-boots", "2"]);
+        assert!(text(&out.stdout).starts_with("SLOTCTL_SLOT=A\n"));
+        if n <= 2 {
+            assert_eq!(text(&out.stderr), "");
+        } else {
+            assert_eq!(
+                text(&out.stderr),
+                "slotctl: WARNING: slot A: 2 boots in a row did not reach boot-check, \
+                 but slot B is not good: booting A anyway\n"
+            );
+        }
+    }
+    let st = img.status();
+    assert_eq!(flags_of(&st, "A"), (1, 0, true));
+    assert_eq!(st["slots"]["A"]["boot_state"]["unchecked_boots"], 3);
+    // 0 turns the counter off: nothing written.
+    let before = img.bytes();
+    img.ok(&["boot-select", "--max-unchecked-boots", "0"]);
+    assert_eq!(img.bytes(), before);
+    let out = img.run(&["boot-select", "--max-unchecked-boots", "256"]);
+    assert_eq!(out.status.code(), Some(2));
 }

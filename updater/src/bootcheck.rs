@@ -108,11 +108,21 @@ pub fn run(globals: &Globals) -> anyhow::Result<()> {
     })?;
     let flags = disk.flags(booted);
     if flags.successful {
-        say(
-            globals,
-            true,
-            &format!("slot {booted} is already marked good; nothing to do"),
-        );
+        // A committed slot's boot reached boot-check: its count of boots
+        // that did not starts again (docs/state-machine.md, "The boot
+        // counter"). Written only when it is not clear already.
+        let counted = disk
+            .boot_state(booted)
+            .with_context(|| format!("reading slot {booted}'s boot state"))?
+            .is_some_and(|s| !s.is_clear());
+        disk.clear_boot_state(booted)
+            .with_context(|| format!("clearing slot {booted}'s boot counter"))?;
+        let msg = if counted {
+            format!("slot {booted} is already marked good; its boot counter is cleared")
+        } else {
+            format!("slot {booted} is already marked good; nothing to do")
+        };
+        say(globals, true, &msg);
         return Ok(());
     }
     let mut failure = None;

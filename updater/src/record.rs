@@ -1,11 +1,13 @@
 //! The slot record: what image a slot holds (docs/slot-record.md).
 //!
-//! It lives in the last [`RECORD_RESERVED`] bytes of the slot's flags
-//! partition and holds the exact signed header and signature block of the
+//! It lives in the first [`RECORD_BYTES`] of the last [`RECORD_RESERVED`]
+//! bytes of the slot's flags partition (the last 8 KiB of that region are
+//! the slot's boot state, boot-flags' `bootstate`) and holds the exact signed header and signature block of the
 //! installed image, so that `status` can show the version and rollback
 //! index and `verify-slot` can re-check the signatures and re-hash the
 //! partitions offline. Written after the payloads were verified, before
-//! activation; zeroed when the slot is invalidated.
+//! activation; zeroed when the slot is invalidated. Both the erase and the
+//! write cover the whole 64 KiB region, so they also reset the boot state.
 //!
 //! ```text
 //! offset size
@@ -17,7 +19,9 @@
 //!  60     4   CRC-32 (IEEE) of bytes 0..60, u32 LE
 //!  64     L   blob: the image's header bytes then its signature block bytes,
 //!             exactly as they were in the image
-//!  64+L  ...  zero up to RECORD_RESERVED
+//!  64+L  ...  zero up to RECORD_BYTES (56 KiB)
+//!  56K    8K   the slot's boot state (zero as written here; not part of
+//!              the record)
 //! ```
 
 use sha2::{Digest, Sha256};
@@ -26,11 +30,14 @@ use crate::install::dev::BlockDevice;
 
 /// Bytes reserved for the record at the end of the flags partition.
 pub const RECORD_RESERVED: u64 = 64 * 1024;
+/// Bytes of the region the record itself may use: all but the boot state
+/// at its end.
+pub const RECORD_BYTES: usize = (RECORD_RESERVED - boot_flags::bootstate::BOOT_STATE_LEN) as usize;
 pub const MAGIC: &[u8; 8] = b"SLOTREC\0";
 pub const VERSION: u32 = 1;
 const HEAD: usize = 64;
 /// The largest blob a record can hold.
-pub const MAX_BLOB: usize = RECORD_RESERVED as usize - HEAD;
+pub const MAX_BLOB: usize = RECORD_BYTES - HEAD;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -71,12 +78,16 @@ pub fn encode(blob: &[u8]) -> Result<Vec<u8>, RecordError> {
     Ok(out)
 }
 
-/// The blob of a record region; `None` when there is no record: the region
-/// is all zero (an erased or never-written slot). Any other content without
-/// the magic is a damaged record, not an absent one: zeroing a byte of the
-/// magic must not make a record (and the rollback floor it sets) vanish.
+/// The blob of a record region; `None` when there is no record: the
+/// record's first [`RECORD_BYTES`] are all zero (an erased or never-written
+/// slot; the boot state after them is not looked at, so a boot counted on
+/// a slot without a record never makes it "damaged"). Any other content
+/// without the magic is a damaged record, not an absent one: zeroing a byte
+/// of the magic must not make a record (and the rollback floor it sets)
+/// vanish.
 pub fn decode(region: &[u8]) -> Result<Option<Vec<u8>>, RecordError> {
-    if region.iter().all(|&b| b == 0) {
+    let record = &region[..region.len().min(RECORD_BYTES)];
+    if record.iter().all(|&b| b == 0) {
         return Ok(None);
     }
     if region.len() < HEAD || &region[0..8] != MAGIC {
@@ -91,7 +102,7 @@ pub fn decode(region: &[u8]) -> Result<Option<Vec<u8>>, RecordError> {
         return Err(RecordError::BadVersion(version));
     }
     let len = u32::from_le_bytes(region[12..16].try_into().unwrap());
-    if len as usize > MAX_BLOB || HEAD + len as usize > region.len() {
+    if len as usize > MAX_BLOB || HEAD + len as usize > record.len() {
         return Err(RecordError::BadLength(len));
     }
     let blob = &region[HEAD..HEAD + len as usize];
@@ -179,8 +190,30 @@ mod tests {
         assert!(matches!(decode(&r), Err(RecordError::NoMagic)));
         // A single stray byte in an otherwise empty region: damaged too.
         let mut z = vec![0u8; RECORD_RESERVED as usize];
-        z[RECORD_RESERVED as usize - 1] = 1;
+        z[RECORD_BYTES - 1] = 1;
         assert!(matches!(decode(&z), Err(RecordError::NoMagic)));
         assert!(encode(&vec![0u8; MAX_BLOB + 1]).is_err());
+        assert!(encode(&vec![7u8; MAX_BLOB]).is_ok());
+    }
+
+    #[test]
+    fn the_boot_state_is_not_part_of_the_record() {
+        // A boot state in the last 8 KiB of an otherwise zero region (a slot
+        // without a record that was booted): no record, not a damaged one.
+        let mut z = vec![0u8; RECORD_RESERVED as usize];
+        z[RECORD_BYTES..RECORD_BYTES + 8].copy_from_slice(b"SLOTBST\0");
+        z[RECORD_RESERVED as usize - 1] = 0xab;
+        assert!(decode(&z).unwrap().is_none());
+        // Next to a record (a disk written before the boot state existed has
+        // zeros there, one after has a boot state): the record reads the same.
+        let blob = vec![5u8; 1000];
+        let mut r = encode(&blob).unwrap();
+        assert_eq!(r.len(), RECORD_RESERVED as usize);
+        assert!(r[RECORD_BYTES..].iter().all(|&b| b == 0));
+        r[RECORD_BYTES..].fill(0x5a);
+        assert_eq!(decode(&r).unwrap().unwrap(), blob);
+        // The largest blob ends where the boot state starts.
+        assert_eq!(RECORD_BYTES, 56 * 1024);
+        assert_eq!(64 + MAX_BLOB, RECORD_BYTES);
     }
 }

@@ -68,12 +68,19 @@ pub enum SlotCommand {
         #[arg(long)]
         successful: Option<u8>,
     },
-    /// Boot stage: repair a bad GPT copy, pick the slot, use one try if it
-    /// is on trial, print SLOTCTL_* shell assignments.
+    /// Boot stage: repair a bad GPT copy, pick the slot (giving up a
+    /// committed slot whose boots did not reach boot-check too often, for a
+    /// good other slot), count the boot, use one try if it is on trial,
+    /// print SLOTCTL_* shell assignments.
     BootSelect {
         /// Write nothing; print what would be booted.
         #[arg(long)]
         dry_run: bool,
+        /// Boots in a row of a committed slot that may fail to reach
+        /// boot-check before the other slot, if good, is booted instead
+        /// (0 = do not count).
+        #[arg(long, value_name = "N", default_value_t = boot_flags::DEFAULT_MAX_UNCHECKED_BOOTS)]
+        max_unchecked_boots: u8,
     },
     /// Rewrite a bad GPT copy from the good one.
     Repair,
@@ -110,7 +117,7 @@ pub fn run(cmd: SlotCommand, globals: &Globals) -> anyhow::Result<()> {
     let config = Config::load(globals)?;
     let writable = !matches!(
         cmd,
-        SlotCommand::Status | SlotCommand::BootSelect { dry_run: true }
+        SlotCommand::Status | SlotCommand::BootSelect { dry_run: true, .. }
     );
     let mut o = if matches!(cmd, SlotCommand::BootSelect { .. }) {
         device::open_unchecked(globals, &config, writable)?
@@ -120,7 +127,10 @@ pub fn run(cmd: SlotCommand, globals: &Globals) -> anyhow::Result<()> {
     let what = o.path.display().to_string();
     let op = match cmd {
         SlotCommand::Status => return status::print(&mut o, globals.json, &config),
-        SlotCommand::BootSelect { dry_run } => return boot_select(&mut o, dry_run),
+        SlotCommand::BootSelect {
+            dry_run,
+            max_unchecked_boots,
+        } => return boot_select(&mut o, dry_run, max_unchecked_boots),
         SlotCommand::Repair => return repair(&mut o, globals.json),
         SlotCommand::Disk(_) => unreachable!("handled above"),
         SlotCommand::MarkGood => Op::MarkGood,
@@ -267,11 +277,13 @@ fn var_suffix(role: &str) -> String {
         .collect()
 }
 
-fn boot_select(o: &mut Opened, dry_run: bool) -> anyhow::Result<()> {
+fn boot_select(o: &mut Opened, dry_run: bool, max_unchecked: u8) -> anyhow::Result<()> {
     let what = o.path.display().to_string();
+    // The check of the chosen slot (its record's signature, its verity
+    // roots) is wired here later; for now every slot passes.
     let report = o
         .disk
-        .boot_select(dry_run)
+        .boot_select_checked(dry_run, max_unchecked, &mut |_| Ok(()))
         .map_err(|e| lib_error(e, &what))?;
     if let Some(why) = &report.unwritable {
         eprintln!(
@@ -287,6 +299,15 @@ fn boot_select(o: &mut Opened, dry_run: bool) -> anyhow::Result<()> {
     let verb = if dry_run { "would rewrite" } else { "rewrote" };
     for (c, why) in &report.repaired {
         eprintln!("slotctl: warning: {verb} the bad {c} GPT copy ({why})");
+    }
+    let verb = if dry_run { "would give" } else { "gave" };
+    for (s, why) in &report.given_up {
+        let why = crate::term::printable(why);
+        eprintln!("slotctl: warning: {verb} up slot {s}: {why}");
+    }
+    if let Some(why) = &report.forced {
+        let why = crate::term::printable(why);
+        eprintln!("slotctl: WARNING: {why}");
     }
     let choice = report.choice;
     match choice.kind {

@@ -1,6 +1,6 @@
 //! `slotctl status`: a human table, or JSON with `--json`.
 
-use boot_flags::{GptCopy, SlotId};
+use boot_flags::{BootState, GptCopy, SlotId};
 use serde_json::{json, Value};
 
 use crate::config::Config;
@@ -22,6 +22,40 @@ fn records(o: &mut Opened, cfg: &Config) -> Vec<(Value, Result<roles::Coverage, 
         .collect()
 }
 
+/// Each slot's boot state (boot-flags `bootstate`): `Ok(None)` when its
+/// flags partition is too small to have one.
+fn boot_states(o: &mut Opened) -> Vec<Result<Option<BootState>, String>> {
+    SlotId::ALL
+        .iter()
+        .map(|&id| o.disk.boot_state(id).map_err(|e| e.to_string()))
+        .collect()
+}
+
+fn boot_state_json(s: &Result<Option<BootState>, String>) -> Value {
+    match s {
+        Ok(Some(s)) => json!({"unchecked_boots": s.unchecked_boots, "given_up": s.given_up}),
+        Ok(None) => Value::Null,
+        Err(e) => json!({ "error": e }),
+    }
+}
+
+fn boot_state_text(s: &Result<Option<BootState>, String>) -> String {
+    match s {
+        Ok(Some(s)) => {
+            let mut t = format!(
+                "{} boot(s) in a row did not reach boot-check",
+                s.unchecked_boots
+            );
+            if let Some(why) = &s.given_up {
+                t.push_str(&format!("; given up: {}", printable(why)));
+            }
+            t
+        }
+        Ok(None) => "no boot counter (flags partition under 128 KiB)".into(),
+        Err(e) => format!("boot state unreadable ({})", printable(e)),
+    }
+}
+
 /// The status as JSON (also the `--json` output of the flag commands).
 pub fn to_json(o: &mut Opened, cfg: &Config) -> Value {
     let (installed, coverage): (Vec<Value>, Vec<Value>) = records(o, cfg)
@@ -34,6 +68,7 @@ pub fn to_json(o: &mut Opened, cfg: &Config) -> Value {
             (installed, coverage)
         })
         .unzip();
+    let boot = boot_states(o);
     let disk = &o.disk;
     let gpt = disk.gpt();
     let flags = disk.slot_flags();
@@ -71,6 +106,7 @@ pub fn to_json(o: &mut Opened, cfg: &Config) -> Value {
                 "partitions": parts,
                 "installed": installed[id as usize],
                 "coverage": coverage[id as usize],
+                "boot_state": boot_state_json(&boot[id as usize]),
             }),
         );
     }
@@ -144,6 +180,7 @@ pub fn print(o: &mut Opened, as_json: bool, cfg: &Config) -> anyhow::Result<()> 
             (installed_text(&installed), coverage)
         })
         .unzip();
+    let boot = boot_states(o);
     let disk = &o.disk;
     let gpt = disk.gpt();
     let flags = disk.slot_flags();
@@ -203,6 +240,11 @@ pub fn print(o: &mut Opened, as_json: bool, cfg: &Config) -> anyhow::Result<()> 
     // Which roles each slot's record covers (docs/image-format.md, "Roles").
     for id in SlotId::ALL {
         s.push_str(&format!("slot {id}:    {}\n", coverage[id as usize]));
+    }
+    // The boot counter (docs/state-machine.md, "The boot counter").
+    for id in SlotId::ALL {
+        let t = boot_state_text(&boot[id as usize]);
+        s.push_str(&format!("slot {id}:    {t}\n"));
     }
     let shared: Vec<String> = disk
         .layout()
