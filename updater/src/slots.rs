@@ -12,11 +12,13 @@ macro_rules! outln {
     ($($t:tt)*) => { $crate::slots::write_stdout(&format!("{}\n", format_args!($($t)*)))? };
 }
 
+mod boot;
+mod chain;
 mod init;
 mod status;
 
 use anyhow::anyhow;
-use boot_flags::{BootKind, Flags, Nibble, Op};
+use boot_flags::{Flags, Nibble, Op};
 use clap::Subcommand;
 
 use crate::cli::Globals;
@@ -71,17 +73,10 @@ pub enum SlotCommand {
     /// Boot stage: repair a bad GPT copy, pick the slot (giving up a
     /// committed slot whose boots did not reach boot-check too often, for a
     /// good other slot), count the boot, use one try if it is on trial,
-    /// print SLOTCTL_* shell assignments.
-    BootSelect {
-        /// Write nothing; print what would be booted.
-        #[arg(long)]
-        dry_run: bool,
-        /// Boots in a row of a committed slot that may fail to reach
-        /// boot-check before the other slot, if good, is booted instead
-        /// (0 = do not count).
-        #[arg(long, value_name = "N", default_value_t = boot_flags::DEFAULT_MAX_UNCHECKED_BOOTS)]
-        max_unchecked_boots: u8,
-    },
+    /// verify the slot (--keyring: its record, its dm-verity roots; a slot
+    /// that fails is given up), print SLOTCTL_* shell assignments; with
+    /// --kexec, boot the slot's own kernel (docs/verified-boot.md).
+    BootSelect(boot::BootSelectArgs),
     /// Rewrite a bad GPT copy from the good one.
     Repair,
     /// Disk image commands.
@@ -117,9 +112,12 @@ pub fn run(cmd: SlotCommand, globals: &Globals) -> anyhow::Result<()> {
     let config = Config::load(globals)?;
     let writable = !matches!(
         cmd,
-        SlotCommand::Status | SlotCommand::BootSelect { dry_run: true, .. }
+        SlotCommand::Status | SlotCommand::BootSelect(boot::BootSelectArgs { dry_run: true, .. })
+    ) && !matches!(
+        cmd,
+        SlotCommand::BootSelect(boot::BootSelectArgs { slot: Some(_), .. })
     );
-    let mut o = if matches!(cmd, SlotCommand::BootSelect { .. }) {
+    let mut o = if matches!(cmd, SlotCommand::BootSelect(_)) {
         device::open_unchecked(globals, &config, writable)?
     } else {
         device::open(globals, &config, writable)?
@@ -127,10 +125,7 @@ pub fn run(cmd: SlotCommand, globals: &Globals) -> anyhow::Result<()> {
     let what = o.path.display().to_string();
     let op = match cmd {
         SlotCommand::Status => return status::print(&mut o, globals.json, &config),
-        SlotCommand::BootSelect {
-            dry_run,
-            max_unchecked_boots,
-        } => return boot_select(&mut o, dry_run, max_unchecked_boots),
+        SlotCommand::BootSelect(args) => return boot::run(&mut o, &args, &config),
         SlotCommand::Repair => return repair(&mut o, globals.json),
         SlotCommand::Disk(_) => unreachable!("handled above"),
         SlotCommand::MarkGood => Op::MarkGood,
@@ -253,7 +248,7 @@ fn repair(o: &mut Opened, json: bool) -> anyhow::Result<()> {
 }
 
 /// Quote a value for `eval` when it holds anything beyond a safe set.
-fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "/._-+:,".contains(c))
@@ -265,7 +260,7 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// A role as a shell variable suffix: upper case, anything else `_`.
-fn var_suffix(role: &str) -> String {
+pub(crate) fn var_suffix(role: &str) -> String {
     role.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
@@ -277,66 +272,6 @@ fn var_suffix(role: &str) -> String {
         .collect()
 }
 
-fn boot_select(o: &mut Opened, dry_run: bool, max_unchecked: u8) -> anyhow::Result<()> {
-    let what = o.path.display().to_string();
-    // The check of the chosen slot (its record's signature, its verity
-    // roots) is wired here later; for now every slot passes.
-    let report = o
-        .disk
-        .boot_select_checked(dry_run, max_unchecked, &mut |_| Ok(()))
-        .map_err(|e| lib_error(e, &what))?;
-    if let Some(why) = &report.unwritable {
-        eprintln!(
-            "slotctl: warning: the partition table cannot be written safely ({why}): \
-             booting from it as it is, nothing written"
-        );
-    }
-    for s in &report.untried {
-        eprintln!(
-            "slotctl: warning: slot {s} is on trial but its try cannot be recorded: not booting it"
-        );
-    }
-    let verb = if dry_run { "would rewrite" } else { "rewrote" };
-    for (c, why) in &report.repaired {
-        eprintln!("slotctl: warning: {verb} the bad {c} GPT copy ({why})");
-    }
-    let verb = if dry_run { "would give" } else { "gave" };
-    for (s, why) in &report.given_up {
-        let why = crate::term::printable(why);
-        eprintln!("slotctl: warning: {verb} up slot {s}: {why}");
-    }
-    if let Some(why) = &report.forced {
-        let why = crate::term::printable(why);
-        eprintln!("slotctl: WARNING: {why}");
-    }
-    let choice = report.choice;
-    match choice.kind {
-        BootKind::NoBootable { .. } => {
-            eprintln!("slotctl: WARNING: NO BOOTABLE SLOT: booting {choice}");
-        }
-        BootKind::Trial { .. } if dry_run => eprintln!("slotctl: would boot {choice}"),
-        BootKind::Trial { .. } => eprintln!("slotctl: booting {choice}"),
-        BootKind::Good => {}
-    }
-    let slot = o.disk.layout().slot(choice.slot);
-    let mut out = format!("SLOTCTL_SLOT={}\n", choice.slot);
-    for p in &slot.partitions {
-        let node = if o.is_block {
-            device::partition_node(&o.path, p.index)
-        } else {
-            o.path.clone()
-        };
-        let v = var_suffix(&p.role);
-        out.push_str(&format!(
-            "SLOTCTL_PART_{v}={}\nSLOTCTL_PART_{v}_OFFSET={}\nSLOTCTL_PART_{v}_SIZE={}\n",
-            shell_quote(&node.to_string_lossy()),
-            p.offset,
-            p.size
-        ));
-    }
-    out!("{out}");
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {

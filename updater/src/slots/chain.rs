@@ -38,6 +38,8 @@ pub struct ChainArgs {
     pub keyring: Option<PathBuf>,
     /// Signatures required (the config's `signature_threshold`).
     pub threshold: usize,
+    /// Open verity devices (false: a dry run, which opens nothing).
+    pub open: bool,
     /// Load the slot's own kernel and kexec it.
     pub kexec: Option<KexecPaths>,
 }
@@ -111,6 +113,11 @@ impl Chain {
         };
         let is_block = o.is_block;
         let disk = o.path.clone();
+        anyhow::ensure!(
+            args.kexec.is_none() || (is_block && args.open),
+            "--kexec needs a block device (the running system's disk), not {}",
+            disk.display()
+        );
         let read = |o: &mut device::Opened, id: SlotId| SlotData {
             record: record::read_slot(&mut o.disk, id).map_err(|e| e.to_string()),
             parts: o
@@ -195,9 +202,11 @@ impl Chain {
                 ));
             }
             let table = verity_table(&part.node, v);
-            if !self.is_block {
-                let params = table.params().map_err(|e| format!("{}: {e}", p.role))?;
-                passed.tables.push((p.role.clone(), params));
+            if !(self.is_block && self.args.open) {
+                table
+                    .validate()
+                    .map_err(|e| format!("{}: its verity field: {e}", p.role))?;
+                passed.tables.push((p.role.clone(), table.params()));
                 continue;
             }
             if !part.node.exists() {
