@@ -79,5 +79,7 @@ timeout_secs = 30
 TOML
 
 rm -f "$output"
-mkfs.ext4 -q -d "$root" -L "root-$version" "$output" "$size" >/dev/null
+# 4 KiB blocks: a dm-verity device has 4096-byte logical blocks, and ext4
+# refuses a block size below the device's (docs/verified-boot.md).
+mkfs.ext4 -q -b 4096 -d "$root" -L "root-$version" "$output" "$size" >/dev/null
 echo "build-rootfs: $output ($version, $behaviour)"

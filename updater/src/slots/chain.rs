@@ -213,12 +213,8 @@ impl Chain {
                 reread_partitions(&self.disk, &part.node)?;
             }
             let name = dm_name(slot, &p.role);
-            let node = bootchain::open_verity(&name, &table).map_err(|e| {
-                format!(
-                    "{}: its dm-verity root does not verify ({e}): wrong root hash or damaged tree",
-                    p.role
-                )
-            })?;
+            let node =
+                bootchain::open_verity(&name, &table).map_err(|e| format!("{}: {e}", p.role))?;
             passed.devices.push((p.role.clone(), node));
         }
         if let Some(k) = self.args.kexec.clone() {
