@@ -272,7 +272,6 @@ pub(crate) fn var_suffix(role: &str) -> String {
         .collect()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

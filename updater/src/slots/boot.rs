@@ -104,7 +104,11 @@ pub fn run(o: &mut Opened, args: &BootSelectArgs, config: &Config) -> anyhow::Re
             "slotctl: warning: slot {s} is on trial but its try cannot be recorded: not booting it"
         );
     }
-    let verb = if args.dry_run { "would rewrite" } else { "rewrote" };
+    let verb = if args.dry_run {
+        "would rewrite"
+    } else {
+        "rewrote"
+    };
     for (c, why) in &report.repaired {
         eprintln!("slotctl: warning: {verb} the bad {c} GPT copy ({why})");
     }
@@ -169,8 +173,7 @@ fn print_vars(o: &Opened, slot: SlotId, passed: Option<&Passed>) -> anyhow::Resu
             p.offset,
             p.size
         ));
-        if let Some((_, table)) = passed.and_then(|x| x.tables.iter().find(|(r, _)| *r == p.role))
-        {
+        if let Some((_, table)) = passed.and_then(|x| x.tables.iter().find(|(r, _)| *r == p.role)) {
             out.push_str(&format!("SLOTCTL_VERITY_{v}={}\n", shell_quote(table)));
         }
     }

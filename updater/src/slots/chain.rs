@@ -234,7 +234,9 @@ impl Chain {
     fn close(&self, slot: SlotId, passed: &Passed) {
         for (role, _) in &passed.devices {
             if let Err(e) = bootchain::remove(&dm_name(slot, role)) {
-                eprintln!("slotctl: warning: cannot remove the verity device of {slot} {role}: {e}");
+                eprintln!(
+                    "slotctl: warning: cannot remove the verity device of {slot} {role}: {e}"
+                );
             }
         }
     }
@@ -290,8 +292,12 @@ fn reread_partitions(disk: &Path, node: &Path) -> Result<(), String> {
         node.display(),
         disk.display()
     );
-    bootchain::reread_partitions(disk)
-        .map_err(|e| format!("cannot re-read the partition table of {}: {e}", disk.display()))?;
+    bootchain::reread_partitions(disk).map_err(|e| {
+        format!(
+            "cannot re-read the partition table of {}: {e}",
+            disk.display()
+        )
+    })?;
     let t0 = Instant::now();
     while !node.exists() {
         if t0.elapsed() > Duration::from_secs(5) {
@@ -339,7 +345,10 @@ fn load_kernel(slot: SlotId, k: &KexecPaths, passed: &Passed) -> Result<bool, St
     mounted.map_err(|e| format!("cannot mount its {} ({}): {e}", k.role, dev.display()))?;
     let r = load_from(slot, k);
     if let Err(e) = umount(&k.mount_dir) {
-        eprintln!("slotctl: warning: cannot unmount {}: {e}", k.mount_dir.display());
+        eprintln!(
+            "slotctl: warning: cannot unmount {}: {e}",
+            k.mount_dir.display()
+        );
     }
     r
 }
@@ -362,16 +371,16 @@ fn load_from(slot: SlotId, k: &KexecPaths) -> Result<bool, String> {
         Err(_) => std::fs::read_to_string("/proc/cmdline").unwrap_or_default(),
     };
     let cmdline = kexec_cmdline(&base, slot);
-    bootchain::kexec_load(&kernel, initrd.as_deref(), &cmdline).map_err(|e| {
-        format!(
-            "its kernel {} could not be loaded: {e}",
-            k.kernel.display()
-        )
-    })?;
+    bootchain::kexec_load(&kernel, initrd.as_deref(), &cmdline)
+        .map_err(|e| format!("its kernel {} could not be loaded: {e}", k.kernel.display()))?;
     eprintln!(
         "slotctl: loaded slot {slot}'s kernel {}{} with command line '{cmdline}'",
         k.kernel.display(),
-        if initrd.is_some() { " and initramfs" } else { "" }
+        if initrd.is_some() {
+            " and initramfs"
+        } else {
+            ""
+        }
     );
     Ok(true)
 }
@@ -396,7 +405,10 @@ mod tests {
     #[test]
     fn the_second_stage_gets_the_slot_and_not_the_kexec_switch() {
         assert_eq!(
-            kexec_cmdline("console=ttyS0 quiet slotctl.kexec=1 slotctl.slot=A x\n", SlotId::B),
+            kexec_cmdline(
+                "console=ttyS0 quiet slotctl.kexec=1 slotctl.slot=A x\n",
+                SlotId::B
+            ),
             "console=ttyS0 quiet x slotctl.slot=B"
         );
         assert_eq!(kexec_cmdline("", SlotId::A), "slotctl.slot=A");
