@@ -12,6 +12,7 @@ ROOT_FS_SIZE_KERNEL=44M
 # Consecutive boots of a committed slot that may end before boot-check
 # before boot-select gives it up for the other good slot (boot-select's
 # default, docs/state-machine.md).
+# shellcheck disable=SC2034 # (read by qemu/scenarios-boot-chain.sh)
 MAX_UNCHECKED_BOOTS=3
 # The initramfs (the fixed first stage, with the keyring): built per run.
 INITRD=""
