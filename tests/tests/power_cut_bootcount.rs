@@ -3,7 +3,8 @@
 //! and flush, with torn and reordered writes (tests/src/sim.rs), on 512-
 //! and 4096-byte-sector disks. Slot B fails: as a committed slot that never
 //! reaches boot-check, as a slot whose check fails at boot, and as a slot
-//! on trial that never reaches boot-check; slot A is good and healthy.
+//! on trial that never reaches boot-check or whose check fails; slot A is
+//! good and healthy.
 //!
 //! Boot after boot is explored breadth first until slot A is chosen; A then
 //! reaches boot-check (mark-good) and boots once more. Every boot and
@@ -53,6 +54,8 @@ enum Case {
     CheckFails,
     /// B on trial with 3 tries, never reaches boot-check.
     Trial,
+    /// B on trial with 3 tries, its check fails at every boot.
+    TrialCheckFails,
 }
 
 /// What a reader sees on a disk: both slots' flags and boot states.
@@ -126,7 +129,7 @@ impl Ctx {
 
     /// The check boot-select runs on the chosen slot.
     fn check(&self, id: SlotId) -> Result<(), String> {
-        if self.case == Case::CheckFails && id == F {
+        if matches!(self.case, Case::CheckFails | Case::TrialCheckFails) && id == F {
             Err("the root hash does not verify".into())
         } else {
             Ok(())
@@ -171,7 +174,7 @@ fn check_state(
     inv.that(!it.f_gone || gone, || {
         format!("{}: slot {F} was given up and is bootable again", what())
     });
-    if gone && cx.case != Case::Trial {
+    if gone && matches!(cx.case, Case::Unchecked | Case::CheckFails) {
         inv.that(st[F as usize].given_up.is_some(), || {
             format!("{}: slot {F} is given up with no reason", what())
         });
@@ -259,7 +262,11 @@ fn explore(cx: &Ctx, start: Vec<u8>, rng: &mut Rng, states: &mut CrashStates, t:
                 "{:?}: slot {F} chosen for the {n}th time (limit {limit})",
                 cx.case
             );
-            assert!(cx.case != Case::CheckFails, "a failing check booted {F}");
+            assert!(
+                !matches!(cx.case, Case::CheckFails | Case::TrialCheckFails),
+                "{:?}: a failing check booted {F}",
+                cx.case
+            );
             // The boot is counted on the medium before it is booted.
             assert!(
                 st[F as usize].unchecked_boots >= n,
@@ -331,11 +338,16 @@ fn reliability_power_cut_boot_counter() {
     let mut states = CrashStates::new("power_cut_bootcount");
     let mut rng = Rng::new(seed);
     for (sector, report) in [(512u32, false), (4096, true)] {
-        for (n, case) in [Case::Unchecked, Case::CheckFails, Case::Trial]
-            .into_iter()
-            .enumerate()
+        for (n, case) in [
+            Case::Unchecked,
+            Case::CheckFails,
+            Case::Trial,
+            Case::TrialCheckFails,
+        ]
+        .into_iter()
+        .enumerate()
         {
-            let b = if case == Case::Trial {
+            let b = if matches!(case, Case::Trial | Case::TrialCheckFails) {
                 fl(2, 3, false)
             } else {
                 fl(2, 0, true)
@@ -355,7 +367,7 @@ fn reliability_power_cut_boot_counter() {
             );
             let want = match case {
                 Case::Unchecked => BOUND,
-                Case::CheckFails => 0,
+                Case::CheckFails | Case::TrialCheckFails => 0,
                 Case::Trial => 3,
             };
             assert_eq!(
