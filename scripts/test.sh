@@ -13,8 +13,9 @@ cargo build -p slotctl
 cargo test --workspace -- --skip reliability_
 # ...which run once, on their own, with their counts (crash states, fuzz
 # cases, tampering cases) in the log.
-cargo test -p slotctl-tests --test power_cut --test power_cut_cli --test power_cut_install \
-    --test power_cut_install_inproc --test fuzz_gpt --test tamper_install -- --nocapture reliability_
+cargo test -p slotctl-tests --test power_cut --test power_cut_cli --test power_cut_bootcount \
+    --test power_cut_install --test power_cut_install_inproc --test fuzz_gpt --test tamper_install \
+    -- --nocapture reliability_
 # End to end on a booting QEMU machine (TCG): prints "qemu: N boots, M/11
 # scenarios passed, C/11 negative controls caught" and fails if any scenario
 # failed or any negative control (a scenario expecting a wrong outcome) passed.

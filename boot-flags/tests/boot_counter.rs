@@ -117,6 +117,25 @@ fn a_failed_check_gives_the_slot_up_and_boots_the_other() {
 }
 
 #[test]
+fn a_failed_check_on_a_last_try_gives_the_slot_up_too() {
+    let mut d = disk(f(1, 0, true), f(2, 1, false));
+    let r = d
+        .boot_select_checked(false, 3, &mut |id| {
+            if id == SlotId::B {
+                Err("bad".into())
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap();
+    assert_eq!(r.choice.slot, SlotId::A);
+    assert!(r.forced.is_none());
+    let (flags, _, sb) = medium(&mut d);
+    assert_eq!(flags, (f(1, 0, true), f(2, 0, false)));
+    assert_eq!(sb.given_up.as_deref(), Some("its check failed: bad"));
+}
+
+#[test]
 fn a_failed_check_on_the_only_bootable_slot_boots_it_anyway() {
     let mut d = disk(f(2, 0, true), f(0, 0, false));
     let r = d

@@ -333,6 +333,9 @@ fn exercise(disk: &[u8], original: &GptAreas, ss: u32, report: bool) -> Result<b
     // looked at) and must lie wholly inside a GPT area of the table as it
     // was before the mutation: never the protective MBR, never a
     // partition's or the free space's bytes, never past the disk.
+    // The one exception: a slot partition's boot state (its last 8 KiB),
+    // as the table before or after the mutation names it (oracle.rs; the
+    // boot counter, docs/state-machine.md).
     let mut dev = Recording::new(CowDevice::new(disk, sector_size));
     if let Ok(mut d) = Disk::open(&mut dev, None) {
         let _ = d.boot_select(false);

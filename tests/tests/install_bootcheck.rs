@@ -52,6 +52,41 @@ command = ["false"]
     assert!(!f.rebooted.exists());
 }
 
+/// A committed slot's boot that reaches boot-check clears its boot
+/// counter (docs/state-machine.md, "The boot counter"), and only that.
+#[test]
+fn already_good_clears_the_boot_counter() {
+    let f = Fix::updated(
+        r#"
+[[boot_check.checks]]
+name = "would-fail"
+command = ["false"]
+"#,
+    );
+    // B on trial: A is made the next boot, then booted twice without
+    // boot-check.
+    ok(f.run(&["--booted", "A", "cancel"]));
+    for _ in 0..2 {
+        let out = ok(f.run(&["boot-select"]));
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("SLOTCTL_SLOT=A\n"));
+    }
+    let boot_state = |f: &Fix| f.status(None)["slots"]["A"]["boot_state"].clone();
+    assert_eq!(boot_state(&f)["unchecked_boots"], 2);
+    let flags = (f.flags("A"), f.flags("B"));
+    let out = ok(f.run(&["boot-check", "--booted", "A"]));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("slot A is already marked good; its boot counter is cleared"),
+        "{s}"
+    );
+    assert_eq!(
+        boot_state(&f),
+        serde_json::json!({"unchecked_boots": 0, "given_up": null})
+    );
+    assert_eq!((f.flags("A"), f.flags("B")), flags);
+    assert!(!f.rebooted.exists());
+}
+
 #[test]
 fn failing_check_marks_bad_and_reboots() {
     let f = Fix::updated(

@@ -164,7 +164,10 @@ impl<D: BlockDevice> Disk<D> {
                 Ok(()) => break choice,
                 Err(why) => {
                     let why = format!("its check failed: {why}");
-                    let may = run.view.get(id).bootable() && run.view.get(other).bootable();
+                    // Chosen as bootable (a trial on its last try is not
+                    // any more, its try used), and something else to boot.
+                    let chosen = !matches!(choice.kind, BootKind::NoBootable { .. });
+                    let may = chosen && run.view.get(other).bootable();
                     if may && !run.gave_up[ix(id)] {
                         self.give_up(&mut run, id, why)?;
                         continue;
