@@ -169,12 +169,20 @@ impl<D: BlockDevice> Disk<D> {
     /// writes nothing. Returns the new flags.
     pub fn apply(&mut self, op: Op) -> Result<SlotFlags> {
         let new = state::apply(self.slot_flags(), self.booted, &op)?;
-        if let (Op::MarkGood, Some(b)) = (op, self.booted) {
-            // The boot reached boot-check: its count starts again. Cleared
-            // before the flags, so a cut in between leaves a clear count on
-            // a slot still on trial (its tries still bound it), never a
-            // committed slot with a stale count.
-            self.clear_boot_state(b)?;
+        // Whose count starts again: the booted slot's when its boot reached
+        // boot-check; the target's when it is made the next boot by hand
+        // (activate, rollback), so that an old count or reason does not give
+        // it up at its first boot. Cleared before the flags, so a cut in
+        // between leaves a clear count under the old flags (a slot on trial
+        // stays bound by its tries), never new flags with a stale count.
+        let fresh = match op {
+            Op::MarkGood => self.booted,
+            Op::Activate { target, .. } => Some(target),
+            Op::Rollback => self.booted.map(SlotId::other),
+            _ => None,
+        };
+        if let Some(s) = fresh {
+            self.clear_boot_state(s)?;
         }
         self.write_flags(new)?;
         Ok(new)
@@ -186,7 +194,7 @@ impl<D: BlockDevice> Disk<D> {
     }
 
     /// [`Op::Activate`]: last step of an install, after the caller checked
-    /// the target's slot record.
+    /// the target's slot record. Clears the target's boot state.
     pub fn activate(&mut self, target: SlotId, tries: Nibble) -> Result<()> {
         self.apply(Op::Activate { target, tries }).map(drop)
     }
@@ -202,7 +210,7 @@ impl<D: BlockDevice> Disk<D> {
         self.apply(Op::MarkBad { slot, force }).map(drop)
     }
 
-    /// [`Op::Rollback`].
+    /// [`Op::Rollback`]. Clears the other slot's boot state.
     pub fn rollback(&mut self) -> Result<()> {
         self.apply(Op::Rollback).map(drop)
     }

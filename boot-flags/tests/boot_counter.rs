@@ -228,3 +228,51 @@ fn an_install_erase_resets_the_boot_state() {
     d.device().data[at..at + 65536].fill(0);
     assert!(medium(&mut d).2.is_clear());
 }
+
+/// A slot made the next boot by hand (rollback, activate) starts with a
+/// clear count: an old count does not give it up at its first boot.
+#[test]
+fn rollback_and_activate_clear_the_targets_count() {
+    // A, good, booted twice without reaching boot-check; then B was booted
+    // (A's count stays 2 on the medium).
+    let mut d = disk(f(2, 0, true), f(1, 0, true));
+    for _ in 0..2 {
+        d.boot_select_checked(false, 3, &mut ok).unwrap();
+    }
+    d.set_flags(SlotId::B, f(3, 0, true)).unwrap();
+    d.set_flags(SlotId::A, f(1, 0, true)).unwrap();
+    let (_, sa, _) = medium(&mut d);
+    assert_eq!(sa.unchecked_boots, 2);
+    // A technician on B rolls back to A: A's count is cleared.
+    d.set_booted(Some(SlotId::B));
+    d.rollback().unwrap();
+    let (flags, sa, _) = medium(&mut d);
+    assert_eq!(flags.0.priority.get(), 2);
+    assert!(sa.is_clear(), "rollback left A's count: {sa:?}");
+    // B, given up for a failed check, activated again (the caller checks
+    // its record): its reason and count are gone.
+    let mut d = disk(f(1, 0, true), f(2, 3, false));
+    let r = d
+        .boot_select_checked(false, 3, &mut |s| {
+            if s == SlotId::B {
+                Err("bad root".into())
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap();
+    assert_eq!(r.choice.slot, SlotId::A);
+    let (_, _, sb) = medium(&mut d);
+    assert!(
+        sb.given_up
+            .as_deref()
+            .is_some_and(|w| w.contains("bad root")),
+        "{sb:?}"
+    );
+    d.set_booted(Some(SlotId::A));
+    d.activate(SlotId::B, boot_flags::Nibble::new(3).unwrap())
+        .unwrap();
+    let (flags, _, sb) = medium(&mut d);
+    assert!(flags.1.bootable());
+    assert!(sb.is_clear(), "activate left B's boot state: {sb:?}");
+}
