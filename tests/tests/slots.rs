@@ -449,7 +449,7 @@ fn boot_select_gives_up_a_committed_slot_that_never_reaches_boot_check() {
         let human = text(&img.ok(&["status"]).stdout);
         assert!(
             human.contains(
-                "slot B:    2 boot(s) in a row did not reach boot-check; \
+                "slot B:    2 boots in a row did not reach boot-check; \
                  given up: 2 boots in a row did not reach boot-check\n"
             ),
             "{human}"

@@ -39,20 +39,26 @@ fn boot_state_json(s: &Result<Option<BootState>, String>) -> Value {
     }
 }
 
-fn boot_state_text(s: &Result<Option<BootState>, String>) -> String {
+/// The human line of a slot's boot state; None when there is nothing to
+/// say (no boot counted, not given up).
+fn boot_state_text(s: &Result<Option<BootState>, String>) -> Option<String> {
     match s {
         Ok(Some(s)) => {
-            let mut t = format!(
-                "{} boot(s) in a row did not reach boot-check",
-                s.unchecked_boots
-            );
+            let mut t = match s.unchecked_boots {
+                0 => String::new(),
+                1 => "1 boot that has not reached boot-check (yet)".into(),
+                n => format!("{n} boots in a row did not reach boot-check"),
+            };
             if let Some(why) = &s.given_up {
-                t.push_str(&format!("; given up: {}", printable(why)));
+                if !t.is_empty() {
+                    t.push_str("; ");
+                }
+                t.push_str(&format!("given up: {}", printable(why)));
             }
-            t
+            (!t.is_empty()).then_some(t)
         }
-        Ok(None) => "no boot counter (flags partition under 128 KiB)".into(),
-        Err(e) => format!("boot state unreadable ({})", printable(e)),
+        Ok(None) => Some("no boot counter (flags partition under 128 KiB)".into()),
+        Err(e) => Some(format!("boot state unreadable ({})", printable(e))),
     }
 }
 
@@ -243,8 +249,9 @@ pub fn print(o: &mut Opened, as_json: bool, cfg: &Config) -> anyhow::Result<()> 
     }
     // The boot counter (docs/state-machine.md, "The boot counter").
     for id in SlotId::ALL {
-        let t = boot_state_text(&boot[id as usize]);
-        s.push_str(&format!("slot {id}:    {t}\n"));
+        if let Some(t) = boot_state_text(&boot[id as usize]) {
+            s.push_str(&format!("slot {id}:    {t}\n"));
+        }
     }
     let shared: Vec<String> = disk
         .layout()
