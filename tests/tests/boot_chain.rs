@@ -203,6 +203,10 @@ fn the_second_stage_writes_nothing_and_kexec_needs_a_device() {
         "boot-select --slot wrote to the disk"
     );
 
+    // A kernel is loaded only from a verified root: --kexec needs a keyring.
+    let out = f.run(&["boot-select", "--kexec"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--keyring"), "{}", stderr(&out));
     let out = f.run(&["boot-select", "--keyring", ring, "--kexec"]);
     assert_ne!(out.status.code(), Some(0));
     let err = stderr(&out);

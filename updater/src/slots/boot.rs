@@ -31,8 +31,9 @@ pub struct BootSelectArgs {
     #[arg(long, value_name = "DIR")]
     pub keyring: Option<PathBuf>,
     /// Load the chosen slot's own kernel, initramfs and command line from
-    /// its verified root and boot it with kexec (the fixed first stage).
-    #[arg(long, conflicts_with_all = ["dry_run", "slot"])]
+    /// its verified root and boot it with kexec (the fixed first stage;
+    /// needs --keyring: a kernel is loaded only from a verified root).
+    #[arg(long, conflicts_with_all = ["dry_run", "slot"], requires = "keyring")]
     pub kexec: bool,
     /// With --kexec: the slot's kernel, inside its root.
     #[arg(long, value_name = "PATH", default_value = "/boot/vmlinuz")]

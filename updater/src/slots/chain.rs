@@ -182,7 +182,34 @@ impl Chain {
             (Ok(Some(blob)), ring) => header_payloads(blob, ring.as_ref(), self.args.threshold)?,
         };
         let mut passed = Passed::default();
-        for p in &payloads {
+        if let Err(e) = self.open_roles(slot, &payloads, &mut passed) {
+            self.close(slot, &passed);
+            return Err(e);
+        }
+        if let Some(k) = self.args.kexec.clone() {
+            match load_kernel(slot, &k, &passed) {
+                Ok(true) => passed.kexec_loaded = true,
+                Ok(false) => passed.no_kernel = true,
+                Err(e) => {
+                    self.close(slot, &passed);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(passed)
+    }
+
+    /// Opens (or, where nothing can be opened, describes) the verity device
+    /// of each payload that has a tree; what it opened is in `passed`, also
+    /// when it fails (the caller closes it).
+    fn open_roles(
+        &self,
+        slot: SlotId,
+        payloads: &[PayloadInfo],
+        passed: &mut Passed,
+    ) -> Result<(), String> {
+        let data = &self.slots[slot as usize];
+        for p in payloads {
             let Some(v) = &p.verity else { continue };
             let part = data
                 .parts
@@ -217,17 +244,7 @@ impl Chain {
                 bootchain::open_verity(&name, &table).map_err(|e| format!("{}: {e}", p.role))?;
             passed.devices.push((p.role.clone(), node));
         }
-        if let Some(k) = self.args.kexec.clone() {
-            match load_kernel(slot, &k, &passed) {
-                Ok(true) => passed.kexec_loaded = true,
-                Ok(false) => passed.no_kernel = true,
-                Err(e) => {
-                    self.close(slot, &passed);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(passed)
+        Ok(())
     }
 
     /// Removes the verity devices a check opened.
