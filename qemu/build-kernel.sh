@@ -30,7 +30,9 @@ resolve() {
 pkg="$(resolve)"
 if [[ -z "$pkg" ]]; then
   echo "build-kernel: package lists have no linux-image-cloud-amd64; running apt-get update"
-  apt-get update -qq
+  # shellcheck source=scripts/apt-wait.sh
+  source "$here/../scripts/apt-wait.sh"
+  apt_update
   pkg="$(resolve)"
 fi
 if [[ -z "$pkg" ]]; then

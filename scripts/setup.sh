@@ -29,11 +29,13 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+# shellcheck source=scripts/apt-wait.sh
+source "$(dirname "$0")/apt-wait.sh"
 if ((${#missing[@]})); then
-  echo "setup: installing ${missing[*]}"
+  echo "setup: installing ${missing[*]} (waiting for apt's lock if another apt-get holds it)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_update
+  apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 for tool in cgpt sgdisk sfdisk openssl zstd qemu-system-x86_64 cpio mkfs.ext4 jq strace shellcheck veritysetup debugfs; do
   command -v "$tool" >/dev/null || { echo "setup: $tool still missing" >&2; exit 1; }
