@@ -32,29 +32,13 @@ trap cleanup EXIT
 
 NET_MODULES=(failover net_failover virtio_net)
 
-# The guest's network modules, from the same kernel package as the rest.
+# The guest's network modules: qemu/build-kernel.sh keeps them in
+# kernel/net/ (from the same download as the kernel).
 fetch_net_modules() {
-  local out="$BUILD/kernel/net"
-  if [[ -f "$out/virtio_net.ko" ]]; then return 0; fi
-  local version work
-  version="$(cat "$BUILD/kernel/version")"
-  work="$(mktemp -d)"
-  chmod 755 "$work"
-  (cd "$work" && apt-get download -qq "linux-image-$version")
-  dpkg -x "$work"/*.deb "$work/x"
-  mkdir -p "$out"
-  local m f
+  local m
   for m in "${NET_MODULES[@]}"; do
-    f="$(find "$work/x/lib/modules/$version" -name "$m.ko*" | head -n1)"
-    [[ -n "$f" ]] || { rm -rf "$work"; fail "module $m not in linux-image-$version"; }
-    case "$f" in
-      *.ko.xz) xz -dc "$f" >"$out/$m.ko" ;;
-      *.ko.zst) zstd -qdc "$f" >"$out/$m.ko" ;;
-      *.ko.gz) gzip -dc "$f" >"$out/$m.ko" ;;
-      *) cp "$f" "$out/$m.ko" ;;
-    esac
+    [[ -f "$BUILD/kernel/net/$m.ko" ]] || fail "no $BUILD/kernel/net/$m.ko: qemu/build-kernel.sh did not keep it"
   done
-  rm -rf "$work"
 }
 
 # Every boot of this scenario gets the restricted network: the harness's
