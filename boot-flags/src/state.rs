@@ -161,7 +161,7 @@ pub enum Refusal {
         slot: SlotId,
     },
     /// Cancel found no pending activation.
-    #[error("cancel: slot {slot} has no pending activation (it is not bootable-but-untried)")]
+    #[error("cancel: slot {slot} has no pending activation to cancel (it is not waiting for its first boot)")]
     NothingToCancel {
         /// The other slot.
         slot: SlotId,
@@ -374,7 +374,12 @@ impl fmt::Display for BootChoice {
         match self.kind {
             BootKind::Good => write!(f, "slot {} (good)", self.slot),
             BootKind::Trial { tries_left } => {
-                write!(f, "slot {} (on trial, {tries_left} tries left)", self.slot)
+                let tries = if tries_left == 1 { "try" } else { "tries" };
+                write!(
+                    f,
+                    "slot {} (on trial, {tries_left} {tries} left)",
+                    self.slot
+                )
             }
             BootKind::NoBootable { was_successful } => write!(
                 f,

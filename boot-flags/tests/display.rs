@@ -2,7 +2,7 @@
 //! `Debug` in logs), pinned to hand-written strings: slotctl's output and
 //! the QEMU scenarios' expectations are built from these.
 
-use boot_flags::state::{boot_select, BootKind};
+use boot_flags::state::{boot_select, BootChoice, BootKind};
 use boot_flags::{Flags, GptCopy, Guid, Health, Nibble, SlotFlags, SlotId};
 
 fn f(p: u8, t: u8, s: bool) -> Flags {
@@ -134,6 +134,11 @@ fn boot_choice_lines() {
     });
     assert_eq!(trial.kind, BootKind::Trial { tries_left: 2 });
     assert_eq!(trial.to_string(), "slot B (on trial, 2 tries left)");
+    let one = BootChoice {
+        kind: BootKind::Trial { tries_left: 1 },
+        ..trial
+    };
+    assert_eq!(one.to_string(), "slot B (on trial, 1 try left)");
     let last = boot_select(SlotFlags {
         a: f(0, 0, false),
         b: f(0, 0, true),

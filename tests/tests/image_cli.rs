@@ -276,6 +276,11 @@ fn info_shows_every_field_and_signature_status() {
     assert!(text.contains("signature 0: key "), "{text}");
     assert!(text.contains(": not checked"), "{text}");
     assert!(text.contains("rollback index  7"), "{text}");
+    // A date for people (`date -u -d @1700000000`), the number kept.
+    assert!(
+        text.contains("created         2023-11-14T22:13:20Z (1700000000)"),
+        "{text}"
+    );
 }
 
 #[test]

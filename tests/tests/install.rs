@@ -579,7 +579,7 @@ fn factory_refuses_booted_and_compatible_needs_factory() {
             os("x"),
             img.as_os_str(),
         ],
-        3,
+        2, // a usage error, like clap's
         "--compatible is only for --factory",
     );
 }

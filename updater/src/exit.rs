@@ -13,6 +13,7 @@ use std::fmt;
 use std::process::ExitCode;
 
 pub const ERROR: u8 = 1;
+pub const USAGE: u8 = 2;
 pub const REFUSED: u8 = 3;
 pub const BUSY: u8 = 4;
 pub const UNHEALTHY: u8 = 5;
@@ -37,6 +38,15 @@ impl std::error::Error for Coded {}
 pub fn refused(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Coded {
         code: REFUSED,
+        message: message.into(),
+    })
+}
+
+/// Arguments that do not go together (exit code 2, as clap's own usage
+/// errors), found after parsing.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Coded {
+        code: USAGE,
         message: message.into(),
     })
 }

@@ -166,15 +166,19 @@ fn install_inner(
     expect: Option<ImagePin>,
 ) -> anyhow::Result<InstallReport> {
     if args.factory && args.slot.is_none() {
-        return Err(refused("install --factory needs --slot A or --slot B"));
+        return Err(crate::exit::usage(
+            "install --factory needs --slot A or --slot B",
+        ));
     }
     if args.compatible.is_some() && !args.factory {
-        return Err(refused(
+        return Err(crate::exit::usage(
             "--compatible is only for --factory; a device uses the config's `compatible`",
         ));
     }
     if args.factory && args.reboot {
-        return Err(refused("--factory and --reboot do not go together"));
+        return Err(crate::exit::usage(
+            "--factory and --reboot do not go together",
+        ));
     }
     let _lock = lock::acquire(&cfg.lock_file)?;
     let keyring = policy::load_keyring(&args.keys, cfg)?;

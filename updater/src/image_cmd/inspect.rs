@@ -216,7 +216,11 @@ pub fn info(args: &InfoArgs, globals: &Globals) -> anyhow::Result<()> {
     println!("  compatible      {}", printable(h.compatible()));
     println!("  version         {}", printable(&h.version().to_string()));
     println!("  rollback index  {}", h.rollback_index());
-    println!("  created         {}", h.created());
+    println!(
+        "  created         {} ({})",
+        crate::feed::time::Timestamp(h.created()),
+        h.created()
+    );
     println!("  header          {header_len} bytes");
     println!("  signature block {block_len} bytes (room for {room})");
     println!("  image length    {}", h.image_len());
