@@ -37,6 +37,32 @@ if ((${#missing[@]})); then
   apt_update
   apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# Rust: the workspace needs cargo and rustc >= 1.85 (Cargo.toml's
+# rust-version). A suitable one on PATH (rustup's, or Debian's) is used;
+# else Debian 12's rustc-web and cargo-web (1.85 and newer, in bookworm and
+# bookworm-security) are installed; else setup stops and says what to do.
+RUST_MIN=1.85
+version_ge() { [[ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" == "$2" ]]; }
+rust_ok() {
+  local v
+  command -v cargo >/dev/null && command -v rustc >/dev/null || return 1
+  v="$(cargo --version 2>/dev/null | awk '{print $2}')" || return 1
+  version_ge "${v%%-*}" "$RUST_MIN"
+}
+if ! rust_ok; then
+  if apt-cache policy cargo-web 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    echo "setup: no cargo >= $RUST_MIN on PATH: installing Debian's rustc-web and cargo-web"
+    export DEBIAN_FRONTEND=noninteractive
+    apt_update
+    apt_get install -y -qq --no-install-recommends rustc-web cargo-web >/dev/null
+  fi
+  rust_ok || {
+    echo "setup: needs Rust >= $RUST_MIN (cargo and rustc): install it with rustup (https://rustup.rs), or on Debian 12 with apt-get install rustc-web cargo-web" >&2
+    exit 1
+  }
+fi
+echo "setup: $(cargo --version)"
+
 for tool in cgpt sgdisk sfdisk openssl zstd qemu-system-x86_64 cpio mkfs.ext4 jq strace shellcheck veritysetup debugfs; do
   command -v "$tool" >/dev/null || { echo "setup: $tool still missing" >&2; exit 1; }
 done

