@@ -1,8 +1,43 @@
-//! Options every subcommand accepts, before or after the subcommand name.
+//! The command line: the whole clap command tree ([`Cli`]) and the options
+//! every subcommand accepts ([`Globals`]). The binary parses it; the man
+//! pages and shell completions (`slotctl-gen-docs`) are generated from it,
+//! so they never drift from `--help`.
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use crate::{agent, feed, image_cmd, install, slots};
+
+/// `slotctl`'s command line.
+#[derive(Parser, Debug)]
+#[command(name = "slotctl", version, about = "A/B partition updater", long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub globals: Globals,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every subcommand, grouped by the module that runs it.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    #[command(flatten)]
+    Slots(slots::SlotCommand),
+    #[command(flatten)]
+    Image(image_cmd::ImageCommand),
+    #[command(flatten)]
+    Install(install::InstallCommand),
+    #[command(flatten)]
+    Feed(feed::FeedCommand),
+    #[command(flatten)]
+    Agent(agent::AgentCommand),
+}
+
+/// The clap `Command` the binary parses with (for man pages, completions).
+pub fn command() -> clap::Command {
+    Cli::command()
+}
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct Globals {

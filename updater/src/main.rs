@@ -4,33 +4,10 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
-use slotctl::cli::Globals;
+use slotctl::cli::{Cli, Command};
 use slotctl::{agent, exit, feed, image_cmd, install, slots};
-
-#[derive(Parser, Debug)]
-#[command(name = "slotctl", version, about = "A/B partition updater", long_about = None)]
-struct Cli {
-    #[command(flatten)]
-    globals: Globals,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    #[command(flatten)]
-    Slots(slots::SlotCommand),
-    #[command(flatten)]
-    Image(image_cmd::ImageCommand),
-    #[command(flatten)]
-    Install(install::InstallCommand),
-    #[command(flatten)]
-    Feed(feed::FeedCommand),
-    #[command(flatten)]
-    Agent(agent::AgentCommand),
-}
 
 /// glibc's malloc raises its mmap threshold each time a mmapped block is
 /// freed (up to 32 MiB); big buffers then come from the heap, which keeps
