@@ -2,7 +2,8 @@
 //!
 //! Every key is optional; unknown keys are an error naming the key
 //! (`deny_unknown_fields`), so a typo never silently falls back to a default.
-//! `packaging/slotctl.toml.example` documents each key. Every number has a
+//! `packaging/slotctl.toml.example` and the man page `slotctl.toml(5)`
+//! (`gen-docs/man/slotctl.toml.5`) document each key. Every number has a
 //! documented range ([`bounds`]), checked on load: a config that passes
 //! loads into values no arithmetic of slotctl can overflow with. The file
 //! itself must be a regular file (a symlink to one is fine) of at most
