@@ -23,6 +23,7 @@ PACKAGES=(
   strace            # records the real install's writes and flushes for the power-cut suite
   shellcheck        # lints the project's shell scripts (test.sh)
   cryptsetup-bin    # veritysetup: validates the dm-verity hash trees image pack builds
+  man-db            # man -l (and groff) render the generated man pages in the tests
 )
 
 missing=()
@@ -63,7 +64,7 @@ if ! rust_ok; then
 fi
 echo "setup: $(cargo --version)"
 
-for tool in cgpt sgdisk sfdisk openssl zstd qemu-system-x86_64 cpio mkfs.ext4 jq strace shellcheck veritysetup debugfs; do
+for tool in cgpt sgdisk sfdisk openssl zstd qemu-system-x86_64 cpio mkfs.ext4 jq strace shellcheck veritysetup debugfs man groff; do
   command -v "$tool" >/dev/null || { echo "setup: $tool still missing" >&2; exit 1; }
 done
 echo "setup: all tools present"
