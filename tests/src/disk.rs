@@ -1,11 +1,12 @@
 //! Disk-image helpers for the slot and GPT tests: make images with
 //! `slotctl disk init`, attach 4K images to loop devices, and read flags
-//! back with the real tools (`cgpt`, `sfdisk`, `sgdisk`).
+//! back with the real tools (`cgpt`, `sfdisk`, `sgdisk`) and the `gpt` crate.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::{require_tool, run_slotctl};
+use crate::{gptcrate, require_tool, run_slotctl};
 
 /// A temporary A/B disk image: BOOT-A=1 ROOT-A=2 BOOT-B=3 ROOT-B=4 DATA=5.
 ///
@@ -215,6 +216,22 @@ impl ToolView {
     /// `sfdisk --json`: per partition number, its name and attribute bits
     /// among 48..=56 (from `"attrs": "GUID:48,52,56"`).
     pub fn sfdisk_flags(&self, index: u32) -> (u8, u8, u8) {
+        let word = self
+            .sfdisk_entries()
+            .remove(&index)
+            .unwrap_or_else(|| panic!("sfdisk shows no partition {index}"))
+            .attrs;
+        (
+            ((word >> 48) & 0xf) as u8,
+            ((word >> 52) & 0xf) as u8,
+            ((word >> 56) & 1) as u8,
+        )
+    }
+
+    /// `sfdisk --json`: every partition by number, with its whole attribute
+    /// word (bits 0-2 by their names, the rest from `GUID:n,m`), type and
+    /// unique GUIDs.
+    pub fn sfdisk_entries(&self) -> BTreeMap<u32, SfdiskEntry> {
         require_tool("sfdisk");
         let out = Command::new("sfdisk")
             .arg("--json")
@@ -238,25 +255,37 @@ impl ToolView {
                 .collect();
             digits.parse::<u32>().ok()
         };
-        let p = parts
-            .iter()
-            .find(|p| node_suffix(p) == Some(index))
-            .unwrap_or_else(|| panic!("sfdisk shows no partition {index}"));
-        let mut word = 0u64;
-        if let Some(attrs) = p["attrs"].as_str() {
-            for tok in attrs.split_whitespace() {
-                if let Some(bits) = tok.strip_prefix("GUID:") {
-                    for b in bits.split(',') {
-                        word |= 1 << b.parse::<u32>().expect("bit number");
+        let mut map = BTreeMap::new();
+        for p in parts {
+            let index = node_suffix(p).unwrap_or_else(|| panic!("sfdisk node {p}"));
+            let mut word = 0u64;
+            for tok in p["attrs"].as_str().unwrap_or_default().split_whitespace() {
+                match tok {
+                    "RequiredPartition" => word |= 1,
+                    "NoBlockIOProtocol" => word |= 1 << 1,
+                    "LegacyBIOSBootable" => word |= 1 << 2,
+                    _ => {
+                        let bits = tok
+                            .strip_prefix("GUID:")
+                            .unwrap_or_else(|| panic!("sfdisk attrs token {tok:?}"));
+                        for b in bits.split(',') {
+                            word |= 1 << b.parse::<u32>().expect("bit number");
+                        }
                     }
                 }
             }
+            let guid = |k: &str| p[k].as_str().unwrap_or_default().to_uppercase();
+            map.insert(
+                index,
+                SfdiskEntry {
+                    name: p["name"].as_str().unwrap_or_default().to_string(),
+                    attrs: word,
+                    type_guid: guid("type"),
+                    part_guid: guid("uuid"),
+                },
+            );
         }
-        (
-            ((word >> 48) & 0xf) as u8,
-            ((word >> 52) & 0xf) as u8,
-            ((word >> 56) & 1) as u8,
-        )
+        map
     }
 
     /// Assert `sgdisk -v` prints "No problems found." (it exits 0 even on a
@@ -277,8 +306,23 @@ impl ToolView {
     }
 }
 
-/// Check slotctl, cgpt and sfdisk agree on both slots' flags, `sgdisk -v`
-/// is clean, and both GPT copies are good. Returns the status JSON.
+/// One partition as `sfdisk --json` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SfdiskEntry {
+    pub name: String,
+    /// The whole 64-bit attribute word.
+    pub attrs: u64,
+    /// Upper case.
+    pub type_guid: String,
+    /// Upper case.
+    pub part_guid: String,
+}
+
+/// Check slotctl, cgpt, sfdisk and the `gpt` crate agree on both slots'
+/// flags, the `gpt` crate agrees with status on every partition's bounds
+/// and name (see [`crate::gptcrate`]) and with sfdisk on every partition's
+/// name, whole attribute word and GUIDs, `sgdisk -v` is clean, and both GPT
+/// copies are good. Returns the status JSON.
 pub fn assert_tools_agree(img: &Image) -> serde_json::Value {
     let st = img.status();
     assert_eq!(st["gpt"]["primary"], "ok", "{st}");
@@ -301,7 +345,46 @@ pub fn assert_tools_agree(img: &Image) -> serde_json::Value {
         );
     }
     view.assert_sgdisk_clean();
+    let crate_table = gptcrate::assert_agrees(&img.path, &st);
+    compare_crate_with_sfdisk(&crate_table, &view.sfdisk_entries())
+        .unwrap_or_else(|e| panic!("{}: {e}", img.path.display()));
     st
+}
+
+/// The `gpt` crate and sfdisk see the same used partitions with the same
+/// names, whole attribute words (every bit, not only 48-56), type and
+/// unique GUIDs. Returns every disagreement, one per line.
+pub fn compare_crate_with_sfdisk(
+    t: &gptcrate::Table,
+    sf: &BTreeMap<u32, SfdiskEntry>,
+) -> Result<(), String> {
+    let mut errs = Vec::new();
+    let ours: Vec<_> = t.entries.keys().collect();
+    let theirs: Vec<_> = sf.keys().collect();
+    if ours != theirs {
+        errs.push(format!(
+            "partition numbers: gpt crate {ours:?}, sfdisk {theirs:?}"
+        ));
+    }
+    for (i, e) in &t.entries {
+        let Some(s) = sf.get(i) else { continue };
+        let mine = (&e.name, e.attrs, &e.type_guid, &e.part_guid);
+        let other = (&s.name, s.attrs, &s.type_guid, &s.part_guid);
+        if mine != other {
+            errs.push(format!(
+                "partition {i}: (name, attributes, type, unique GUID): gpt crate {:?} {:#018x} {} {}, sfdisk {:?} {:#018x} {} {}",
+                e.name, e.attrs, e.type_guid, e.part_guid, s.name, s.attrs, s.type_guid, s.part_guid
+            ));
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the gpt crate disagrees with sfdisk:\n{}",
+            errs.join("\n")
+        ))
+    }
 }
 
 /// The `(priority, tries, successful)` of a slot in a status JSON.

@@ -411,9 +411,12 @@ backoff_max_ms = 50
         );
     }
 
-    /// The flags of a slot as (priority, tries, successful).
+    /// The flags of a slot as (priority, tries, successful). The `gpt`
+    /// crate re-reads the disk first and must agree with status on every
+    /// partition's bounds and name and on both slots' flags.
     pub fn flags(&self, slot: &str) -> (u64, u64, bool) {
         let st = self.status(None);
+        crate::gptcrate::assert_agrees(&self.disk, &st);
         let s = &st["slots"][slot];
         (
             s["priority"].as_u64().unwrap(),
