@@ -136,6 +136,18 @@ pub struct Opened {
     pub booted_source: BootedSource,
 }
 
+impl Opened {
+    /// Where partition `index` is read: its device node on a block device,
+    /// the disk image file itself otherwise (with the partition's offset).
+    pub fn partition_path(&self, index: u32) -> PathBuf {
+        if self.is_block {
+            partition_node(&self.path, index)
+        } else {
+            self.path.clone()
+        }
+    }
+}
+
 /// The disk path from `--disk`, the config, or the booted root.
 pub fn disk_path(globals: &Globals, config: &Config) -> anyhow::Result<PathBuf> {
     if let Some(p) = config.disk_path(globals) {

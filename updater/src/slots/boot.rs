@@ -4,15 +4,16 @@
 
 use std::path::PathBuf;
 
-use anyhow::anyhow;
+use anyhow::{anyhow, Context};
 use boot_flags::{BootKind, SlotId};
 use clap::Args;
 
 use super::chain::{Chain, ChainArgs, KexecPaths, Passed};
 use super::{lib_error, shell_quote, var_suffix};
 use crate::config::Config;
-use crate::device::{self, parse_slot, Opened};
+use crate::device::{parse_slot, Opened};
 use crate::exit::refused;
+use crate::install::{policy, KeyArgs};
 
 #[derive(Args, Debug, Clone)]
 pub struct BootSelectArgs {
@@ -60,10 +61,22 @@ pub struct BootSelectArgs {
 
 pub fn run(o: &mut Opened, args: &BootSelectArgs, config: &Config) -> anyhow::Result<()> {
     let what = o.path.display().to_string();
+    // The boot stage's own keyring, loaded as every command loads one.
+    let keyring = args
+        .keyring
+        .as_ref()
+        .map(|dir| {
+            let keys = KeyArgs {
+                keyring: Some(dir.clone()),
+                pubkey: Vec::new(),
+            };
+            policy::load_keyring(&keys, config).context("the boot keyring")
+        })
+        .transpose()?;
     let mut chain = Chain::prepare(
         o,
         ChainArgs {
-            keyring: args.keyring.clone(),
+            keyring,
             threshold: config.signature_threshold,
             open: !args.dry_run,
             kexec: args.kexec.then(|| KexecPaths {
@@ -159,11 +172,7 @@ fn print_vars(o: &Opened, slot: SlotId, passed: Option<&Passed>) -> anyhow::Resu
     let layout = o.disk.layout().slot(slot);
     let mut out = format!("SLOTCTL_SLOT={slot}\n");
     for p in &layout.partitions {
-        let raw = if o.is_block {
-            device::partition_node(&o.path, p.index)
-        } else {
-            o.path.clone()
-        };
+        let raw = o.partition_path(p.index);
         let node = passed
             .and_then(|x| x.devices.iter().find(|(r, _)| *r == p.role))
             .map_or(raw, |(_, n)| n.clone());

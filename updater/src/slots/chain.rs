@@ -32,10 +32,10 @@ use crate::device;
 use crate::record;
 
 /// What boot-select's flags ask of the chain.
-#[derive(Clone, Debug, Default)]
+#[derive(Default)]
 pub struct ChainArgs {
     /// Verify slot records against this keyring (none: not verified).
-    pub keyring: Option<PathBuf>,
+    pub keyring: Option<Keyring>,
     /// Signatures required (the config's `signature_threshold`).
     pub threshold: usize,
     /// Open verity devices (false: a dry run, which opens nothing).
@@ -78,10 +78,9 @@ pub struct Passed {
     pub devices: Vec<(String, PathBuf)>,
     /// role -> the verity table (on a disk image, where nothing is opened).
     pub tables: Vec<(String, String)>,
-    /// The slot's kernel is loaded: boot-select kexecs it.
+    /// The slot's kernel is loaded: boot-select kexecs it (with --kexec,
+    /// false means the slot carries none and boots with this kernel).
     pub kexec_loaded: bool,
-    /// With --kexec, the slot had no kernel file: it boots with this kernel.
-    pub no_kernel: bool,
 }
 
 pub struct Chain {
@@ -96,21 +95,7 @@ pub struct Chain {
 
 impl Chain {
     /// Reads what the checks need: both records and the partition nodes.
-    pub fn prepare(o: &mut device::Opened, args: ChainArgs) -> anyhow::Result<Chain> {
-        let keyring = match &args.keyring {
-            Some(dir) => {
-                let ring = Keyring::load_dir(dir).map_err(|e| {
-                    anyhow::anyhow!("cannot load the boot keyring {}: {e}", dir.display())
-                })?;
-                anyhow::ensure!(
-                    !ring.is_empty(),
-                    "the boot keyring {} holds no public key",
-                    dir.display()
-                );
-                Some(ring)
-            }
-            None => None,
-        };
+    pub fn prepare(o: &mut device::Opened, mut args: ChainArgs) -> anyhow::Result<Chain> {
         let is_block = o.is_block;
         let disk = o.path.clone();
         anyhow::ensure!(
@@ -128,11 +113,7 @@ impl Chain {
                 .iter()
                 .map(|p| Part {
                     role: p.role.clone(),
-                    node: if is_block {
-                        device::partition_node(&o.path, p.index)
-                    } else {
-                        o.path.clone()
-                    },
+                    node: o.partition_path(p.index),
                     size: p.size,
                 })
                 .collect(),
@@ -140,8 +121,8 @@ impl Chain {
         let a = read(o, SlotId::A);
         let b = read(o, SlotId::B);
         Ok(Chain {
+            keyring: args.keyring.take(),
             args,
-            keyring,
             is_block,
             disk,
             slots: [a, b],
@@ -188,8 +169,7 @@ impl Chain {
         }
         if let Some(k) = self.args.kexec.clone() {
             match load_kernel(slot, &k, &passed) {
-                Ok(true) => passed.kexec_loaded = true,
-                Ok(false) => passed.no_kernel = true,
+                Ok(loaded) => passed.kexec_loaded = loaded,
                 Err(e) => {
                     self.close(slot, &passed);
                     return Err(e);
