@@ -176,7 +176,7 @@ impl VerityTable {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample() -> VerityTable {

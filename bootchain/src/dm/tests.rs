@@ -1,19 +1,9 @@
 use super::*;
 use crate::dm_sys::Cmd;
 
+/// The table the verity module's tests use (`/dev/vda3`, 4096 blocks).
 fn table() -> VerityTable {
-    VerityTable {
-        data_dev: "/dev/vda3".into(),
-        hash_dev: "/dev/vda3".into(),
-        data_block_size: 4096,
-        hash_block_size: 4096,
-        data_blocks: 4096,
-        hash_start_block: 4096,
-        algorithm: "sha256".into(),
-        root_hex: "ab".repeat(32),
-        salt_hex: "cd".repeat(32),
-        on_corruption: OnCorruption::Restart,
-    }
+    crate::verity::tests::sample()
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -108,8 +98,8 @@ fn table_load_buffer_eio_has_no_optional_args() {
         p,
         format!(
             "1 /dev/vda3 /dev/vda3 4096 4096 4096 4096 sha256 {} {}",
-            "ab".repeat(32),
-            "cd".repeat(32)
+            table().root_hex,
+            table().salt_hex
         )
     );
 }
