@@ -265,7 +265,7 @@ pub fn open_verity(name: &str, t: &VerityTable) -> io::Result<PathBuf> {
     })();
     if opened.is_err() {
         // Best effort: the first error is the one worth reporting.
-        let _ = call(&control, Cmd::DevRemove, build(name, 0, 0, &[]), "remove");
+        let _ = dev_remove(&control, name);
     }
     opened
 }
@@ -273,9 +273,13 @@ pub fn open_verity(name: &str, t: &VerityTable) -> io::Result<PathBuf> {
 /// Removes the device-mapper device `name` (it must not be in use).
 pub fn remove(name: &str) -> io::Result<()> {
     check_name(name)?;
-    let control = control()?;
+    dev_remove(&control()?, name)
+}
+
+/// DM_DEV_REMOVE of `name` on an open control device.
+fn dev_remove(control: &File, name: &str) -> io::Result<()> {
     call(
-        &control,
+        control,
         Cmd::DevRemove,
         build(name, 0, 0, &[]),
         format_args!("device-mapper {name}: remove"),
