@@ -240,14 +240,11 @@ pub fn pack<W: Write + Seek>(
             Some(_) => part.size_hint.map(crate::verity_partition_len),
             None => part.size_hint,
         };
-        let (mut plain, mut verity) = match &part.verity {
-            Some(salt) => (None, Some(crate::VerityReader::new(part.source, salt)?)),
-            None => (Some(part.source), None),
-        };
-        let source: &mut dyn Read = match (&mut plain, &mut verity) {
-            (Some(s), _) => s,
-            (None, Some(v)) => v,
-            (None, None) => unreachable!("one of the two"),
+        let mut plain = None;
+        let mut verity = None;
+        let source: &mut dyn Read = match &part.verity {
+            Some(salt) => verity.insert(crate::VerityReader::new(part.source, salt)?),
+            None => plain.insert(part.source),
         };
         let mut hasher = PayloadHasher::new();
         let mut chunked_sums = None;

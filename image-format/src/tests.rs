@@ -1,6 +1,6 @@
 //! Unit tests: round trips, and every tampering the format must refuse.
 
-mod fields;
+pub(crate) mod fields;
 mod tamper;
 
 use std::io::{Cursor, Read};

@@ -11,7 +11,7 @@ use crate::sigblock::{encode_signature_block, signature_block_len, SignatureEntr
 use crate::*;
 
 /// Sign `header` with key 1 and put `payload` bytes behind it.
-fn signed(header: Vec<u8>, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn signed(header: Vec<u8>, payload: &[u8]) -> Vec<u8> {
     let k = key(1);
     let entry = SignatureEntry {
         key_id: k.key_id(),

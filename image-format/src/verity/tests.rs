@@ -5,7 +5,6 @@ use std::io::{Cursor, Read};
 
 use sha2::{Digest, Sha256};
 
-use crate::sigblock::{encode_signature_block, signature_block_len, SignatureEntry};
 use crate::tests::{key, noise, ring};
 use crate::*;
 
@@ -214,14 +213,7 @@ fn pack_appends_the_tree_and_the_header_carries_its_root() {
 fn resigned(img: &[u8], header: Vec<u8>) -> Vec<u8> {
     let r = ImageReader::new(img).unwrap();
     let rest = &img[r.header_bytes().len() + r.signature_block_bytes().len()..];
-    let k = key(1);
-    let entry = SignatureEntry {
-        key_id: k.key_id(),
-        signature: k.sign(&header),
-    };
-    let block =
-        encode_signature_block(&[entry], signature_block_len(header.len() as u64, 1)).unwrap();
-    [header, block, rest.to_vec()].concat()
+    crate::tests::fields::signed(header, rest)
 }
 
 /// The same header with only the verity field's tag replaced.
