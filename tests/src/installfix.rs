@@ -313,6 +313,32 @@ backoff_max_ms = 50
         compression: &str,
         key: &Path,
     ) -> PathBuf {
+        self.pack_extra(
+            name,
+            version,
+            rollback_index,
+            compatible,
+            parts,
+            compression,
+            key,
+            &[],
+        )
+    }
+
+    /// [`Fix::pack_with`] with `extra` arguments for `image pack` (e.g.
+    /// `--verity ROOT`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn pack_extra(
+        &self,
+        name: &str,
+        version: &str,
+        rollback_index: u64,
+        compatible: &str,
+        parts: &[(&str, &Path)],
+        compression: &str,
+        key: &Path,
+        extra: &[&str],
+    ) -> PathBuf {
         let out = self.path(name);
         let mut args: Vec<std::ffi::OsString> = vec![
             "image".into(),
@@ -330,6 +356,7 @@ backoff_max_ms = 50
             "-o".into(),
             out.clone().into(),
         ];
+        args.extend(extra.iter().map(|a| a.into()));
         for (role, file) in parts {
             args.push("--part".into());
             let mut s = std::ffi::OsString::from(format!("{role}="));

@@ -44,36 +44,16 @@ fn pack_verity(
     salt: &str,
     key: &Path,
 ) -> std::path::PathBuf {
-    let img = f.path(name);
-    let mut args: Vec<std::ffi::OsString> = [
-        "image",
-        "pack",
-        "--version",
+    f.pack_extra(
+        name,
         version,
-        "--compatible",
+        1,
         COMPATIBLE,
-    ]
-    .iter()
-    .map(|s| s.into())
-    .collect();
-    args.extend([
-        "--rollback-index".into(),
-        "1".into(),
-        "--verity".into(),
-        "ROOT".into(),
-        "--verity-salt".into(),
-        salt.into(),
-        "--key".into(),
-        key.as_os_str().to_owned(),
-        "--part".into(),
-        format!("BOOT={}", f.boot_payload().display()).into(),
-        "--part".into(),
-        format!("ROOT={}", root.display()).into(),
-        "-o".into(),
-        img.clone().into_os_string(),
-    ]);
-    ok(slotctl_tests::run_slotctl(args));
-    img
+        &[("BOOT", &f.boot_payload()), ("ROOT", root)],
+        "zstd",
+        key,
+        &["--verity", "ROOT", "--verity-salt", salt],
+    )
 }
 
 /// The table boot-select builds for slot A's ROOT equals the one made from
