@@ -28,8 +28,9 @@ use sha2::{Digest, Sha256};
 
 use crate::install::dev::BlockDevice;
 
-/// Bytes reserved for the record at the end of the flags partition.
-pub const RECORD_RESERVED: u64 = 64 * 1024;
+/// Bytes reserved for the record at the end of the flags partition: the
+/// slot region boot-flags also places the boot state in.
+pub const RECORD_RESERVED: u64 = boot_flags::bootstate::SLOT_REGION;
 /// Bytes of the region the record itself may use: all but the boot state
 /// at its end.
 pub const RECORD_BYTES: usize = (RECORD_RESERVED - boot_flags::bootstate::BOOT_STATE_LEN) as usize;
@@ -114,7 +115,7 @@ pub fn decode(region: &[u8]) -> Result<Option<Vec<u8>>, RecordError> {
 
 /// Disk byte offset of the record region of a flags partition.
 pub fn region_offset(part_offset: u64, part_len: u64) -> Result<u64, RecordError> {
-    if part_len < RECORD_RESERVED * 2 {
+    if part_len < boot_flags::bootstate::MIN_FLAGS_PARTITION {
         return Err(RecordError::PartitionTooSmall(part_len));
     }
     Ok(part_offset + part_len - RECORD_RESERVED)
