@@ -74,6 +74,7 @@ mod payload;
 mod reader;
 mod sigblock;
 mod verity;
+mod verity_check;
 
 #[cfg(test)]
 mod tests;
@@ -107,6 +108,7 @@ pub use verity::{
     hash_tree_len, random_salt, verity_partition_len, VerityHasher, VerityInfo, VerityReader,
     VerityTree, DEFAULT_VERITY_SALT_LEN, MAX_VERITY_SALT_LEN, VERITY_BLOCK_SIZE, VERITY_HASH_TYPE,
 };
+pub use verity_check::VerityCheck;
 
 /// Lowercase hex of bytes.
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -181,6 +181,23 @@ fn veritysetup_verify_accepts_a_packed_payload_with_the_header_parameters() {
         assert_eq!(t["data_sectors"], 301 * 8);
         // 301 blocks: 3 hash blocks below, 1 above.
         assert_eq!(v["raw_size"], 301 * 4096 + 4 * 4096);
+        // `image verify` rebuilds the tree from the data and names the root.
+        let verify = ok(
+            run_slotctl([
+                "image",
+                "verify",
+                "--pubkey",
+                public.to_str().unwrap(),
+                dir.join("v.img").to_str().unwrap(),
+            ]),
+            "verify",
+        );
+        assert!(
+            verify.contains(&format!(
+                "over 301 blocks rebuilt from the data: root {root} matches"
+            )),
+            "{verify}"
+        );
         let raw = extract(dir, &public, "ROOT");
         assert!(
             veritysetup_verify(&raw, blocks, start, salt, root),
