@@ -67,4 +67,6 @@ echo "setup: $(cargo --version)"
 for tool in cgpt sgdisk sfdisk openssl zstd qemu-system-x86_64 cpio mkfs.ext4 jq strace shellcheck veritysetup debugfs man groff; do
   command -v "$tool" >/dev/null || { echo "setup: $tool still missing" >&2; exit 1; }
 done
+# nginx for tests/tests/nginx.rs: unpacked, not installed (get-nginx.sh).
+bash "$(dirname "$0")/get-nginx.sh"
 echo "setup: all tools present"

@@ -70,6 +70,7 @@ pub mod gptcrate;
 pub mod http;
 pub mod installfix;
 pub mod limited;
+pub mod nginx;
 pub mod sim;
 
 /// Run slotctl with `args` under `/usr/bin/time -v` (Debian package `time`);

@@ -56,6 +56,13 @@ pub(super) struct Conn {
     window_bytes: u64,
     /// Body bytes received over every request.
     pub received: u64,
+    /// The strong ETag of the first answer that carried one: sent as
+    /// `If-Range` with every later request, and compared with every later
+    /// answer's, so that a file replaced on the server between a dropped
+    /// connection and its resume is refused at once instead of spliced
+    /// (the image's hashes would refuse it too, but only after the whole
+    /// download).
+    validator: Option<String>,
 }
 
 fn load_ca(path: &std::path::Path) -> anyhow::Result<Vec<ureq::tls::Certificate<'static>>> {
@@ -115,6 +122,7 @@ impl Conn {
             window_start: now,
             window_bytes: 0,
             received: 0,
+            validator: None,
         })
     }
 
@@ -124,7 +132,10 @@ impl Conn {
         url: &str,
         range: &str,
     ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
-        let req = self.agent.get(url).header("Range", range);
+        let mut req = self.agent.get(url).header("Range", range);
+        if let Some(v) = &self.validator {
+            req = req.header("If-Range", v);
+        }
         req.call().map_err(|e| match e {
             // Retrying cannot fix a bad URL or a certificate the device
             // does not trust.
@@ -187,6 +198,14 @@ impl Conn {
             .get("content-range")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let etag = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if matches!(status, 200 | 206) {
+            self.check_validator(etag)?;
+        }
         let body = resp.into_body();
         let head = Head {
             status,
@@ -219,6 +238,28 @@ impl Conn {
         self.window_start = Instant::now();
         self.window_bytes = 0;
         Ok(body.into_reader())
+    }
+
+    /// Keep the first strong ETag; refuse an answer whose strong ETag
+    /// differs from it (the file changed on the server). An answer without
+    /// one, or with a weak one (`W/`, which cannot guard a range), is not
+    /// compared: the image's signed hashes still check every byte.
+    fn check_validator(&mut self, etag: Option<String>) -> Result<(), Failure> {
+        let Some(new) = etag.filter(|e| !e.starts_with("W/")) else {
+            return Ok(());
+        };
+        match &self.validator {
+            None => self.validator = Some(new),
+            Some(old) if *old != new => {
+                return Err(Failure::Fatal(format!(
+                    "{}: the file changed on the server during the download (ETag {old}, now \
+                     {new}): start the download again",
+                    self.url
+                )))
+            }
+            Some(_) => {}
+        }
+        Ok(())
     }
 
     /// [`Conn::open_once`] with retries, backoff and the deadline; `pos`
