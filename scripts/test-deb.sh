@@ -202,7 +202,8 @@ while read -r p; do
   [[ -e "$p" || -L "$p" ]] || continue
   # A directory the package shared with others (/usr/bin, /lib/systemd/system,
   # ...) stays: dpkg removes only what is left empty and no one else's.
-  if [[ -d "$p" && ! -L "$p" ]] && { dpkg -S "$p" >/dev/null 2>&1 || [[ -n "$(ls -A "$p")" ]]; }; then
+  # -d follows symlinks: on a merged-/usr system /lib is a link to usr/lib.
+  if [[ -d "$p" ]] && { dpkg -S "$p" >/dev/null 2>&1 || [[ -n "$(ls -A "$p")" ]]; }; then
     continue
   fi
   left+=("$p")
