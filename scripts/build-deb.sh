@@ -52,6 +52,10 @@ if [[ ! -x "$bin" ]]; then
 fi
 # Stripped, static and within its size bound, or no package.
 bash scripts/check-binary-size.sh "$bin" >&2
+# --- D-Bus service (the dbus branch; the lead adds this at merge) ---
+# Its binary, target/release/slotctl-dbus in updater/Cargo.toml's assets,
+# must be built here too when missing (cargo deb --no-build builds nothing).
+# --- end of the D-Bus service ---
 
 docs="$release_dir/deb-docs"
 rm -rf "$docs"
