@@ -69,6 +69,6 @@ gzip -9n "$docs"/man/*.[15]
 out="$target_dir/debian"
 mkdir -p "$out"
 say "cargo deb (cargo-deb $CARGO_DEB_VERSION)"
-deb="$(cargo deb -p slotctl --no-build --no-strip --target "$TRIPLE" --output "$out" 2>&2 | tail -n 1)"
+deb="$(cargo deb -p slotctl --no-build --no-strip --target "$TRIPLE" --output "$out" | tail -n 1)"
 [[ -f "$deb" ]] || die "cargo deb printed no package path (got: ${deb:-nothing})"
 echo "$deb"
