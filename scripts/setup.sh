@@ -24,6 +24,7 @@ PACKAGES=(
   shellcheck        # lints the project's shell scripts (test.sh)
   cryptsetup-bin    # veritysetup: validates the dm-verity hash trees image pack builds
   man-db            # man -l (and groff) render the generated man pages in the tests
+  lintian           # checks the Debian package (scripts/test-deb.sh)
 )
 
 missing=()
@@ -64,7 +65,7 @@ if ! rust_ok; then
 fi
 echo "setup: $(cargo --version)"
 
-for tool in cgpt sgdisk sfdisk openssl zstd qemu-system-x86_64 cpio mkfs.ext4 jq strace shellcheck veritysetup debugfs man groff; do
+for tool in cgpt sgdisk sfdisk openssl zstd qemu-system-x86_64 cpio mkfs.ext4 jq strace shellcheck veritysetup debugfs man groff lintian; do
   command -v "$tool" >/dev/null || { echo "setup: $tool still missing" >&2; exit 1; }
 done
 # nginx for tests/tests/nginx.rs: unpacked, not installed (get-nginx.sh).

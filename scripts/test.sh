@@ -10,7 +10,7 @@ if cargo fmt --version >/dev/null 2>&1; then
 else
   echo "test: rustfmt is missing (rustup component add rustfmt): skipping the format check"
 fi
-shellcheck scripts/*.sh qemu/*.sh bench/*.sh qemu/guest/* .ci/run
+shellcheck scripts/*.sh qemu/*.sh bench/*.sh qemu/guest/* .ci/run packaging/debian/p*
 if cargo clippy --version >/dev/null 2>&1; then
   cargo clippy --workspace --all-targets -- -D warnings
 else
@@ -33,6 +33,11 @@ bash qemu/run-tests.sh
 # The stripped static binary that run built is at most 6 MiB (issue 13;
 # docs/architecture.md, "The release binary").
 bash scripts/check-binary-size.sh
+# The Debian package from that binary (issue 16): built with cargo-deb,
+# checked by lintian, installed on this machine with dpkg -i, its binary,
+# man page, units and bash completion checked, then removed and purged
+# without a file left behind (docs/packaging.md).
+bash scripts/test-deb.sh
 # The OTA agent on the booting machine: takes an update from a signed feed
 # served on the host's 127.0.0.1, commits it, then a bad release rolls back
 # and is not retried.

@@ -281,16 +281,65 @@ mod tests {
         assert_eq!(c.signature_threshold, 1);
     }
 
+    const EXAMPLE: &str = include_str!("../../packaging/slotctl.toml.example");
+
+    /// The example is the Debian package's conffile: as shipped it loads,
+    /// and every value it leaves uncommented is the default (the site
+    /// values, `compatible`, the health checks, the feed, the reboot
+    /// window, are commented out).
     #[test]
-    fn example_in_the_repo_parses() {
+    fn example_as_shipped_loads_as_the_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
-        std::fs::write(&p, include_str!("../../packaging/slotctl.toml.example")).unwrap();
+        std::fs::write(&p, EXAMPLE).unwrap();
+        let c = Config::from_file(&p).unwrap();
+        assert_eq!(c.compatible, None);
+        assert!(c.boot_check.checks.is_empty());
+        assert_eq!(c.agent.feed_url, None);
+        assert_eq!(c.agent.reboot_window, None);
+        assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
+    }
+
+    /// The site values the example shows commented out are valid once a
+    /// site uncomments them.
+    #[test]
+    fn example_site_values_load_when_uncommented() {
+        const SITE: [&str; 8] = [
+            "compatible =",
+            "[[boot_check.checks]]",
+            "name =",
+            "command =",
+            "timeout_secs =",
+            "feed_url =",
+            "reboot_window =",
+            "ca_file =",
+        ];
+        let text: String = EXAMPLE
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if SITE.iter().any(|k| rest.starts_with(k)) => rest,
+                _ => l,
+            })
+            .flat_map(|l| [l, "\n"])
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
         let c = Config::from_file(&p).unwrap();
         assert_eq!(c.compatible.as_deref(), Some("acme-gateway-v2"));
         assert_eq!(c.boot_check.checks.len(), 2);
-        assert_eq!(c.http.retries, 10);
+        assert_eq!(c.boot_check.checks[0].timeout_secs, 20);
         assert_eq!(c.boot_check.checks[1].timeout_secs, 60);
+        assert_eq!(
+            c.agent.feed_url.as_deref(),
+            Some("https://updates.example.com/acme-gw/feed.json")
+        );
+        assert_eq!(c.agent.reboot_window.as_deref(), Some("02:00-04:00"));
+        assert_eq!(
+            c.tls.ca_file.as_deref(),
+            Some(Path::new("/etc/slotctl/update-ca.pem"))
+        );
+        assert_eq!(c.http.retries, 10);
     }
 
     #[test]
