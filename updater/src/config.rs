@@ -52,6 +52,8 @@ pub struct Config {
     pub http: Http,
     /// The OTA agent: feed, interval, reboot window (`crate::agent`).
     pub agent: crate::agent::config::AgentConfig,
+    /// A hawkBit DDI server instead of the feed (`crate::ddi`).
+    pub ddi: Option<crate::ddi::config::DdiConfig>,
 }
 
 impl Default for Config {
@@ -70,6 +72,7 @@ impl Default for Config {
             tls: Tls::default(),
             http: Http::default(),
             agent: Default::default(),
+            ddi: None,
         }
     }
 }
@@ -198,6 +201,7 @@ impl Config {
         })?;
         cfg.validate_bounds()
             .and_then(|()| cfg.agent.validate())
+            .and_then(|()| cfg.ddi.as_ref().map_or(Ok(()), |d| d.validate()))
             .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
         for c in &cfg.boot_check.checks {
             if c.command.is_empty() || c.command[0].is_empty() {
