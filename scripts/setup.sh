@@ -24,6 +24,7 @@ PACKAGES=(
   shellcheck        # lints the project's shell scripts (test.sh)
   cryptsetup-bin    # veritysetup: validates the dm-verity hash trees image pack builds
   man-db            # man -l (and groff) render the generated man pages in the tests
+  python3-venv      # tests/src/goosebit.rs: the DDI server (goosebit, from PyPI) runs in a virtualenv
 )
 
 missing=()
