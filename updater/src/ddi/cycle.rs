@@ -233,6 +233,23 @@ pub fn run(
             deployment.update.as_deref().unwrap_or("-"),
         ),
     );
+    // `skip` (hawkBit: not now) and a closed maintenance window: wait.
+    // The download streams into the slot, so an update that may not be
+    // installed yet is not downloaded yet either.
+    let skip = |v: &Option<String>| v.as_deref() == Some("skip");
+    if skip(&deployment.download)
+        || skip(&deployment.update)
+        || deployment.maintenance_window.as_deref() == Some("unavailable")
+    {
+        say(
+            globals,
+            "waiting",
+            &format!(
+                "action {id}: the server says not now (skip, or outside its maintenance window)"
+            ),
+        );
+        return Ok(out);
+    }
     if mode == Mode::Check {
         return Ok(out);
     }
