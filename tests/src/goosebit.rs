@@ -310,6 +310,36 @@ impl Goosebit {
         );
     }
 
+    /// Have the device take its assigned software again after a failure
+    /// (`force_update`).
+    pub fn force(&self, dev: &str) {
+        self.api_send(
+            "PATCH",
+            "devices",
+            &json!({"devices": [dev], "force_update": true}),
+        );
+    }
+
+    /// The files goosebit stores uploads in.
+    pub fn stored_artifacts(&self) -> Vec<PathBuf> {
+        fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        let base = self.dir.path().join("artifacts");
+        let mut v = Vec::new();
+        walk(&base, &mut v);
+        // Not its upload area (artifacts/tmp).
+        v.retain(|p| !p.starts_with(base.join("tmp")));
+        v
+    }
+
     /// One device as `GET /api/v1/devices` lists it.
     pub fn device(&self, dev: &str) -> Value {
         let all = self.api_get("devices");

@@ -22,7 +22,12 @@ fn stdout(out: &std::process::Output) -> String {
 
 impl Env {
     fn new() -> Env {
-        let fix = Fix::new();
+        Env::with("")
+    }
+
+    /// [`Env::new`] with `extra` TOML in the device's config.
+    fn with(extra: &str) -> Env {
+        let fix = Fix::with_config_extra(extra);
         fix.provision_a("1.0.0", 1);
         let gb = Goosebit::start();
         let mut cfg = std::fs::read_to_string(&fix.config).unwrap();
@@ -214,4 +219,102 @@ fn install_refused_by_the_signature_is_reported_as_failure_slots_untouched() {
         stdout(&out)
     );
     assert!(env.fix.disk_bytes() == before);
+}
+
+#[test]
+fn boot_that_falls_back_is_reported_as_failure_and_not_retried() {
+    // The agent reboots into what it installed; the new slot's health
+    // check fails, boot-check marks it bad and the device is back on A.
+    let env = Env::with(
+        "[agent]\nreboot = true\n[[boot_check.checks]]\nname = \"app\"\ncommand = [\"false\"]\n",
+    );
+    env.register();
+    let pubkey = env.fix.keyring.join("dev.pub");
+    let (root, swu) = env.release("1.1.0", &env.fix.key, &pubkey);
+    let id = env.gb.upload(&swu);
+    env.gb.assign(DEV, id);
+    let out = ok(env.fix.run(&["agent", "--once", "--booted", "A"]));
+    let text = stdout(&out);
+    assert!(text.contains("slotctl agent: installed 1.1.0"), "{text}");
+    assert!(text.contains("rebooting into the new slot"), "{text}");
+    assert!(env.fix.rebooted.exists());
+    env.fix.assert_partition_holds("B", "ROOT", &root);
+    std::fs::remove_file(&env.fix.rebooted).unwrap();
+    ok(env.fix.run(&["boot-select"]));
+    let out = env.fix.run(&["boot-check", "--booted", "B"]);
+    assert!(!out.status.success(), "the failing check passed");
+    assert_eq!(env.fix.flags("B").0, 0, "B was not marked bad");
+    assert_eq!(env.device()["last_state"], "Running");
+    // Back on A: the next cycle reports the failure with the reason.
+    let out = ok(env.fix.run(&["agent", "--once", "--booted", "A"]));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("action {id}: reported failure")),
+        "{text}"
+    );
+    let d = env.device();
+    assert_eq!(d["last_state"], "Error", "{d}");
+    assert_eq!(d["sw_version"], "1.0.0", "{d}");
+    let log = env.log();
+    assert!(
+        log.contains("did not commit") && log.contains("fell back to slot A"),
+        "{log}"
+    );
+    let st: Value =
+        serde_json::from_slice(&std::fs::read(env.fix.path("state/agent.json")).unwrap()).unwrap();
+    assert_eq!(st["failed"][0]["version"], "1.1.0", "{st}");
+    assert!(!env.fix.path("state/ddi-action.json").exists());
+    // Forced again by the operator: the device still refuses the version
+    // that rolled back here, and says so to the server.
+    env.gb.force(DEV);
+    let before = env.fix.disk_bytes();
+    let out = env.fix.run(&["update", "--booted", "A"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("was rolled back on this device"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        env.fix.disk_bytes() == before,
+        "a failed version was written again"
+    );
+    assert!(
+        env.log().contains("not installing it again"),
+        "{}",
+        env.log()
+    );
+}
+
+#[test]
+fn artifact_not_matching_the_servers_sha1_is_refused_before_activation() {
+    let env = Env::new();
+    env.register();
+    let pubkey = env.fix.keyring.join("dev.pub");
+    let (_, swu) = env.release("1.1.0", &env.fix.key, &pubkey);
+    let id = env.gb.upload(&swu);
+    env.gb.assign(DEV, id);
+    // Change one byte of the stored artifact's sw-description, which the
+    // device skips unread: only the server's sha1 can notice.
+    let stored = env.gb.stored_artifacts();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let mut bytes = std::fs::read(&stored[0]).unwrap();
+    assert_eq!(&bytes[128..136], b"software");
+    bytes[128] = b'S';
+    std::fs::write(&stored[0], bytes).unwrap();
+    let a_before = env.fix.read_partition("A", "ROOT");
+    let out = env.fix.run(&["update", "--booted", "A"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("sha1"), "{}", stderr(&out));
+    // Written but never recorded nor activated: B invalid, A as it was.
+    assert_eq!(env.fix.flags("B"), (0, 0, false));
+    assert_eq!(env.fix.flags("A"), (2, 0, true));
+    assert!(env.fix.read_partition("A", "ROOT") == a_before);
+    let d = env.device();
+    assert_eq!(d["last_state"], "Error", "{d}");
+    let log = env.log();
+    assert!(
+        log.contains("install refused") && log.contains("sha1"),
+        "{log}"
+    );
 }

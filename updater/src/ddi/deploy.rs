@@ -199,9 +199,14 @@ pub fn install(
             let reason = format!("{e:#}");
             if is_refusal(&e) || judged.is_some() {
                 let mut details = vec![format!("install refused: {reason}")];
-                details.extend(judged);
+                details.extend(judged.filter(|j| !reason.contains(j.as_str())));
                 feedback::closed(client, fb, false, &details)
                     .context("reporting the refused install")?;
+                // A hash or wrapper that does not match is a refusal too
+                // (exit code 3), whatever layer of the pipeline met it.
+                if !is_refusal(&e) {
+                    return Err(crate::exit::refused(reason));
+                }
                 return Err(e);
             }
             let details = [format!("attempt failed, will retry: {reason}")];
