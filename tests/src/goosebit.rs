@@ -310,6 +310,16 @@ impl Goosebit {
         );
     }
 
+    /// Register device `dev` with its token (`PUT /api/v1/devices`), as
+    /// strict device authentication needs before its first poll.
+    pub fn put_device(&self, dev: &str, token: &str) {
+        self.api_send(
+            "PUT",
+            "devices",
+            &json!({"devices": [dev], "auth_token": token}),
+        );
+    }
+
     /// Have the device take its assigned software again after a failure
     /// (`force_update`).
     pub fn force(&self, dev: &str) {

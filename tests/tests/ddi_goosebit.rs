@@ -27,12 +27,20 @@ impl Env {
 
     /// [`Env::new`] with `extra` TOML in the device's config.
     fn with(extra: &str) -> Env {
+        Env::build(extra, &[], "")
+    }
+
+    /// The device's config gets `extra` at the top level and `ddi_extra`
+    /// (`{dir}`: the fixture's directory) in its `[ddi]` table; goosebit
+    /// starts with `gb_env`.
+    fn build(extra: &str, gb_env: &[(&str, &str)], ddi_extra: &str) -> Env {
         let fix = Fix::with_config_extra(extra);
         fix.provision_a("1.0.0", 1);
-        let gb = Goosebit::start();
+        let gb = Goosebit::start_with(gb_env);
+        let ddi_extra = ddi_extra.replace("{dir}", &fix.dir.path().display().to_string());
         let mut cfg = std::fs::read_to_string(&fix.config).unwrap();
         cfg.push_str(&format!(
-            "\n[ddi]\nserver_url = \"{}\"\ncontroller_id = \"{DEV}\"\n",
+            "\n[ddi]\nserver_url = \"{}\"\ncontroller_id = \"{DEV}\"\n{ddi_extra}\n",
             gb.url
         ));
         std::fs::write(&fix.config, cfg).unwrap();
@@ -113,6 +121,9 @@ fn registers_installs_and_reports_success_only_after_boot_check_commits() {
 
     let pubkey = env.fix.keyring.join("dev.pub");
     let (root, swu) = env.release("1.1.0", &env.fix.key, &pubkey);
+    // goosebit takes no plain slotctl image (why wrap-swu exists).
+    let (status, text) = env.gb.upload_status(&env.fix.path("gw-1.1.0.img"));
+    assert_eq!(status, 422, "{text}");
     let id = env.gb.upload(&swu);
     env.gb.assign(DEV, id);
     // `check` sees the deployment and changes nothing.
@@ -317,4 +328,57 @@ fn artifact_not_matching_the_servers_sha1_is_refused_before_activation() {
         log.contains("install refused") && log.contains("sha1"),
         "{log}"
     );
+}
+
+#[test]
+fn strict_device_tokens_wrong_token_refused_right_token_installs() {
+    let env = Env::build(
+        "",
+        &[
+            ("GOOSEBIT_DEVICE_AUTH__ENABLE", "true"),
+            ("GOOSEBIT_DEVICE_AUTH__MODE", "strict"),
+        ],
+        "target_token_file = \"{dir}/token\"",
+    );
+    let token = env.fix.path("token");
+    env.gb.put_device(DEV, "right-token-7c1e");
+    let run = |args: &[&str]| env.fix.run(args);
+    // No token file yet: one line naming it, nothing sent.
+    let out = run(&["update", "--booted", "A"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("target token file"),
+        "{}",
+        stderr(&out)
+    );
+    // A wrong token: the server refuses it (401), one line, disk unchanged.
+    std::fs::write(&token, "wrong-token\n").unwrap();
+    let before = env.fix.disk_bytes();
+    let out = run(&["update", "--booted", "A"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("HTTP 401") && err.contains("ddi.target_token_file"),
+        "{err}"
+    );
+    assert!(env.fix.disk_bytes() == before);
+    assert_eq!(env.device()["last_state"], "Unknown");
+    // The right token: registration, then an install whose download (on
+    // the server's own origin) carries the token too.
+    std::fs::write(&token, "right-token-7c1e\n").unwrap();
+    let out = ok(run(&["update", "--booted", "A"]));
+    assert!(stdout(&out).contains("sent configData"), "{}", stdout(&out));
+    assert_eq!(env.device()["last_state"], "Registered");
+    let pubkey = env.fix.keyring.join("dev.pub");
+    let (root, swu) = env.release("1.1.0", &env.fix.key, &pubkey);
+    let id = env.gb.upload(&swu);
+    env.gb.assign(DEV, id);
+    let out = ok(run(&["update", "--booted", "A"]));
+    assert!(
+        stdout(&out).contains("installed 1.1.0 into slot B"),
+        "{}",
+        stdout(&out)
+    );
+    env.fix.assert_partition_holds("B", "ROOT", &root);
 }
