@@ -268,6 +268,26 @@ impl Goosebit {
         self.json_of(&mut resp, path)
     }
 
+    /// Register software by URL (`PUT /api/v1/software`, form field
+    /// `url`): goosebit fetches it once to read it, and gives devices that
+    /// URL as the download link. Its software id.
+    pub fn upload_url(&self, url: &str) -> u64 {
+        let boundary = "slotctl-test-boundary-7f3a9c";
+        let body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"url\"\r\n\r\n{url}\r\n--{boundary}--\r\n"
+        );
+        let mut resp = self
+            .agent
+            .put(format!("{}/api/v1/software", self.url))
+            .header("Authorization", self.bearer())
+            .content_type(format!("multipart/form-data; boundary={boundary}"))
+            .send(body)
+            .unwrap();
+        self.json_of(&mut resp, "upload by URL")["id"]
+            .as_u64()
+            .expect("a software id")
+    }
+
     /// Upload a file (`PUT /api/v1/software`, multipart); its software id.
     pub fn upload(&self, file: &Path) -> u64 {
         let (status, text) = self.upload_status(file);

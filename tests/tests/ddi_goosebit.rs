@@ -382,3 +382,37 @@ fn strict_device_tokens_wrong_token_refused_right_token_installs() {
     );
     env.fix.assert_partition_holds("B", "ROOT", &root);
 }
+
+#[test]
+fn download_dropped_mid_body_is_resumed_and_installed() {
+    // The artifact lives on another web server (goosebit links devices to
+    // it directly); that server drops the device's first ranged answer
+    // after 30,000 bytes. The device resumes with Range and installs.
+    let env = Env::new();
+    env.register();
+    let pubkey = env.fix.keyring.join("dev.pub");
+    let (root, swu) = env.release("1.1.0", &env.fix.key, &pubkey);
+    let web = slotctl_tests::http::TestServer::start(
+        &swu,
+        slotctl_tests::http::Mode::DropRangeOnce(30_000),
+    );
+    let url = web.url("gw-1.1.0.swu");
+    let id = env.gb.upload_url(&url);
+    env.gb.assign(DEV, id);
+    let out = ok(env.fix.run(&["update", "--booted", "A"]));
+    assert!(
+        stdout(&out).contains("installed 1.1.0 into slot B"),
+        "{}",
+        stdout(&out)
+    );
+    env.fix.assert_partition_holds("B", "ROOT", &root);
+    let reqs = web.requests();
+    assert!(
+        reqs.iter().any(|r| r
+            .range
+            .as_deref()
+            .is_some_and(|g| g.starts_with("bytes=30000-"))),
+        "no resume from byte 30000: {reqs:?}"
+    );
+    assert!(env.log().contains("Downloaded 100%"), "{}", env.log());
+}
