@@ -40,11 +40,15 @@ impl Client {
         })
     }
 
-    /// The download's options: the config's `[http]`, the token sent to
-    /// the download's own origin only.
-    pub fn download_options(&self) -> HttpOptions {
+    /// The options to download `href`: the config's `[http]`; the token
+    /// only when `href` is on the DDI server's own origin (and then, after
+    /// a redirect, only to that origin: [`crate::source`]).
+    pub fn download_options(&self, href: &str) -> HttpOptions {
         HttpOptions {
-            auth: self.auth.clone(),
+            auth: self
+                .auth
+                .clone()
+                .filter(|_| crate::source::same_origin(href, &self.base)),
             ..self.opts.clone()
         }
     }

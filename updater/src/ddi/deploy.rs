@@ -151,7 +151,7 @@ pub fn install(
     let verdict = Arc::new(Mutex::new(None::<String>));
     let opener: install::Opener = {
         let verdict = verdict.clone();
-        let opts = client.download_options();
+        let opts = client.download_options(&plan.href);
         let progress = DownloadProgress::new(client.clone(), fb.to_string(), size).into_callback();
         let href = plan.href.clone();
         let name = a.filename.clone();

@@ -158,8 +158,14 @@ pub fn feedback(
     if let Some((cnt, of)) = progress {
         result["progress"] = json!({ "cnt": cnt, "of": of });
     }
+    // The time as hawkBit's own clients send it (`20261202T154300`).
+    let time: String = crate::feed::time::Timestamp::now()
+        .to_string()
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':' | 'Z'))
+        .collect();
     json!({
-        "time": crate::feed::time::Timestamp::now().to_string(),
+        "time": time,
         "status": {
             "execution": execution,
             "result": result,
@@ -221,5 +227,7 @@ mod tests {
         assert_eq!(f["status"]["result"]["progress"]["of"], 10);
         assert_eq!(f["status"]["execution"], "proceeding");
         assert_eq!(f["status"]["result"]["finished"], "none");
+        let t = f["time"].as_str().unwrap();
+        assert!(t.len() == 15 && t.as_bytes()[8] == b'T', "{t}");
     }
 }

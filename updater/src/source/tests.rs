@@ -259,3 +259,15 @@ fn memory_sources_stream_and_give_ranges_only_when_told() {
     let c: Box<dyn Stream> = Box::new(io::Cursor::new(data));
     assert!(c.into_ranges().is_none());
 }
+
+#[test]
+fn same_origin_compares_scheme_and_authority() {
+    use super::same_origin;
+    assert!(same_origin("http://h:1/a?x", "HTTP://H:1/b"));
+    assert!(same_origin("https://h/a", "https://h"));
+    assert!(!same_origin("http://h/a", "https://h/a"));
+    assert!(!same_origin("http://h:1/a", "http://h:2/a"));
+    assert!(!same_origin("http://h.evil/a", "http://h/a"));
+    assert!(!same_origin("http://h@evil/a", "http://h/a"));
+    assert!(!same_origin("not a url", "not a url"));
+}
