@@ -250,6 +250,27 @@ pub fn run(
         );
         return Ok(out);
     }
+    // The version offered already runs here (an operator who forces an
+    // update again, a server that missed the last report): nothing to
+    // download; the action is closed as a success.
+    let running = policy::installed(&mut opened.disk, booted)?.map(|i| i.version.to_string());
+    if plan.version.is_some() && plan.version == running {
+        let m = format!(
+            "{} already runs in slot {booted}: nothing to install",
+            running.unwrap_or_default()
+        );
+        if mode == Mode::Update {
+            feedback::closed(&client, &fb, true, std::slice::from_ref(&m))?;
+            say(
+                globals,
+                "reported",
+                &format!("action {id}: reported success: {m}"),
+            );
+        } else {
+            say(globals, "note", &format!("action {id}: {m}"));
+        }
+        return Ok(out);
+    }
     if mode == Mode::Check {
         return Ok(out);
     }
