@@ -31,6 +31,10 @@ const PASSWORD: &str = "slotctl-test-password";
 const START_BUDGET: Duration = Duration::from_secs(20);
 
 static VENV_LOCK: Mutex<()> = Mutex::new(());
+/// One server starts at a time (migrations, imports): parallel tests on a
+/// small machine would otherwise share its CPUs during their start-up and
+/// could each miss the budget.
+static START_LOCK: Mutex<()> = Mutex::new(());
 
 fn run(cmd: &mut Command, what: &str) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -159,6 +163,7 @@ impl Goosebit {
             }
             c
         };
+        let _one_at_a_time = START_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         run(cmd("aerich").arg("upgrade"), "aerich upgrade");
         let port = free_port();
         let log = std::fs::File::create(d.join("goosebit.log")).unwrap();
