@@ -17,8 +17,9 @@ use crate::localfile::{read_bounded, write_atomic, Links};
 pub const ACTION_FILE: &str = "ddi-action.json";
 const MAX_ACTION_BYTES: u64 = 64 * 1024;
 
+/// Unknown fields are ignored (unlike `agent.json`'s `State`): a newer
+/// slotctl in the other slot may add some, and this one must still report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Action {
     /// The server's action id.
     pub id: String,
