@@ -25,6 +25,7 @@ PACKAGES=(
   cryptsetup-bin    # veritysetup: validates the dm-verity hash trees image pack builds
   man-db            # man -l (and groff) render the generated man pages in the tests
   lintian           # checks the Debian package (scripts/test-deb.sh)
+  python3-venv      # tests/src/goosebit.rs: the DDI server (goosebit, from PyPI) runs in a virtualenv
 )
 
 missing=()

@@ -66,6 +66,7 @@ pub mod chunked;
 pub mod disk;
 pub mod feedenv;
 pub mod feedsrv;
+pub mod goosebit;
 pub mod gptcrate;
 pub mod http;
 pub mod installfix;

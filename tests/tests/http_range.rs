@@ -26,6 +26,7 @@ fn opts() -> HttpOptions {
         deadline: Duration::from_secs(60),
         min_bytes_per_sec: 0,
         min_speed_window: Duration::from_secs(60),
+        auth: None,
     }
 }
 

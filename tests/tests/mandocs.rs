@@ -246,6 +246,7 @@ fn config_page_documents_exactly_the_parsers_keys_and_ranges() {
             "agent",
             "boot_check",
             "boot_check.checks",
+            "ddi",
             "http",
             "tls"
         ]

@@ -63,6 +63,10 @@ pub fn stderr_warn() -> crate::source::Warn {
 
 pub fn run(cmd: AgentCommand, globals: &Globals) -> anyhow::Result<()> {
     let cfg = Config::load(globals)?;
+    // A `[ddi]` table: the DDI server instead of the feed (docs/ddi.md).
+    if let Some(ddi) = &cfg.ddi {
+        return crate::ddi::run(cmd, &cfg, ddi, globals);
+    }
     match cmd {
         AgentCommand::Check => {
             let out = check::check(&cfg, globals, stderr_warn(), true)?;

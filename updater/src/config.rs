@@ -52,6 +52,8 @@ pub struct Config {
     pub http: Http,
     /// The OTA agent: feed, interval, reboot window (`crate::agent`).
     pub agent: crate::agent::config::AgentConfig,
+    /// A hawkBit DDI server instead of the feed (`crate::ddi`).
+    pub ddi: Option<crate::ddi::config::DdiConfig>,
 }
 
 impl Default for Config {
@@ -70,6 +72,7 @@ impl Default for Config {
             tls: Tls::default(),
             http: Http::default(),
             agent: Default::default(),
+            ddi: None,
         }
     }
 }
@@ -198,6 +201,7 @@ impl Config {
         })?;
         cfg.validate_bounds()
             .and_then(|()| cfg.agent.validate())
+            .and_then(|()| cfg.ddi.as_ref().map_or(Ok(()), |d| d.validate()))
             .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
         for c in &cfg.boot_check.checks {
             if c.command.is_empty() || c.command[0].is_empty() {
@@ -314,12 +318,16 @@ mod tests {
             "reboot_window =",
             "ca_file =",
         ];
-        let text: String = EXAMPLE
+        // The [ddi] table at the end is all commented out, header
+        // included: it is uncommented whole, or not at all.
+        let (main, ddi) = EXAMPLE.split_at(EXAMPLE.find("\n# [ddi]\n").expect("[ddi]") + 1);
+        let text: String = main
             .lines()
             .map(|l| match l.strip_prefix("# ") {
                 Some(rest) if SITE.iter().any(|k| rest.starts_with(k)) => rest,
                 _ => l,
             })
+            .chain(ddi.lines().map(|l| l.strip_prefix("# ").unwrap_or(l)))
             .flat_map(|l| [l, "\n"])
             .collect();
         let dir = tempfile::tempdir().unwrap();
@@ -340,6 +348,13 @@ mod tests {
             Some(Path::new("/etc/slotctl/update-ca.pem"))
         );
         assert_eq!(c.http.retries, 10);
+        let ddi = c.ddi.expect("[ddi] uncommented");
+        assert_eq!(ddi.server_url, "https://hawkbit.example.com");
+        assert_eq!(ddi.controller_id.as_deref(), Some("gw-0042"));
+        assert_eq!(
+            ddi.ca_file.as_deref(),
+            Some(Path::new("/etc/slotctl/ddi-ca.pem"))
+        );
     }
 
     #[test]

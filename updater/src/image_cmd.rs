@@ -8,6 +8,7 @@ mod diffsize;
 mod inspect;
 mod keys;
 mod pack;
+pub mod swu;
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,9 @@ pub enum ImageSub {
     /// Estimate the bytes a device running OLD downloads to install NEW
     /// (chunked payloads: only the blocks it does not hold).
     DiffSize(diffsize::DiffSizeArgs),
+    /// Wrap a signed image in an SWUpdate-style cpio (.swu) for DDI servers
+    /// that take only .swu uploads, such as goosebit (docs/ddi.md).
+    WrapSwu(swu::WrapSwuArgs),
 }
 
 /// Where the trusted public keys come from.
@@ -79,6 +83,7 @@ pub fn run(cmd: ImageCommand, globals: &Globals) -> anyhow::Result<()> {
             ImageSub::Info(args) => inspect::info(&args, globals),
             ImageSub::Extract(args) => inspect::extract(&args),
             ImageSub::DiffSize(args) => diffsize::diff_size(&args, globals),
+            ImageSub::WrapSwu(args) => swu::wrap_swu(&args),
         },
     }
 }

@@ -132,6 +132,21 @@ pub fn install(
     globals: &Globals,
     expect: Option<ImagePin>,
 ) -> anyhow::Result<InstallReport> {
+    install_with(args, globals, expect, None)
+}
+
+/// Opens the image once the lock is held and the target chosen, instead
+/// of `args.source` (the DDI backend: a download unwrapped and checked
+/// against the server's hashes, `crate::ddi`). Given the warning callback.
+pub type Opener = Box<dyn FnOnce(source::Warn) -> anyhow::Result<source::Source>>;
+
+/// [`install`], the image opened by `opener` when given.
+pub fn install_with(
+    args: InstallArgs,
+    globals: &Globals,
+    expect: Option<ImagePin>,
+    opener: Option<Opener>,
+) -> anyhow::Result<InstallReport> {
     let progress = Progress::new(globals.json);
     // `--json` promises a last `result` line on every failure, a config
     // that cannot be loaded included.
@@ -142,7 +157,7 @@ pub fn install(
             return Err(e);
         }
     };
-    let result = install_inner(&args, globals, &cfg, &progress, expect);
+    let result = install_inner(&args, globals, &cfg, &progress, expect, opener);
     match &result {
         Ok(report) => progress.result(true, report.to_json()),
         Err(e) => progress.result(false, json!({"error": format!("{e:#}")})),
@@ -164,6 +179,7 @@ fn install_inner(
     cfg: &Config,
     progress: &Progress,
     expect: Option<ImagePin>,
+    opener: Option<Opener>,
 ) -> anyhow::Result<InstallReport> {
     if args.factory && args.slot.is_none() {
         return Err(crate::exit::usage(
@@ -187,11 +203,11 @@ fn install_inner(
     let target = policy::choose_target(args, &opened)?;
 
     let warn_progress = progress.clone();
-    let src = source::open(
-        &args.source,
-        &source::HttpOptions::from_config(cfg),
-        Box::new(move |m| warn_progress.warn(m)),
-    )?;
+    let warn: source::Warn = Box::new(move |m| warn_progress.warn(m));
+    let src = match opener {
+        Some(open) => open(warn)?,
+        None => source::open(&args.source, &source::HttpOptions::from_config(cfg), warn)?,
+    };
     let opts = InstallOptions {
         expect,
         ..InstallOptions::from(args)

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod bootcheck;
 pub mod cli;
 pub mod config;
+pub mod ddi;
 pub mod device;
 pub mod exit;
 pub mod feed;

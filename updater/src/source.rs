@@ -76,6 +76,10 @@ pub struct HttpOptions {
     /// `min_speed_window`.
     pub min_bytes_per_sec: u64,
     pub min_speed_window: Duration,
+    /// An `Authorization` header value sent with every request to the
+    /// first URL's origin (a DDI target token), never after a redirect to
+    /// another origin.
+    pub auth: Option<String>,
 }
 
 impl HttpOptions {
@@ -90,6 +94,7 @@ impl HttpOptions {
             deadline: Duration::from_secs(cfg.http.deadline_secs),
             min_bytes_per_sec: cfg.http.min_bytes_per_sec,
             min_speed_window: Duration::from_secs(cfg.http.min_speed_window_secs),
+            auth: None,
         }
     }
 }
@@ -178,6 +183,57 @@ impl Stream for MemStream {
         let r: Box<dyn RangeSource> = Box::new(m);
         Some(r)
     }
+}
+
+fn load_ca(path: &std::path::Path) -> anyhow::Result<Vec<ureq::tls::Certificate<'static>>> {
+    // A CA bundle is small; a FIFO or /dev/zero here must not hang or
+    // exhaust memory (crate::localfile).
+    let pem = crate::localfile::read_bounded(path, crate::localfile::Links::Follow, 4 << 20)
+        .map_err(|e| anyhow::anyhow!("cannot read CA file {}: {e}", path.display()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item.with_context(|| format!("CA file {}", path.display()))? {
+            ureq::tls::PemItem::Certificate(c) => certs.push(c),
+            _ => continue,
+        }
+    }
+    if certs.is_empty() {
+        bail!("CA file {} holds no PEM certificate", path.display());
+    }
+    Ok(certs)
+}
+
+/// The HTTP agent of `opts` (timeouts, TLS roots), shared by downloads and
+/// the DDI client (`crate::ddi::client`): statuses are not errors and no
+/// redirect is followed by ureq.
+pub fn agent(opts: &HttpOptions) -> anyhow::Result<ureq::Agent> {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(ca) = &opts.ca_file {
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&load_ca(ca)?));
+    }
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(opts.connect_timeout))
+        .timeout_recv_response(Some(opts.stall_timeout))
+        .timeout_per_read(Some(opts.stall_timeout))
+        .tls_config(tls.build())
+        .max_redirects(0)
+        .build();
+    Ok(config.into())
+}
+
+/// `scheme://authority` of an http(s) URL.
+fn origin(url: &str) -> Option<&str> {
+    let rest_at = url.find("://")? + 3;
+    let end = url[rest_at..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| rest_at + i);
+    Some(&url[..end])
+}
+
+/// True when `a` and `b` have the same scheme and authority.
+pub fn same_origin(a: &str, b: &str) -> bool {
+    matches!((origin(a), origin(b)), (Some(x), Some(y)) if x.eq_ignore_ascii_case(y))
 }
 
 /// A warning callback (resumes, ignored ranges), e.g. progress output.

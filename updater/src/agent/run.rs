@@ -44,7 +44,7 @@ pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 /// Sleep up to `d`, returning early (true) when stopped. A `d` past what
 /// an `Instant` can hold (the config's bounds keep it far below) sleeps
 /// until stopped.
-fn sleep(stop: &AtomicBool, d: Duration) -> bool {
+pub(crate) fn sleep(stop: &AtomicBool, d: Duration) -> bool {
     let end = Instant::now().checked_add(d);
     while end.is_none_or(|end| Instant::now() < end) {
         if stop.load(Ordering::SeqCst) {
@@ -80,6 +80,12 @@ fn cycle(cfg: &Config, globals: &Globals, stop: &AtomicBool) -> anyhow::Result<(
     if stop.load(Ordering::SeqCst) {
         return Ok(());
     }
+    reboot_if_due(cfg, globals)
+}
+
+/// Reboot when an installed update waits for it, `agent.reboot` is set and
+/// the reboot window is open (shared with the DDI backend).
+pub(crate) fn reboot_if_due(cfg: &Config, globals: &Globals) -> anyhow::Result<()> {
     if cfg.agent.reboot && reboot_pending(cfg, globals)? {
         let now = Timestamp::now();
         match cfg.agent.window() {

@@ -6,8 +6,6 @@
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-
 use super::ranges::HttpRanges;
 use super::redirect::redirect_target;
 use super::{HttpOptions, Warn};
@@ -65,24 +63,6 @@ pub(super) struct Conn {
     validator: Option<String>,
 }
 
-fn load_ca(path: &std::path::Path) -> anyhow::Result<Vec<ureq::tls::Certificate<'static>>> {
-    // A CA bundle is small; a FIFO or /dev/zero here must not hang or
-    // exhaust memory (crate::localfile).
-    let pem = crate::localfile::read_bounded(path, crate::localfile::Links::Follow, 4 << 20)
-        .map_err(|e| anyhow::anyhow!("cannot read CA file {}: {e}", path.display()))?;
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(&pem) {
-        match item.with_context(|| format!("CA file {}", path.display()))? {
-            ureq::tls::PemItem::Certificate(c) => certs.push(c),
-            _ => continue,
-        }
-    }
-    if certs.is_empty() {
-        bail!("CA file {} holds no PEM certificate", path.display());
-    }
-    Ok(certs)
-}
-
 /// `bytes A-B/T` (T may be `*`: None).
 pub(super) fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
     let (span, total) = v.trim().strip_prefix("bytes ")?.split_once('/')?;
@@ -96,23 +76,12 @@ pub(super) fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
 
 impl Conn {
     pub fn new(url: &str, opts: HttpOptions, warn: Warn) -> anyhow::Result<Conn> {
-        let mut tls = ureq::tls::TlsConfig::builder();
-        if let Some(ca) = &opts.ca_file {
-            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&load_ca(ca)?));
-        }
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(opts.connect_timeout))
-            .timeout_recv_response(Some(opts.stall_timeout))
-            .timeout_per_read(Some(opts.stall_timeout))
-            .tls_config(tls.build())
-            // Redirects are followed by `get_following`, which refuses
-            // non-HTTP targets and loops without retrying.
-            .max_redirects(0)
-            .build();
+        // Redirects are followed by `get_following`, which refuses
+        // non-HTTP targets and loops without retrying.
+        let agent = super::agent(&opts)?;
         let now = Instant::now();
         Ok(Conn {
-            agent: config.into(),
+            agent,
             url: url.to_string(),
             backoff: opts.backoff_initial,
             deadline_at: now + opts.deadline,
@@ -135,6 +104,13 @@ impl Conn {
         let mut req = self.agent.get(url).header("Range", range);
         if let Some(v) = &self.validator {
             req = req.header("If-Range", v);
+        }
+        // A credential (a DDI target token) goes to the first URL's origin
+        // only, never to a host a redirect names.
+        if let Some(auth) = &self.opts.auth {
+            if super::same_origin(url, &self.url) {
+                req = req.header("Authorization", auth);
+            }
         }
         req.call().map_err(|e| match e {
             // Retrying cannot fix a bad URL or a certificate the device

@@ -18,6 +18,7 @@ fn opts() -> HttpOptions {
         deadline: Duration::from_secs(60),
         min_bytes_per_sec: 0,
         min_speed_window: Duration::from_secs(60),
+        auth: None,
     }
 }
 
@@ -257,4 +258,16 @@ fn memory_sources_stream_and_give_ranges_only_when_told() {
     assert!(f.reader.into_ranges().is_none());
     let c: Box<dyn Stream> = Box::new(io::Cursor::new(data));
     assert!(c.into_ranges().is_none());
+}
+
+#[test]
+fn same_origin_compares_scheme_and_authority() {
+    use super::same_origin;
+    assert!(same_origin("http://h:1/a?x", "HTTP://H:1/b"));
+    assert!(same_origin("https://h/a", "https://h"));
+    assert!(!same_origin("http://h/a", "https://h/a"));
+    assert!(!same_origin("http://h:1/a", "http://h:2/a"));
+    assert!(!same_origin("http://h.evil/a", "http://h/a"));
+    assert!(!same_origin("http://h@evil/a", "http://h/a"));
+    assert!(!same_origin("not a url", "not a url"));
 }
