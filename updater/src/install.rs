@@ -13,9 +13,13 @@
 //! 6. write the slot record, flush, read it back;
 //! 7. activate (one GPT commit) unless `--no-activate`; reboot if `--reboot`.
 //!
+//! SIGTERM or SIGINT before step 7 cancels the install (exit code 6,
+//! [`cancel`]); after it, the install finishes.
+//!
 //! With `--factory --slot A` (a fresh disk image in CI, no booted slot) the
 //! last step marks the slot good instead: P=2 T=0 S=1.
 
+pub mod cancel;
 pub mod counters;
 pub mod delta;
 pub mod dev;
@@ -109,7 +113,11 @@ pub struct VerifySlotArgs {
 
 pub fn run(cmd: InstallCommand, globals: &Globals) -> anyhow::Result<()> {
     match cmd {
-        InstallCommand::Install(args) => install(args, globals, None).map(drop),
+        InstallCommand::Install(args) => {
+            // SIGTERM/SIGINT cancel it before activation (exit code 6).
+            cancel::arm(globals.json)?;
+            install(args, globals, None).map(drop)
+        }
         InstallCommand::VerifySlot(args) => verify::run(args, globals),
         InstallCommand::BootCheck => bootcheck::run(globals),
     }
@@ -464,6 +472,9 @@ pub fn install_on<D: BlockDevice>(
     record::write(dev, flags_part.offset, flags_part.size, &plan.record)?;
     dev.flush().context("flushing the slot record")?;
     verify::check_record_matches(dev, &flags_part, &plan.record)?;
+
+    // The point of no return: a SIGTERM from here on no longer cancels.
+    cancel::commit_point();
 
     let (activated, message) = if opts.factory {
         let good = Flags::new(2, 0, true).context("flags")?;
