@@ -23,15 +23,24 @@ fn agent_state_follows_check_update_and_rollback() {
     assert!(s["pending"].is_null() && s["last_check"].is_null(), "{s}");
     assert_eq!(s["failed_versions"], serde_json::json!([]), "{s}");
     let t = text(&env);
-    assert!(t.contains("pending: none") && t.contains("last check: never"), "{t}");
+    assert!(
+        t.contains("pending: none") && t.contains("last check: never"),
+        "{t}"
+    );
 
     // check: up to date, then an update available.
     env.sign();
     env.check();
     let s = agent_state(&env);
     assert_eq!(s["last_check"]["outcome"], "up-to-date", "{s}");
-    assert_eq!(s["last_check"]["message"], "the feed lists no release", "{s}");
-    assert!(s["last_check"]["at"].as_str().unwrap().ends_with('Z'), "{s}");
+    assert_eq!(
+        s["last_check"]["message"], "the feed lists no release",
+        "{s}"
+    );
+    assert!(
+        s["last_check"]["at"].as_str().unwrap().ends_with('Z'),
+        "{s}"
+    );
     env.add("1.1.0", 1, &[]);
     env.sign();
     env.check();
@@ -70,5 +79,8 @@ fn agent_state_follows_check_update_and_rollback() {
     assert!(!env.run(&["check"]).status.success());
     let s = agent_state(&env);
     assert_eq!(s["last_check"]["outcome"], "error", "{s}");
-    assert!(!s["last_check"]["message"].as_str().unwrap().is_empty(), "{s}");
+    assert!(
+        !s["last_check"]["message"].as_str().unwrap().is_empty(),
+        "{s}"
+    );
 }
