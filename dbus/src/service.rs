@@ -85,9 +85,10 @@ impl Updater {
             pid: Some(child.id() as i32),
             ..Progress::default()
         };
+        let snapshot = st.clone();
         drop(st);
         let conn = blocking::Connection::from(conn.clone());
-        emit_changed(&conn, &self.state.lock().unwrap(), ALL);
+        emit_changed(&conn, &snapshot, ALL);
         let state = self.state.clone();
         let runner = self.runner.clone();
         std::thread::spawn(move || monitor(child, &state, &runner, &conn));
@@ -255,28 +256,34 @@ fn monitor(
             continue;
         };
         let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        // Only this thread changes the progress: emitting outside the lock
+        // keeps the signals in order and the getters free.
         let mut st = state.lock().unwrap();
-        match v["event"].as_str() {
+        let changed: &[&str] = match v["event"].as_str() {
             Some("phase") => {
                 st.phase = text("phase");
                 st.role = text("role");
                 st.bytes_total = v["total"].as_u64().unwrap_or(0);
                 st.bytes_done = 0;
                 st.percent = 0;
-                emit_changed(
-                    conn,
-                    &st,
-                    &["Phase", "Role", "BytesDone", "BytesTotal", "Percent"],
-                );
+                &["Phase", "Role", "BytesDone", "BytesTotal", "Percent"]
             }
             Some("progress") => {
                 st.bytes_done = v["done"].as_u64().unwrap_or(0);
                 st.bytes_total = v["total"].as_u64().unwrap_or(st.bytes_total);
                 st.percent = percent(st.bytes_done, st.bytes_total);
-                emit_changed(conn, &st, PROGRESS);
+                PROGRESS
             }
-            Some("result") => result = Some(v.clone()),
-            _ => {}
+            Some("result") => {
+                result = Some(v.clone());
+                &[]
+            }
+            _ => &[],
+        };
+        let snapshot = st.clone();
+        drop(st);
+        if !changed.is_empty() {
+            emit_changed(conn, &snapshot, changed);
         }
     }
     // Stdout closed: the install is ending. No more Cancel from here on
@@ -306,12 +313,13 @@ fn monitor(
         .and_then(|s| serde_json::from_str::<Value>(&s).ok())
         .unwrap_or(Value::Null);
     result["status"] = status_json;
-    {
+    let snapshot = {
         let mut st = state.lock().unwrap();
         st.operation.clear();
         st.last_error = if ok { String::new() } else { message.clone() };
-        emit_changed(conn, &st, &["Operation", "LastError"]);
-    }
+        st.clone()
+    };
+    emit_changed(conn, &snapshot, &["Operation", "LastError"]);
     let body = (ok, message.as_str(), result.to_string());
     if let Err(e) = conn.emit_signal(None::<()>, PATH, NAME, "Completed", &body) {
         eprintln!("slotctl-dbus: warning: emitting Completed: {e}");
