@@ -84,3 +84,30 @@ fn agent_state_follows_check_update_and_rollback() {
         "{s}"
     );
 }
+
+#[test]
+fn a_last_check_file_that_is_not_a_regular_file_is_refused_in_one_line() {
+    let env = Env::new("");
+    let dir = env.fix.path("state");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lc = dir.join("last-check.json");
+    std::os::unix::fs::symlink("/dev/zero", &lc).unwrap();
+    let out = env.run(&["agent-state", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = slotctl_tests::installfix::stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("last-check.json") && err.contains("symbolic link"),
+        "{err}"
+    );
+    // A corrupt one: named, with what to do.
+    std::fs::remove_file(&lc).unwrap();
+    std::fs::write(&lc, b"{\"at\": 5}").unwrap();
+    let out = env.run(&["agent-state"]);
+    let err = slotctl_tests::installfix::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is corrupt") && err.contains("move it away"),
+        "{err}"
+    );
+}
