@@ -17,7 +17,8 @@
 //!   byte unchanged; a policy refusal of the CLI: `Refused`;
 //! - an unprivileged caller (uid 65534, no groups) is refused Install,
 //!   MarkGood, Cancel and Rollback by the shipped policy and may read
-//!   GetStatus and the properties.
+//!   GetStatus and the properties;
+//! - Rollback, MarkGood, MarkBad change the flags as the CLI does.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -372,4 +373,25 @@ fn unprivileged_caller_is_refused_under_the_shipped_policy() {
         "{text}"
     );
     assert!(f.disk_bytes() == disk);
+}
+
+#[test]
+fn slot_commands_over_dbus_do_what_the_cli_does() {
+    let (f, _) = setup();
+    let bus = Bus::start(&f);
+    // Rollback: the other (good) slot boots next, the booted one is the
+    // fallback.
+    bus.call("Rollback", &()).unwrap();
+    assert_eq!(f.flags("B").0, 2);
+    assert_eq!(f.flags("A").0, 1);
+    let over_bus: Value = serde_json::from_str(&bus.call_string("GetStatus")).unwrap();
+    assert_eq!(over_bus, status_now(&f));
+    // MarkGood on the booted, already good slot: nothing to change.
+    let disk = f.disk_bytes();
+    bus.call("MarkGood", &()).unwrap();
+    assert!(f.disk_bytes() == disk);
+    // MarkBad B: never boots again.
+    bus.call("MarkBad", &("B", false)).unwrap();
+    assert_eq!(f.flags("B"), (0, 0, false));
+    assert_eq!(f.flags("A"), (1, 0, true));
 }
