@@ -29,6 +29,9 @@ struct Progress {
     last_error: String,
     /// The running install's process id (for `Cancel`).
     pid: Option<i32>,
+    /// Between clearing `Operation` and sending `Completed`: a new install
+    /// waits, so that `Completed` is the last signal of its install.
+    finishing: bool,
 }
 
 pub struct Updater {
@@ -58,11 +61,8 @@ impl Updater {
         runner::check_source(source)?;
         let flags = runner::install_flags(&options)?;
         let mut st = self.state.lock().unwrap();
-        if !st.operation.is_empty() {
-            return Err(Error::new(
-                BUSY,
-                format!("an {} is already running", st.operation),
-            ));
+        if !st.operation.is_empty() || st.finishing {
+            return Err(Error::new(BUSY, "an install is already running"));
         }
         let mut args: Vec<std::ffi::OsString> = vec!["install".into(), "--json".into()];
         args.extend(flags);
@@ -316,6 +316,7 @@ fn monitor(
     let snapshot = {
         let mut st = state.lock().unwrap();
         st.operation.clear();
+        st.finishing = true;
         st.last_error = if ok { String::new() } else { message.clone() };
         st.clone()
     };
@@ -324,4 +325,5 @@ fn monitor(
     if let Err(e) = conn.emit_signal(None::<()>, PATH, NAME, "Completed", &body) {
         eprintln!("slotctl-dbus: warning: emitting Completed: {e}");
     }
+    state.lock().unwrap().finishing = false;
 }
