@@ -52,10 +52,16 @@ if [[ ! -x "$bin" ]]; then
 fi
 # Stripped, static and within its size bound, or no package.
 bash scripts/check-binary-size.sh "$bin" >&2
-# --- D-Bus service (the dbus branch; the lead adds this at merge) ---
-# Its binary, target/release/slotctl-dbus in updater/Cargo.toml's assets,
-# must be built here too when missing (cargo deb --no-build builds nothing).
-# --- end of the D-Bus service ---
+# The D-Bus service's binary (docs/dbus.md), static like slotctl: cargo
+# deb --no-build builds nothing.
+dbus_bin="$release_dir/slotctl-dbus"
+if [[ ! -x "$dbus_bin" ]]; then
+  say "no static release binary at $dbus_bin: building it"
+  RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --quiet --release --target "$TRIPLE" -p slotctl-dbus >&2
+fi
+if readelf -l -W "$dbus_bin" | grep -q INTERP; then die "$dbus_bin is dynamically linked"; fi
+say "slotctl-dbus: $(stat -c %s "$dbus_bin") bytes"
 
 docs="$release_dir/deb-docs"
 rm -rf "$docs"

@@ -16,7 +16,7 @@ PACKAGES=(
   cpio              # initramfs packing
   e2fsprogs         # mkfs.ext4 -d for slot root filesystems
   time              # /usr/bin/time -v for peak RSS in benchmarks
-  util-linux        # lsblk, blockdev
+  util-linux        # lsblk, blockdev; setpriv (the D-Bus tests' unprivileged caller)
   systemd           # systemd-analyze verify of the units in packaging/
   mount             # losetup (Debian ships it in mount, not util-linux): 4K-sector images in tests
   jq                # the QEMU harness reads slotctl status --json
@@ -26,6 +26,8 @@ PACKAGES=(
   man-db            # man -l (and groff) render the generated man pages in the tests
   lintian           # checks the Debian package (scripts/test-deb.sh)
   python3-venv      # tests/src/goosebit.rs: the DDI server (goosebit, from PyPI) runs in a virtualenv
+  dbus-daemon       # the private bus of the D-Bus service tests (tests/tests/dbus.rs)
+  dbus-bin          # dbus-send, dbus-monitor: the D-Bus tools docs/dbus.md shows
 )
 
 missing=()

@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 
 PKG=slotctl
 UNITS=(slotctl-agent.service slotctl-agent.timer slotctl-agent-once.service
-  slotctl-boot-check.service slotctl-install@.service)
+  slotctl-boot-check.service slotctl-install@.service slotctl-dbus.service)
 
 fail() { echo "test-deb: FAIL: $*" >&2; exit 1; }
 ok() { echo "test-deb: ok: $*"; }
@@ -81,7 +81,9 @@ dpkg -i "$deb" >"$work/dpkg-i" 2>&1 || { cat "$work/dpkg-i" >&2; fail "dpkg -i $
 dpkg -L "$PKG" | sort >"$work/files"
 ok "dpkg -i: $(wc -l <"$work/files") paths"
 
-for f in /usr/bin/slotctl /etc/slotctl/slotctl.toml \
+for f in /usr/bin/slotctl /etc/slotctl/slotctl.toml /usr/bin/slotctl-dbus \
+  /usr/share/dbus-1/system.d/org.slotctl.Updater1.conf \
+  /usr/share/dbus-1/system-services/org.slotctl.Updater1.service \
   /usr/share/man/man1/slotctl.1.gz /usr/share/man/man1/slotctl-install.1.gz \
   /usr/share/man/man1/slotctl-image-pack.1.gz /usr/share/man/man5/slotctl.toml.5.gz \
   /usr/share/bash-completion/completions/slotctl /usr/share/zsh/vendor-completions/_slotctl \
@@ -103,6 +105,9 @@ ok "the binary, ${#UNITS[@]} units, the conffile, man pages, completions and doc
 v="$(/usr/bin/slotctl --version)"
 [[ "$v" == "slotctl $upstream" ]] || fail "slotctl --version says '$v', the package is $deb_version"
 ok "/usr/bin/slotctl --version: $v"
+v="$(/usr/bin/slotctl-dbus --version)"
+[[ "$v" == "slotctl-dbus $upstream" ]] || fail "slotctl-dbus --version says '$v', the package is $deb_version"
+ok "/usr/bin/slotctl-dbus --version: $v"
 
 # The man page renders, without a warning from groff or man.
 MANWIDTH=80 MAN_KEEP_FORMATTING='' man -P cat -l /usr/share/man/man1/slotctl-install.1.gz \

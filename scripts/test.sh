@@ -16,9 +16,9 @@ if cargo clippy --version >/dev/null 2>&1; then
 else
   echo "test: clippy is missing (rustup component add clippy): skipping the lint"
 fi
-# The slotctl binary the integration tests run (cargo test alone does not
-# always build it).
-cargo build -p slotctl
+# The slotctl and slotctl-dbus binaries the integration tests run (cargo
+# test alone does not always build them).
+cargo build -p slotctl -p slotctl-dbus
 # Everything but the long reliability suites (docs/reliability.md)...
 cargo test --workspace -- --skip reliability_
 # ...which run once, on their own, with their counts (crash states, fuzz

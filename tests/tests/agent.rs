@@ -392,11 +392,18 @@ fn sigterm_during_a_slow_check_leaves_nothing_half_written() {
     assert!(env.fix.disk_bytes() == before, "the disk changed");
     // The state was written whole (the feed's serial), no temp file left.
     assert_eq!(env.state()["last_serial"], 1);
-    let names: Vec<_> = std::fs::read_dir(env.fix.path("state"))
+    let mut names: Vec<_> = std::fs::read_dir(env.fix.path("state"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(names, vec!["agent.json".to_string()]);
+    names.sort();
+    assert_eq!(names, ["agent.json", "last-check.json"]);
+    // The cycle recorded its check: an update found, not started.
+    let last: Value =
+        serde_json::from_slice(&std::fs::read(env.fix.path("state/last-check.json")).unwrap())
+            .unwrap();
+    assert_eq!(last["outcome"], "update-available", "{last}");
+    assert_eq!(last["version"], "1.1.0", "{last}");
     assert!(!env.fix.rebooted.exists());
 }
 

@@ -1,6 +1,7 @@
-//! The systemd units in packaging/ pass `systemd-analyze verify` (with
-//! ExecStart pointed at the binary under test, which must exist and run),
-//! and the boot check is ordered before boot-complete.target.
+//! The systemd units in packaging/ (slotctl-dbus.service included) pass
+//! `systemd-analyze verify` (with ExecStart pointed at the binary under
+//! test, which must exist and run), and the boot check is ordered before
+//! boot-complete.target.
 
 use slotctl_tests::{require_tool, slotctl_bin};
 
@@ -43,4 +44,35 @@ fn install_template_unit_verifies() {
     let text = packaging("slotctl-install@.service");
     assert!(text.contains("ExecStart=/usr/bin/slotctl install --json %I"));
     verify("slotctl-install@example.service", &text);
+}
+
+/// The D-Bus service's unit (issue 16): Type=dbus with its bus name, run
+/// by the real `slotctl-dbus` built next to `slotctl`; the activation file
+/// names the same command and unit.
+#[test]
+fn dbus_service_unit_verifies_and_matches_the_activation_file() {
+    let text = packaging("slotctl-dbus.service");
+    assert!(text.contains("\nType=dbus\n"), "{text}");
+    assert!(text.contains("\nBusName=org.slotctl.Updater1\n"), "{text}");
+    assert!(
+        text.contains("\nExecStart=/usr/bin/slotctl-dbus --system\n"),
+        "{text}"
+    );
+    let bin = slotctl_bin().with_file_name("slotctl-dbus");
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo build -p slotctl-dbus` first",
+        bin.display()
+    );
+    verify("slotctl-dbus.service", &text);
+    let act = packaging("dbus/org.slotctl.Updater1.service");
+    for line in [
+        "[D-BUS Service]",
+        "Name=org.slotctl.Updater1",
+        "Exec=/usr/bin/slotctl-dbus --system",
+        "User=root",
+        "SystemdService=slotctl-dbus.service",
+    ] {
+        assert!(act.lines().any(|l| l == line), "{line} missing: {act}");
+    }
 }

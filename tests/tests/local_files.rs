@@ -164,11 +164,20 @@ fn state_temp_name_symlinks_cannot_redirect_check() {
     );
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&st).unwrap()).unwrap();
     assert!(saved["seed"].is_u64(), "{saved}");
-    // Nothing else was left in the directory: the planted links and the state.
+    // The last check (its own file, written the same way) is a regular file.
+    let lc = std::fs::symlink_metadata(state.join("last-check.json")).unwrap();
+    assert!(
+        lc.file_type().is_file(),
+        "last-check.json must be a regular file"
+    );
+    // Nothing else was left in the directory: the planted links, the state
+    // and the last check.
     let others: Vec<String> = std::fs::read_dir(&state)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n != "agent.json" && !n.starts_with(".agent.json.tmp."))
+        .filter(|n| {
+            n != "agent.json" && n != "last-check.json" && !n.starts_with(".agent.json.tmp.")
+        })
         .collect();
     assert!(others.is_empty(), "left behind: {others:?}");
     assert!(fix.disk_bytes() == before, "check changed the disk");

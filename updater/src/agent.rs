@@ -14,6 +14,7 @@
 pub mod check;
 pub mod config;
 pub mod fetch;
+pub mod lastcheck;
 pub mod run;
 pub mod select;
 pub mod state;
@@ -29,6 +30,7 @@ use crate::feed::time::Timestamp;
 use crate::install::pin::ImagePin;
 use crate::install::{self, InstallArgs, KeyArgs};
 use crate::term::printable;
+use lastcheck::{LastCheck, Outcome};
 use state::{Pending, StateDir};
 
 pub use state::failed_versions;
@@ -47,6 +49,9 @@ pub enum AgentCommand {
     /// (interval with jitter, backoff on errors, reboot window), stopping
     /// cleanly on SIGTERM.
     Agent(AgentArgs),
+    /// The agent's state: the update installed and awaiting its commit
+    /// (pending), the versions that failed here, and the last feed check.
+    AgentState,
 }
 
 #[derive(Args, Debug)]
@@ -69,7 +74,20 @@ pub fn run(cmd: AgentCommand, globals: &Globals) -> anyhow::Result<()> {
     }
     match cmd {
         AgentCommand::Check => {
-            let out = check::check(&cfg, globals, stderr_warn(), true)?;
+            let out = check::check(&cfg, globals, stderr_warn(), true);
+            let lc = match &out {
+                Ok(o) => match &o.chosen {
+                    Some((rel, _)) => LastCheck::now(
+                        Outcome::UpdateAvailable,
+                        Some(rel.version.clone()),
+                        &o.reason,
+                    ),
+                    None => LastCheck::now(Outcome::UpToDate, None, &o.reason),
+                },
+                Err(e) => LastCheck::error(e),
+            };
+            lastcheck::record(&cfg.state_dir, &lc);
+            let out = out?;
             if globals.json {
                 println!("{}", serde_json::to_string_pretty(&out.to_json())?);
             } else {
@@ -98,17 +116,89 @@ pub fn run(cmd: AgentCommand, globals: &Globals) -> anyhow::Result<()> {
             Ok(())
         }
         AgentCommand::Agent(args) => run::agent(&cfg, globals, args.once),
+        AgentCommand::AgentState => agent_state(&cfg, globals),
     }
+}
+
+/// `slotctl agent-state`: pending, failed versions, last check.
+pub(crate) fn agent_state(cfg: &Config, globals: &Globals) -> anyhow::Result<()> {
+    let st = StateDir::new(&cfg.state_dir).read()?;
+    let last = lastcheck::read(&cfg.state_dir)?;
+    let pending = st.as_ref().and_then(|s| s.pending.clone());
+    let failed = st.map(|s| s.failed).unwrap_or_default();
+    if globals.json {
+        let v = serde_json::json!({
+            "pending": pending,
+            "failed_versions": failed,
+            "last_check": last,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let mut lines = Vec::new();
+    match &pending {
+        Some(p) => lines.push(format!(
+            "pending: {} in slot {} (installed {})",
+            p.version, p.slot, p.installed_at
+        )),
+        None => lines.push("pending: none".to_string()),
+    }
+    if failed.is_empty() {
+        lines.push("failed versions: none".to_string());
+    } else {
+        lines.push("failed versions:".to_string());
+        for f in &failed {
+            lines.push(format!("  {} (at {}): {}", f.version, f.at, f.reason));
+        }
+    }
+    match &last {
+        Some(l) => {
+            let outcome = serde_json::to_value(l.outcome)?;
+            let version = l
+                .version
+                .as_deref()
+                .map(|v| format!(" {v}"))
+                .unwrap_or_default();
+            lines.push(format!(
+                "last check: {} {}{}: {}",
+                l.at,
+                outcome.as_str().unwrap_or("?"),
+                version,
+                l.message
+            ));
+        }
+        None => lines.push("last check: never".to_string()),
+    }
+    for l in lines {
+        println!("{}", printable(&l));
+    }
+    Ok(())
 }
 
 /// Check, and install the chosen release. Returns its version when one was
 /// installed (and activated). When `stop` is set (SIGTERM in the agent) no
 /// new download or install is started; one already running goes to its end.
+///
+/// Records the outcome as the last check ([`lastcheck`]).
 pub fn update(
     cfg: &Config,
     globals: &Globals,
     stop: &AtomicBool,
 ) -> anyhow::Result<Option<String>> {
+    let res = update_inner(cfg, globals, stop);
+    let lc = match &res {
+        Ok((_, lc)) => lc.clone(),
+        Err(e) => LastCheck::error(e),
+    };
+    lastcheck::record(&cfg.state_dir, &lc);
+    res.map(|(installed, _)| installed)
+}
+
+fn update_inner(
+    cfg: &Config,
+    globals: &Globals,
+    stop: &AtomicBool,
+) -> anyhow::Result<(Option<String>, LastCheck)> {
     let out = check::check(cfg, globals, stderr_warn(), false)?;
     if !globals.json {
         for n in &out.notes {
@@ -121,7 +211,7 @@ pub fn update(
         } else {
             println!("{}", printable(&out.reason));
         }
-        return Ok(None);
+        return Ok((None, LastCheck::now(Outcome::UpToDate, None, &out.reason)));
     };
     let from = out
         .running
@@ -140,7 +230,12 @@ pub fn update(
     if stop.load(Ordering::SeqCst) {
         let v = printable(&rel.version);
         println!("stop requested: not starting the update to {v}");
-        return Ok(None);
+        let lc = LastCheck::now(
+            Outcome::UpdateAvailable,
+            Some(rel.version.clone()),
+            "stop requested: not started",
+        );
+        return Ok((None, lc));
     }
     // One download: the install reads the image once, checks its header
     // against the feed's release before any write and the whole image's
@@ -169,5 +264,10 @@ pub fn update(
         installed_at: Timestamp::now(),
     });
     sd.save(&st).context("saving the agent state")?;
-    Ok(Some(rel.version))
+    let lc = LastCheck::now(
+        Outcome::Installed,
+        Some(rel.version.clone()),
+        report.message.clone(),
+    );
+    Ok((Some(rel.version), lc))
 }

@@ -35,16 +35,49 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let no_stop = AtomicBool::new(false);
     match cmd {
-        AgentCommand::Check => cycle::run(cfg, ddi, globals, Mode::Check, &no_stop).map(drop),
+        AgentCommand::Check => recorded(cfg, ddi, globals, Mode::Check, &no_stop).map(drop),
         AgentCommand::Update { reboot } => {
-            let out = cycle::run(cfg, ddi, globals, Mode::Update, &no_stop)?;
+            let out = recorded(cfg, ddi, globals, Mode::Update, &no_stop)?;
             if reboot && out.installed.is_some() {
                 crate::bootcheck::reboot(cfg, globals)?;
             }
             Ok(())
         }
         AgentCommand::Agent(args) => agent(cfg, ddi, globals, args.once),
+        // The same state files as with the feed (`agent.json`,
+        // `last-check.json`); the open DDI action is in `ddi-action.json`.
+        AgentCommand::AgentState => crate::agent::agent_state(cfg, globals),
     }
+}
+
+/// One cycle, its outcome recorded as the last check
+/// (`last-check.json`, as the feed's cycles record theirs).
+fn recorded(
+    cfg: &Config,
+    ddi: &DdiConfig,
+    globals: &Globals,
+    mode: Mode,
+    stop: &AtomicBool,
+) -> anyhow::Result<cycle::Outcome> {
+    use crate::agent::lastcheck::{self, LastCheck, Outcome};
+    let res = cycle::run(cfg, ddi, globals, mode, stop);
+    let lc = match &res {
+        Ok(out) => match &out.installed {
+            Some(v) => LastCheck::now(
+                Outcome::Installed,
+                Some(v.clone()),
+                format!("installed {v} from the DDI server"),
+            ),
+            None => LastCheck::now(
+                Outcome::UpToDate,
+                None,
+                "the DDI server has nothing to install now",
+            ),
+        },
+        Err(e) => LastCheck::error(e),
+    };
+    lastcheck::record(&cfg.state_dir, &lc);
+    res
 }
 
 /// The wait after a good cycle: the server's polling interval (else
@@ -63,7 +96,7 @@ fn agent(cfg: &Config, ddi: &DdiConfig, globals: &Globals, once: bool) -> anyhow
         .validate()
         .map_err(|e| anyhow::anyhow!("config: {e}"))?;
     let one = |stop: &AtomicBool| -> anyhow::Result<cycle::Outcome> {
-        let out = cycle::run(cfg, ddi, globals, Mode::Update, stop)?;
+        let out = recorded(cfg, ddi, globals, Mode::Update, stop)?;
         if let Some(v) = &out.installed {
             println!("slotctl agent: installed {}", crate::term::printable(v));
         }

@@ -8,6 +8,7 @@
 //! | 3 | refused by policy or verification (signature, compatible, rollback index, downgrade, size, state) |
 //! | 4 | busy: another slotctl holds the lock |
 //! | 5 | health check failed (boot-check) |
+//! | 6 | install cancelled (SIGTERM or SIGINT before activation) |
 
 use std::fmt;
 use std::process::ExitCode;
@@ -17,6 +18,7 @@ pub const USAGE: u8 = 2;
 pub const REFUSED: u8 = 3;
 pub const BUSY: u8 = 4;
 pub const UNHEALTHY: u8 = 5;
+pub const CANCELLED: u8 = 6;
 
 /// An error that carries its exit code. Attach with `anyhow::Error::new(Coded(..))`
 /// or the helpers below; `report` finds it anywhere in the chain.

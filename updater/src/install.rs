@@ -12,10 +12,12 @@
 //! 5. flush; read back and re-hash bypassing the page cache (default);
 //! 6. write the slot record, flush, read it back;
 //! 7. activate (one GPT commit) unless `--no-activate`; reboot if `--reboot`.
+//!    SIGTERM or SIGINT before this step cancels the install ([`cancel`]).
 //!
 //! With `--factory --slot A` (a fresh disk image in CI, no booted slot) the
 //! last step marks the slot good instead: P=2 T=0 S=1.
 
+pub mod cancel;
 pub mod counters;
 pub mod delta;
 pub mod dev;
@@ -109,7 +111,11 @@ pub struct VerifySlotArgs {
 
 pub fn run(cmd: InstallCommand, globals: &Globals) -> anyhow::Result<()> {
     match cmd {
-        InstallCommand::Install(args) => install(args, globals, None).map(drop),
+        InstallCommand::Install(args) => {
+            // SIGTERM/SIGINT cancel it before activation (exit code 6).
+            cancel::arm(globals.json)?;
+            install(args, globals, None).map(drop)
+        }
         InstallCommand::VerifySlot(args) => verify::run(args, globals),
         InstallCommand::BootCheck => bootcheck::run(globals),
     }
@@ -434,7 +440,7 @@ pub fn install_on<D: BlockDevice>(
             // The image ends with its last payload (as `image verify`
             // demands): read the source to its end before anything is
             // recorded.
-            check_end(stream, plan.end, name)
+            pipeline::check_end(stream, plan.end, name)
                 .map_err(longer)
                 .with_context(left_invalid)?;
             counters.downloaded = stream.count();
@@ -480,6 +486,7 @@ pub fn install_on<D: BlockDevice>(
     record::write(dev, flags_part.offset, flags_part.size, &plan.record)?;
     dev.flush().context("flushing the slot record")?;
     verify::check_record_matches(dev, &flags_part, &plan.record)?;
+    cancel::commit_point(); // the point of no return: SIGTERM no longer cancels
 
     let (activated, message) = if opts.factory {
         let good = Flags::new(2, 0, true).context("flags")?;
@@ -537,22 +544,6 @@ fn delta_error(e: delta::DeltaError, target: SlotId) -> anyhow::Error {
         refused(format!("installing into slot {target}: {e}"))
     } else {
         anyhow::Error::new(e).context(format!("installing into slot {target}"))
-    }
-}
-
-/// The source must be at its end: one more read returns 0 bytes.
-fn check_end(src: &mut dyn std::io::Read, end: u64, name: &str) -> anyhow::Result<()> {
-    let mut byte = [0u8; 1];
-    loop {
-        return match src.read(&mut byte) {
-            Ok(0) => Ok(()),
-            Ok(_) => Err(policy::image_error(
-                image_format::Error::TrailingData { offset: end },
-                name,
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => Err(anyhow::Error::new(e).context(format!("reading image {name}"))),
-        };
     }
 }
 

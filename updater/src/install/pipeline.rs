@@ -371,5 +371,21 @@ pub fn hash_region(
     })
 }
 
+/// The source must be at its end: one more read returns 0 bytes.
+pub(crate) fn check_end(src: &mut dyn std::io::Read, end: u64, name: &str) -> anyhow::Result<()> {
+    let mut byte = [0u8; 1];
+    loop {
+        return match src.read(&mut byte) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(super::policy::image_error(
+                image_format::Error::TrailingData { offset: end },
+                name,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(anyhow::Error::new(e).context(format!("reading image {name}"))),
+        };
+    }
+}
+
 #[cfg(test)]
 mod tests;
