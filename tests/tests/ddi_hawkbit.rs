@@ -113,6 +113,11 @@ impl Env {
             .unwrap()
     }
 
+    fn vars_str(&self, name: &str) -> String {
+        let v = &self.vars.iter().find(|(k, _)| *k == name).unwrap().1;
+        v.as_str().unwrap().to_string()
+    }
+
     fn path(&self, rest: &str) -> String {
         format!("{}{rest}", self.srv.base_path())
     }
@@ -449,4 +454,56 @@ fn a_wrong_sha256_is_refused_before_activation() {
             ),
         ),
     );
+}
+
+#[test]
+fn cancel_after_a_failed_download_is_confirmed_nothing_was_written() {
+    let env = Env::new();
+    // The artifact is gone from the server: the attempt fails, to be
+    // retried at the next cycle.
+    env.srv.remove("GET", &env.vars_str("artifact_path"));
+    env.offer("deployment-forced.json");
+    let before = env.fix.disk_bytes();
+    let out = env.update("A");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let fb = env.feedback();
+    assert_eq!(fb.len(), 2, "{fb:#?}");
+    assert_eq!(
+        fb[0],
+        proceeding(
+            0,
+            &format!("downloading gw-1.1.0.img ({} bytes)", env.size())
+        )
+    );
+    let retry = fb[1]["status"]["details"][0].as_str().unwrap().to_string();
+    assert!(retry.starts_with("attempt failed, will retry: "), "{retry}");
+    assert!(retry.contains("HTTP 404"), "{retry}");
+    assert_eq!(
+        fb[1],
+        json!({"status": {"execution": "proceeding", "result": {"finished": "none"}, "details": [retry]}})
+    );
+    // Cancelled before the retry: confirmed; nothing of it was written.
+    env.cancel();
+    env.srv.clear_log();
+    ok(env.update("A"));
+    let fb: Vec<Value> = env
+        .srv
+        .posted(&env.cancel_feedback_path())
+        .into_iter()
+        .map(untimed)
+        .collect();
+    assert_eq!(
+        fb,
+        [closed(
+            "success",
+            "action 7 cancelled before activation: nothing of it boots on this device (slot A runs, as before)"
+        )]
+    );
+    assert_eq!(
+        env.sent_paths(),
+        [format!("POST {}", env.cancel_feedback_path())]
+    );
+    // The source failed before the pipeline's first write.
+    assert!(env.fix.disk_bytes() == before, "the disk changed");
+    assert!(!env.fix.path("state/ddi-action.json").exists());
 }
