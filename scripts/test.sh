@@ -42,3 +42,8 @@ bash scripts/test-deb.sh
 # served on the host's 127.0.0.1, commits it, then a bad release rolls back
 # and is not retried.
 bash qemu/scenario-agent.sh
+# The DDI backend on the booting machine (issue 15): the guest's agent takes
+# an update from goosebit on the host's 127.0.0.1 (the same restricted
+# forwarding), goosebit shows "Finished" with the new version; a release
+# whose health check fails rolls back and goosebit shows "Error" with why.
+bash qemu/scenario-ddi.sh

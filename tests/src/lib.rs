@@ -64,6 +64,7 @@ pub fn require_tool(name: &str) {
 
 pub mod chunked;
 pub mod dbusfix;
+pub mod ddisrv;
 pub mod disk;
 pub mod feedenv;
 pub mod feedsrv;

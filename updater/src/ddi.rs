@@ -7,6 +7,7 @@
 //! for any install.
 
 pub mod artifact;
+pub mod cancel;
 pub mod client;
 pub mod config;
 pub mod cycle;

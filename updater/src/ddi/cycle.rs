@@ -13,7 +13,7 @@ use boot_flags::{Disk, FileDevice, SlotId};
 use super::client::Client;
 use super::config::DdiConfig;
 use super::model::{self, ControllerBase, DeploymentBase};
-use super::{deploy, feedback, state};
+use super::{cancel, deploy, feedback, state};
 use crate::agent::check::reconcile;
 use crate::agent::state::StateDir;
 use crate::cli::Globals;
@@ -180,6 +180,14 @@ pub fn run(
             say(globals, "config-data", "the server asks for configData");
         }
     }
+    // A cancel first: hawkBit links it instead of the deployment it stops.
+    let mut cancelled = None;
+    if let Some(href) = base.link("cancelAction") {
+        let answer = cancel::handle(cfg, &client, &opened.disk, booted, href, mode, globals)?;
+        if let cancel::Answer::Cancelled { id } = answer {
+            cancelled = Some(id);
+        }
+    }
     let Some(href) = base.link("deploymentBase").map(str::to_string) else {
         say(globals, "idle", "no deployment offered");
         return Ok(out);
@@ -188,6 +196,14 @@ pub fn run(
     let Some(id) = dep.action_id() else {
         return Err(anyhow!("{href}: the deployment has no action id"));
     };
+    if cancelled.as_deref() == Some(id.as_str()) {
+        say(
+            globals,
+            "idle",
+            &format!("action {id}: cancelled, not taken"),
+        );
+        return Ok(out);
+    }
     let Some(deployment) = dep.deployment else {
         say(
             globals,

@@ -49,10 +49,17 @@ pub fn plan(id: &str, d: &Deployment) -> Result<Plan, String> {
         [one] => *one,
         [] => return Err("the deployment holds no artifact".into()),
         more => {
+            let parts: Vec<&str> = d
+                .chunks
+                .iter()
+                .map(|c| c.part.as_deref().or(c.name.as_deref()).unwrap_or("?"))
+                .collect();
             return Err(format!(
-                "the deployment holds {} artifacts; slotctl installs one slotctl image (or .swu wrapping one)",
-                more.len()
-            ))
+                "the deployment holds {} artifacts in {} chunk(s) ({}); slotctl installs exactly one, a slotctl image (or a .swu wrapping one) holding every partition",
+                more.len(),
+                d.chunks.len(),
+                parts.join(", ")
+            ));
         }
     };
     let href = artifact

@@ -37,6 +37,13 @@ pub fn closed(client: &Client, url: &str, success: bool, details: &[String]) -> 
     client.send_json("POST", url, &body)
 }
 
+/// A cancel refused (hawkBit maps `rejected` to CANCEL_REJECTED and keeps
+/// the action running; its end is reported on its deployment's feedback).
+pub fn rejected(client: &Client, url: &str, details: &[String]) -> anyhow::Result<()> {
+    let body = feedback(Execution::Rejected, Finished::None, None, details);
+    client.send_json("POST", url, &body)
+}
+
 /// Posts `proceeding` feedback at each tenth of the artifact received
 /// (`cnt` = percent, `of` = 100, details `Downloaded N%`). A feedback that
 /// fails is warned about once and does not stop the download.

@@ -76,11 +76,7 @@ pub struct DeploymentBase {
 
 impl DeploymentBase {
     pub fn action_id(&self) -> Option<String> {
-        match &self.id {
-            Value::String(s) if !s.is_empty() => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }
+        id_string(&self.id)
     }
 }
 
@@ -129,12 +125,48 @@ impl Artifact {
     }
 }
 
+/// `GET cancelAction/{id}`: the action the server wants stopped.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CancelAction {
+    /// The cancel action's own id (hawkBit: the same as the stopped one).
+    pub id: Value,
+    #[serde(default, rename = "cancelAction")]
+    pub cancel_action: Option<StopId>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StopId {
+    #[serde(rename = "stopId")]
+    pub stop_id: Value,
+}
+
+fn id_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+impl CancelAction {
+    /// The id of the action to stop: `cancelAction.stopId`, else `id`.
+    pub fn stop_id(&self) -> Option<String> {
+        self.cancel_action
+            .as_ref()
+            .and_then(|c| id_string(&c.stop_id))
+            .or_else(|| id_string(&self.id))
+    }
+}
+
 /// `execution` of a feedback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Execution {
     Proceeding,
     Closed,
+    /// hawkBit: "an update or cancellation is rejected, i.e. cannot be
+    /// fulfilled at this point in time" (a cancel refused).
+    Rejected,
 }
 
 /// `result.finished` of a feedback.
@@ -229,5 +261,18 @@ mod tests {
         assert_eq!(f["status"]["result"]["finished"], "none");
         let t = f["time"].as_str().unwrap();
         assert!(t.len() == 15 && t.as_bytes()[8] == b'T', "{t}");
+    }
+
+    #[test]
+    fn cancel_action_names_the_action_to_stop() {
+        let c: CancelAction =
+            serde_json::from_str(r#"{"id":"11","cancelAction":{"stopId":"10"}}"#).unwrap();
+        assert_eq!(c.stop_id().as_deref(), Some("10"));
+        let c: CancelAction = serde_json::from_str(r#"{"id":12}"#).unwrap();
+        assert_eq!(c.stop_id().as_deref(), Some("12"));
+        let c: CancelAction = serde_json::from_str(r#"{"id":""}"#).unwrap();
+        assert_eq!(c.stop_id(), None);
+        let f = feedback(Execution::Rejected, Finished::None, None, &[]);
+        assert_eq!(f["status"]["execution"], "rejected");
     }
 }
