@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use zbus::zvariant::OwnedValue;
@@ -76,15 +76,20 @@ pub fn check_source(source: &str) -> Result<(), Error> {
     )))
 }
 
-/// The options `Install` takes: key, D-Bus type, the CLI flag.
+/// The options `Install` takes: key, D-Bus type (all booleans), the CLI
+/// flag.
 const OPTIONS: &[(&str, &str, &str)] = &[
     ("no-readback", "b", "--no-readback"),
     ("no-activate", "b", "--no-activate"),
     ("allow-downgrade", "b", "--allow-downgrade"),
     ("reboot", "b", "--reboot"),
-    ("keyring", "s", "--keyring"),
-    ("pubkey", "as", "--pubkey"),
 ];
+
+/// CLI options a bus caller may not pass, and why: the trust anchors are
+/// the device's configured keyring. A caller the policy lets install (the
+/// group `slotctl`, not only root) who could name its own keys could
+/// install any image it signed itself, i.e. become root on the next boot.
+const REFUSED: &[&str] = &["keyring", "pubkey"];
 
 fn known() -> String {
     OPTIONS
@@ -94,24 +99,20 @@ fn known() -> String {
         .join(", ")
 }
 
-fn absolute(key: &str, p: &str) -> Result<OsString, Error> {
-    if Path::new(p).is_absolute() {
-        Ok(p.into())
-    } else {
-        Err(Error::invalid(format!(
-            "option '{key}': '{p}' is not an absolute path"
-        )))
-    }
-}
-
-/// The CLI flags for `Install`'s options; an unknown key, a wrong type or
-/// a relative path is `InvalidArgs` naming it.
+/// The CLI flags for `Install`'s options; an unknown or refused key or a
+/// wrong type is `InvalidArgs` naming it.
 pub fn install_flags(options: &HashMap<String, OwnedValue>) -> Result<Vec<OsString>, Error> {
     let mut keys: Vec<&String> = options.keys().collect();
     keys.sort();
     let mut flags = Vec::new();
     for key in keys {
         let value = &options[key];
+        if REFUSED.contains(&key.as_str()) {
+            return Err(Error::invalid(format!(
+                "option '{key}' is not offered over D-Bus: the device's configured keyring \
+                 decides which keys are trusted"
+            )));
+        }
         let Some(&(_, want, flag)) = OPTIONS.iter().find(|(k, _, _)| k == key) else {
             return Err(Error::invalid(format!(
                 "unknown option '{key}': the options are {}",
@@ -124,34 +125,10 @@ pub fn install_flags(options: &HashMap<String, OwnedValue>) -> Result<Vec<OsStri
                 "option '{key}' must be of type {want}, not {got}"
             )));
         }
-        let wrong = |e: zbus::zvariant::Error| {
-            Error::invalid(format!("option '{key}' must be of type {want}: {e}"))
-        };
-        match want {
-            "b" => {
-                if bool::try_from(value).map_err(wrong)? {
-                    flags.push(flag.into());
-                }
-            }
-            "s" => {
-                let s: &str = value.downcast_ref().map_err(wrong)?;
-                flags.push(flag.into());
-                flags.push(absolute(key, s)?);
-            }
-            _ => {
-                let list: Vec<String> = value
-                    .try_clone()
-                    .map_err(wrong)?
-                    .try_into()
-                    .map_err(wrong)?;
-                if list.is_empty() {
-                    return Err(Error::invalid(format!("option '{key}' is an empty list")));
-                }
-                for s in list {
-                    flags.push(flag.into());
-                    flags.push(absolute(key, &s)?);
-                }
-            }
+        let yes = bool::try_from(value)
+            .map_err(|e| Error::invalid(format!("option '{key}' must be of type {want}: {e}")))?;
+        if yes {
+            flags.push(flag.into());
         }
     }
     Ok(flags)
@@ -197,30 +174,18 @@ mod tests {
         let f = install_flags(&opts(&[
             ("no-readback", Value::Bool(true)),
             ("reboot", Value::Bool(false)),
-            ("pubkey", Value::from(vec!["/k1.pem", "/k2.pem"])),
-            ("keyring", Value::from("/etc/keys")),
+            ("allow-downgrade", Value::Bool(true)),
         ]))
         .unwrap();
         let f: Vec<_> = f.iter().map(|s| s.to_str().unwrap()).collect();
-        assert_eq!(
-            f,
-            [
-                "--keyring",
-                "/etc/keys",
-                "--no-readback",
-                "--pubkey",
-                "/k1.pem",
-                "--pubkey",
-                "/k2.pem"
-            ]
-        );
+        assert_eq!(f, ["--allow-downgrade", "--no-readback"]);
         let e = install_flags(&opts(&[("bogus", Value::Bool(true))])).unwrap_err();
         assert!(e.message.starts_with("unknown option 'bogus'"), "{e}");
         let e = install_flags(&opts(&[("no-readback", Value::from("yes"))])).unwrap_err();
         assert_eq!(e.message, "option 'no-readback' must be of type b, not s");
-        let e = install_flags(&opts(&[("pubkey", Value::from("/k"))])).unwrap_err();
-        assert_eq!(e.message, "option 'pubkey' must be of type as, not s");
-        let e = install_flags(&opts(&[("keyring", Value::from("keys"))])).unwrap_err();
-        assert!(e.message.contains("not an absolute path"), "{e}");
+        for key in ["keyring", "pubkey"] {
+            let e = install_flags(&opts(&[(key, Value::from("/etc/keys"))])).unwrap_err();
+            assert!(e.message.contains("configured keyring decides"), "{e}");
+        }
     }
 }
