@@ -23,6 +23,8 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 # shellcheck source=qemu/machine.sh
 source "$QEMU_DIR/machine.sh"
+# shellcheck source=qemu/guestnet.sh
+source "$QEMU_DIR/guestnet.sh"
 
 DEV="qemu-ddi-dev"
 GB_PID=""
@@ -39,68 +41,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-NET_MODULES=(failover net_failover virtio_net)
-
-fetch_net_modules() {
-  local m
-  for m in "${NET_MODULES[@]}"; do
-    [[ -f "$BUILD/kernel/net/$m.ko" ]] || fail "no $BUILD/kernel/net/$m.ko: qemu/build-kernel.sh did not keep it"
-  done
-}
-
-# Every boot gets the restricted network (as in qemu/scenario-agent.sh).
-qemu-system-x86_64() {
-  command qemu-system-x86_64 "$@" \
-    -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:8080-cmd:$PYTHON $RUN/relay.py $GB_PORT" \
-    -device virtio-net-pci,netdev=n0
-}
-
-# relay.py PORT: one guest connection (stdin/stdout) <-> 127.0.0.1:PORT.
-write_relay() {
-  cat >"$RUN/relay.py" <<'PY'
-import os, socket, sys, threading
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-def up():
-    while True:
-        b = os.read(0, 65536)
-        if not b:
-            break
-        s.sendall(b)
-    s.shutdown(socket.SHUT_WR)
-threading.Thread(target=up, daemon=True).start()
-while True:
-    b = s.recv(65536)
-    if not b:
-        break
-    while b:
-        b = b[os.write(1, b):]
-PY
-}
-
-# Format the DATA partition of $DISK as ext4: the agent's state (the DDI
-# action being reported, the failed versions) must survive the reboots.
-format_data() {
-  local i start sectors
-  i="$(part_index DATA)" || fail "disk: no DATA partition"
-  start="$(cgpt_read b "$i")" || fail "cgpt: cannot read where DATA starts"
-  sectors="$(cgpt_read s "$i")" || fail "cgpt: cannot read DATA's size"
-  [[ "$start" =~ ^[1-9][0-9]*$ && "$sectors" =~ ^[1-9][0-9]*$ ]] ||
-    fail "cgpt gives DATA start '$start' and size '$sectors', not sector counts"
-  rm -f "$RUN/data.ext4"
-  mkfs.ext4 -q -L DATA "$RUN/data.ext4" "$((sectors / 2))K" || fail "mkfs.ext4 failed for DATA"
-  dd if="$RUN/data.ext4" of="$DISK" bs=512 seek="$start" conv=notrunc status=none ||
-    fail "cannot write DATA's filesystem into $DISK"
-  DATA_INDEX="$i"
-}
-
+# The plan every boot runs after its boot check: network up, the agent's
+# state partition mounted, one agent cycle against goosebit.
 agent_plan() {
+  net_and_state_plan
   cat <<EOF
-for m in ${NET_MODULES[*]}; do insmod /mnt/usb/\$m.ko || say "insmod \$m failed"; done
-i=0
-while ! ifconfig eth0 >/dev/null 2>&1; do i=\$((i + 1)); [ "\$i" -le 100 ] || break; usleep 50000; done
-ifconfig eth0 10.0.2.15 netmask 255.255.255.0 up
-mkdir -p /tmp/data
-mount -t ext4 /dev/vda$DATA_INDEX /tmp/data || say "cannot mount the agent's state"
 say "plan: slotctl agent --once (DDI)"
 slotctl --config /mnt/usb/agent.toml agent --once
 say "agent exit=\$?"
@@ -169,6 +114,7 @@ start_goosebit() {
     </dev/null >"$d/goosebit.log" 2>&1 &
   GB_PID=$!
   GB_URL="http://127.0.0.1:$GB_PORT"
+  GUEST_FWD_PORT="$GB_PORT"
   for i in $(seq 1 150); do
     curl -fsS -o /dev/null "$GB_URL/login" 2>/dev/null && break
     kill -0 "$GB_PID" 2>/dev/null || fail "goosebit exited ($d/goosebit.log)"

@@ -168,11 +168,16 @@ impl Env {
 
     /// The deployment feedback bodies, untimed.
     fn feedback(&self) -> Vec<Value> {
-        self.srv
-            .posted(&self.feedback_path())
-            .into_iter()
-            .map(untimed)
-            .collect()
+        self.posted_untimed(&self.feedback_path())
+    }
+
+    /// The cancel feedback bodies the device posted, without their time.
+    fn cancel_feedback(&self) -> Vec<Value> {
+        self.posted_untimed(&self.cancel_feedback_path())
+    }
+
+    fn posted_untimed(&self, path: &str) -> Vec<Value> {
+        self.srv.posted(path).into_iter().map(untimed).collect()
     }
 
     /// The feedback of a whole download: `cnt` 0, then each tenth as it
@@ -253,12 +258,7 @@ fn cancel_before_activation_is_confirmed_and_leaves_the_slots_as_they_were() {
             format!("POST {}", env.cancel_feedback_path()),
         ]
     );
-    let fb: Vec<Value> = env
-        .srv
-        .posted(&env.cancel_feedback_path())
-        .into_iter()
-        .map(untimed)
-        .collect();
+    let fb = env.cancel_feedback();
     assert_eq!(
         fb,
         [closed(
@@ -311,13 +311,7 @@ fn cancel_after_activation_is_rejected_and_the_result_still_reported() {
         json!({"status": {"execution": "rejected", "result": {"finished": "none"},
             "details": [format!("action 7 cannot be cancelled: 1.1.0 is already activated in slot B ({now}); its result will be reported")]}})
     };
-    let cancel_fb = |env: &Env| -> Vec<Value> {
-        env.srv
-            .posted(&env.cancel_feedback_path())
-            .into_iter()
-            .map(untimed)
-            .collect()
-    };
+    let cancel_fb = |env: &Env| env.cancel_feedback();
     assert_eq!(cancel_fb(&env), [rejected("it boots next")]);
     assert_eq!(
         env.sent_paths(),
@@ -486,12 +480,7 @@ fn cancel_after_a_failed_download_is_confirmed_nothing_was_written() {
     env.cancel();
     env.srv.clear_log();
     ok(env.update("A"));
-    let fb: Vec<Value> = env
-        .srv
-        .posted(&env.cancel_feedback_path())
-        .into_iter()
-        .map(untimed)
-        .collect();
+    let fb = env.cancel_feedback();
     assert_eq!(
         fb,
         [closed(
