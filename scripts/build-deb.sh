@@ -70,7 +70,7 @@ say "man pages and completions into $docs"
 cargo run --quiet -p slotctl-gen-docs -- "$docs" >/dev/null
 # gzip -n: no name or time stamp in the header (reproducible; Debian policy
 # 12.1 wants man pages compressed with gzip -9).
-gzip -9n "$docs"/man/*.[15]
+gzip -9n "$docs"/man/*.[158]
 
 out="$target_dir/debian"
 mkdir -p "$out"

@@ -86,6 +86,7 @@ for f in /usr/bin/slotctl /etc/slotctl/slotctl.toml /usr/bin/slotctl-dbus \
   /usr/share/dbus-1/system-services/org.slotctl.Updater1.service \
   /usr/share/man/man1/slotctl.1.gz /usr/share/man/man1/slotctl-install.1.gz \
   /usr/share/man/man1/slotctl-image-pack.1.gz /usr/share/man/man5/slotctl.toml.5.gz \
+  /usr/share/man/man8/slotctl-dbus.8.gz \
   /usr/share/bash-completion/completions/slotctl /usr/share/zsh/vendor-completions/_slotctl \
   /usr/share/fish/vendor_completions.d/slotctl.fish \
   /usr/share/doc/slotctl/README.md /usr/share/doc/slotctl/feed.md \

@@ -15,32 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-
-/// The slotctl D-Bus service (org.slotctl.Updater1).
-#[derive(Parser, Debug)]
-#[command(name = "slotctl-dbus", version)]
-struct Args {
-    /// Serve on the system bus (the default).
-    #[arg(long, conflicts_with = "address")]
-    system: bool,
-    /// Serve on the bus at this D-Bus address instead (tests).
-    #[arg(long, value_name = "ADDR")]
-    address: Option<String>,
-    /// The slotctl binary [default: the `slotctl` next to this executable,
-    /// else /usr/bin/slotctl].
-    #[arg(long, value_name = "PATH")]
-    slotctl: Option<PathBuf>,
-    /// Passed to every slotctl run as `--disk PATH`.
-    #[arg(long, value_name = "PATH")]
-    disk: Option<PathBuf>,
-    /// Passed to every slotctl run as `--config PATH`.
-    #[arg(long, value_name = "PATH")]
-    config: Option<PathBuf>,
-    /// Passed to every slotctl run as `--booted SLOT` (a disk image file
-    /// has no detected booted slot).
-    #[arg(long, value_name = "SLOT", value_parser = ["A", "B", "a", "b"])]
-    booted: Option<String>,
-}
+use slotctl_dbus::cli::Args;
 
 fn default_slotctl() -> PathBuf {
     std::env::current_exe()

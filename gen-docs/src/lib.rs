@@ -28,7 +28,7 @@ pub const SHELLS: [Shell; 3] = [Shell::Bash, Shell::Zsh, Shell::Fish];
 /// What [`generate`] wrote.
 #[derive(Debug, Clone, Default)]
 pub struct Generated {
-    /// Every man page (section 1 pages, then `slotctl.toml.5`).
+    /// Every man page (section 1 pages, `slotctl-dbus.8`, then `slotctl.toml.5`).
     pub man_pages: Vec<PathBuf>,
     /// One completion script per shell of [`SHELLS`], in that order.
     pub completions: Vec<PathBuf>,
@@ -57,6 +57,22 @@ pub fn generate(out: &Path) -> io::Result<Generated> {
         source: &source,
     };
     write_pages(&cmd, None, &title, &man_dir, &mut done.man_pages)?;
+    // The D-Bus service's page: a daemon, section 8.
+    let dbus = clap_mangen::Man::new(slotctl_dbus::cli::command())
+        .section("8")
+        .date(&date)
+        .source(source.as_str())
+        .manual("slotctl manual");
+    let dbus_page = man_dir.join(dbus.get_filename());
+    let mut page = Vec::new();
+    dbus.render(&mut page)?;
+    writeln!(
+        page,
+        ".SH \"SEE ALSO\"\n\\fBslotctl\\fR(1), \\fBslotctl.toml\\fR(5), \\fBbusctl\\fR(1)"
+    )?;
+    std::fs::write(&dbus_page, page)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dbus_page.display())))?;
+    done.man_pages.push(dbus_page);
     let config_page = man_dir.join("slotctl.toml.5");
     let text = CONFIG_PAGE
         .replace("@DATE@", &date)

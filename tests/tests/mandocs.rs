@@ -68,8 +68,16 @@ fn one_page_per_subcommand_clap_knows() {
         want,
         "section 1 pages vs clap's commands"
     );
-    assert_eq!(done.man_pages.len(), want.len() + 1, "{:?}", done.man_pages);
+    assert_eq!(done.man_pages.len(), want.len() + 2, "{:?}", done.man_pages);
     assert!(man_dir.join("slotctl.toml.5").is_file());
+    let dbus = std::fs::read_to_string(man_dir.join("slotctl-dbus.8")).unwrap();
+    assert!(dbus.contains(".TH slotctl-dbus 8"), "{dbus}");
+    for opt in ["system", "address", "slotctl", "disk", "config", "booted"] {
+        assert!(
+            dbus.contains(&format!("\\-\\-{opt}")),
+            "slotctl-dbus.8 does not name --{opt}"
+        );
+    }
 }
 
 #[test]
