@@ -26,6 +26,8 @@ PACKAGES=(
   man-db            # man -l (and groff) render the generated man pages in the tests
   lintian           # checks the Debian package (scripts/test-deb.sh)
   python3-venv      # tests/src/goosebit.rs: the DDI server (goosebit, from PyPI) runs in a virtualenv
+  python3           # the guest network's relay and the feed server of the QEMU scenarios
+  curl              # qemu/scenario-ddi.sh drives goosebit's admin API
   dbus-daemon       # the private bus of the D-Bus service tests (tests/tests/dbus.rs)
   dbus-bin          # dbus-send, dbus-monitor: the D-Bus tools docs/dbus.md shows
 )
@@ -68,7 +70,7 @@ if ! rust_ok; then
 fi
 echo "setup: $(cargo --version)"
 
-for tool in cgpt sgdisk sfdisk openssl zstd qemu-system-x86_64 cpio mkfs.ext4 jq strace shellcheck veritysetup debugfs man groff lintian; do
+for tool in cgpt sgdisk sfdisk openssl zstd qemu-system-x86_64 cpio mkfs.ext4 jq strace shellcheck veritysetup debugfs man groff lintian curl python3 dbus-daemon; do
   command -v "$tool" >/dev/null || { echo "setup: $tool still missing" >&2; exit 1; }
 done
 # nginx for tests/tests/nginx.rs: unpacked, not installed (get-nginx.sh).
