@@ -28,7 +28,7 @@ use crate::cli::Globals;
 use crate::config::Config;
 use crate::feed::time::Timestamp;
 use crate::install::pin::ImagePin;
-use crate::install::{self, InstallArgs, KeyArgs};
+use crate::install::{self, InstallArgs};
 use crate::term::printable;
 use lastcheck::{LastCheck, Outcome};
 use state::{Pending, StateDir};
@@ -241,21 +241,7 @@ fn update_inner(
     // against the feed's release before any write and the whole image's
     // size and SHA-256 before the slot record and the activation.
     let pin = ImagePin::from_release(&rel)?;
-    let report = install::install(
-        InstallArgs {
-            source: url.clone(),
-            slot: None,
-            factory: false,
-            compatible: None,
-            no_readback: false,
-            no_activate: false,
-            reboot: false,
-            allow_downgrade: false,
-            keys: KeyArgs::default(),
-        },
-        globals,
-        Some(pin),
-    )?;
+    let report = install::install(InstallArgs::unattended(url.clone()), globals, Some(pin))?;
     let sd = StateDir::new(&cfg.state_dir);
     let mut st = sd.read()?.unwrap_or(out.state);
     st.pending = Some(Pending {

@@ -109,6 +109,25 @@ pub struct VerifySlotArgs {
     pub keys: KeyArgs,
 }
 
+impl InstallArgs {
+    /// An unattended install of `source` into the inactive slot with every
+    /// default (the agent's `update` and the DDI backend): read-back on,
+    /// activation on, no downgrade, the config's keyring.
+    pub fn unattended(source: String) -> InstallArgs {
+        InstallArgs {
+            source,
+            slot: None,
+            factory: false,
+            compatible: None,
+            no_readback: false,
+            no_activate: false,
+            reboot: false,
+            allow_downgrade: false,
+            keys: KeyArgs::default(),
+        }
+    }
+}
+
 pub fn run(cmd: InstallCommand, globals: &Globals) -> anyhow::Result<()> {
     match cmd {
         InstallCommand::Install(args) => {

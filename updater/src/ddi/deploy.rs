@@ -24,7 +24,7 @@ use crate::agent::state::{Pending, StateDir};
 use crate::cli::Globals;
 use crate::config::Config;
 use crate::feed::time::Timestamp;
-use crate::install::{self, InstallArgs, KeyArgs};
+use crate::install::{self, InstallArgs};
 use crate::source::{HttpReader, Source, Stream};
 
 /// What a deployment asks to install.
@@ -188,17 +188,7 @@ pub fn install(
             })
         })
     };
-    let args = InstallArgs {
-        source: plan.href.clone(),
-        slot: None,
-        factory: false,
-        compatible: None,
-        no_readback: false,
-        no_activate: false,
-        reboot: false,
-        allow_downgrade: false,
-        keys: KeyArgs::default(),
-    };
+    let args = InstallArgs::unattended(plan.href.clone());
     let report = match install::install_with(args, globals, None, Some(opener)) {
         Ok(r) => r,
         Err(e) => {
