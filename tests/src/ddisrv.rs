@@ -10,13 +10,12 @@
 //! device runs (the server's next answer).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use serde_json::Value;
 
@@ -243,25 +242,12 @@ fn fill(v: Value, vars: &[(&str, Value)]) -> Value {
 }
 
 fn serve(conn: TcpStream, routes: &Routes, log: &Mutex<Vec<Recorded>>) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or("").to_string();
-    let target = parts.next().unwrap_or("").to_string();
-    let mut len = 0usize;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
+    let crate::feedsrv::RequestHead {
+        method,
+        target,
+        content_length: len,
+    } = crate::feedsrv::read_head(&conn, &mut reader)?;
     let mut body = vec![0u8; len.min(1 << 20)];
     reader.read_exact(&mut body)?;
     let path = target.split('?').next().unwrap_or("").to_string();

@@ -141,6 +141,46 @@ fn local_path(root: &Path, url_path: &str) -> Option<PathBuf> {
     Some(root.join(rel))
 }
 
+/// A request's line and the one header these test servers act on.
+pub(crate) struct RequestHead {
+    pub method: String,
+    pub target: String,
+    /// `Content-Length` (0 when absent or unreadable).
+    pub content_length: usize,
+}
+
+/// Read a request's line and headers from `reader` (over `conn`, whose
+/// read timeout is set to 10 s so that a silent client cannot hold the
+/// thread), up to the blank line.
+pub(crate) fn read_head(
+    conn: &TcpStream,
+    reader: &mut impl BufRead,
+) -> std::io::Result<RequestHead> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let target = parts.next().unwrap_or("").to_string();
+    let mut content_length = 0usize;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("content-length") {
+                content_length = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    Ok(RequestHead {
+        method,
+        target,
+        content_length,
+    })
+}
+
 fn serve(
     conn: TcpStream,
     root: &Path,
@@ -150,19 +190,12 @@ fn serve(
     swap: &Mutex<Option<Swap>>,
     sent: &Mutex<HashMap<String, u64>>,
 ) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or("").to_string();
-    let path = parts.next().unwrap_or("").to_string();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
-            break;
-        }
-    }
+    let RequestHead {
+        method,
+        target: path,
+        ..
+    } = read_head(&conn, &mut reader)?;
     let mut out = conn;
     if let Mode::Delay(d) = mode {
         let end = std::time::Instant::now() + d;
