@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+/// The multipart boundary of the uploads.
+const BOUNDARY: &str = "slotctl-test-boundary-7f3a9c";
+
 const REQUIREMENTS: &str = include_str!("../goosebit/requirements.txt");
 /// Bump when the requirements change: a new venv is made beside the old.
 const VENV_NAME: &str = "slotctl-goosebit-0.2.12-r1";
@@ -277,17 +280,10 @@ impl Goosebit {
     /// `url`): goosebit fetches it once to read it, and gives devices that
     /// URL as the download link. Its software id.
     pub fn upload_url(&self, url: &str) -> u64 {
-        let boundary = "slotctl-test-boundary-7f3a9c";
         let body = format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"url\"\r\n\r\n{url}\r\n--{boundary}--\r\n"
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"url\"\r\n\r\n{url}\r\n--{BOUNDARY}--\r\n"
         );
-        let mut resp = self
-            .agent
-            .put(format!("{}/api/v1/software", self.url))
-            .header("Authorization", self.bearer())
-            .content_type(format!("multipart/form-data; boundary={boundary}"))
-            .send(body)
-            .unwrap();
+        let mut resp = self.put_software(body.into_bytes());
         self.json_of(&mut resp, "upload by URL")["id"]
             .as_u64()
             .expect("a software id")
@@ -308,22 +304,25 @@ impl Goosebit {
     /// The status and text of an upload (`PUT /api/v1/software`).
     pub fn upload_status(&self, file: &Path) -> (u16, String) {
         let name = file.file_name().unwrap().to_str().unwrap();
-        let boundary = "slotctl-test-boundary-7f3a9c";
         let mut body = format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
         )
         .into_bytes();
         body.extend(std::fs::read(file).unwrap());
-        body.extend(format!("\r\n--{boundary}--\r\n").as_bytes());
-        let mut resp = self
-            .agent
-            .put(format!("{}/api/v1/software", self.url))
-            .header("Authorization", self.bearer())
-            .content_type(format!("multipart/form-data; boundary={boundary}"))
-            .send(body)
-            .unwrap();
+        body.extend(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+        let mut resp = self.put_software(body);
         let status = resp.status().as_u16();
         (status, resp.body_mut().read_to_string().unwrap_or_default())
+    }
+
+    /// `PUT /api/v1/software` of a multipart body delimited by [`BOUNDARY`].
+    fn put_software(&self, body: Vec<u8>) -> ureq::http::Response<ureq::Body> {
+        self.agent
+            .put(format!("{}/api/v1/software", self.url))
+            .header("Authorization", self.bearer())
+            .content_type(format!("multipart/form-data; boundary={BOUNDARY}"))
+            .send(body)
+            .unwrap()
     }
 
     /// Assign software `id` to device `dev` (`PATCH /api/v1/devices`).
