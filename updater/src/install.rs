@@ -23,6 +23,7 @@ pub mod delta;
 pub mod dev;
 pub mod pin;
 pub mod pipeline;
+mod plan;
 pub mod policy;
 pub mod roles;
 pub mod verify;
@@ -44,6 +45,7 @@ use crate::{bootcheck, device, lock, record, source};
 use counters::{Counters, Method};
 use pin::ImagePin;
 use pipeline::Job;
+pub(crate) use plan::plan;
 
 #[derive(Subcommand, Debug)]
 pub enum InstallCommand {
@@ -138,16 +140,6 @@ pub fn run(cmd: InstallCommand, globals: &Globals) -> anyhow::Result<()> {
         InstallCommand::VerifySlot(args) => verify::run(args, globals),
         InstallCommand::BootCheck => bootcheck::run(globals),
     }
-}
-
-/// Everything the write phase needs from the verified header.
-pub(crate) struct Plan {
-    pub(crate) jobs: Vec<Job>,
-    /// The image byte just past the last payload: nothing may follow it.
-    end: u64,
-    record: Vec<u8>,
-    version: String,
-    rollback_index: u64,
 }
 
 /// `slotctl install`; with `expect`, the image must be exactly the pinned
@@ -572,51 +564,4 @@ fn pipeline_error(e: pipeline::PipelineError, target: SlotId, doing: &str) -> an
     } else {
         anyhow::Error::new(e).context(format!("{doing} slot {target}"))
     }
-}
-
-/// The pipeline jobs for the verified header's payloads.
-pub(crate) fn plan<D: BlockDevice>(
-    disk: &Disk<D>,
-    target: SlotId,
-    header: &image_format::VerifiedHeader,
-) -> anyhow::Result<Plan> {
-    let slot = disk.layout().slot(target);
-    let position = header.record_bytes().len() as u64;
-    let mut pos = position;
-    let mut jobs = Vec::new();
-    for p in header.payloads() {
-        let part = slot
-            .partition(&p.role)
-            .ok_or_else(|| refused(format!("role {} missing on slot {target}", p.role)))?;
-        if p.offset < pos {
-            return Err(refused(format!(
-                "payload {} starts at byte {} of the image, before the end of what precedes it ({pos})",
-                p.role, p.offset
-            )));
-        }
-        jobs.push(Job {
-            role: p.role.clone(),
-            compression: p.compression,
-            stored_size: p.stored_size,
-            raw_size: p.raw_size,
-            sha256: p.sha256,
-            stored_sha256: p
-                .stored_sha256
-                .filter(|_| p.compression == image_format::Compression::Zstd),
-            dest_offset: part.offset,
-            skip_before: p.offset - pos,
-            chunked: p.chunked.is_some().then(|| p.clone()),
-        });
-        pos = p
-            .offset
-            .checked_add(p.stored_size)
-            .ok_or_else(|| refused(format!("payload {}: offset + stored size overflow", p.role)))?;
-    }
-    Ok(Plan {
-        jobs,
-        end: pos,
-        record: header.record_bytes().to_vec(),
-        version: header.version().to_string(),
-        rollback_index: header.rollback_index(),
-    })
 }
