@@ -37,6 +37,7 @@ use sha2::{Digest, Sha256};
 use super::dev::BlockDevice;
 use crate::progress::Progress;
 
+mod frames;
 mod stages;
 mod timing;
 use stages::{decode_stage, hash_stage, reader_stage, take, Msg};
@@ -57,7 +58,7 @@ const READBACK_DEPTH: usize = 2;
 /// Room of a return channel: more than can ever be in flight, so a spent
 /// buffer is always kept for reuse (no allocation churn, no page faults)
 /// while the number of buffers stays bounded by the channels' depth.
-const POOL: usize = 3 * DEPTH + 4;
+const POOL: usize = 3 * DEPTH + frames::IN_FLIGHT + 4;
 pub use image_format::Compression;
 
 /// One payload to write.

@@ -4,11 +4,13 @@
 
 use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use boot_flags::AlignedBuf;
 use sha2::{Digest, Sha256};
 
+use super::frames;
 use super::timing::StageClock;
 use super::{Compression, Job, PipelineError, CHUNK, IN_CHUNK};
 
@@ -27,18 +29,38 @@ pub(super) fn take(pool: &Receiver<AlignedBuf>) -> AlignedBuf {
     pool.try_recv().unwrap_or_else(|_| AlignedBuf::new(CHUNK))
 }
 
+/// [`take`] from a pool shared by several threads (the decode workers).
+pub(super) fn take_shared(pool: &Mutex<Receiver<AlignedBuf>>) -> AlignedBuf {
+    let spent = pool.lock().ok().and_then(|p| p.try_recv().ok());
+    spent.unwrap_or_else(|| AlignedBuf::new(CHUNK))
+}
+
 /// A `Read` over the chunks of one payload arriving on a channel; hands
 /// spent buffers back to the reader.
-struct ChannelReader<'a> {
+pub(super) struct ChannelReader<'a> {
     rx: &'a Receiver<Msg>,
     back: &'a SyncSender<AlignedBuf>,
     cur: Option<AlignedBuf>,
     pos: usize,
     ended: bool,
     /// Time blocked on `rx`.
-    waited: Duration,
+    pub(super) waited: Duration,
     /// The stored-bytes digest the reader's `End` carried.
-    stored_digest: Option<[u8; 32]>,
+    pub(super) stored_digest: Option<[u8; 32]>,
+}
+
+impl<'a> ChannelReader<'a> {
+    pub(super) fn new(rx: &'a Receiver<Msg>, back: &'a SyncSender<AlignedBuf>) -> Self {
+        ChannelReader {
+            rx,
+            back,
+            cur: None,
+            pos: 0,
+            ended: false,
+            waited: Duration::ZERO,
+            stored_digest: None,
+        }
+    }
 }
 
 impl Read for ChannelReader<'_> {
@@ -164,6 +186,7 @@ pub(super) fn decode_stage(
     pool: Receiver<AlignedBuf>,
     clock: &mut StageClock,
 ) -> Result<(), PipelineError> {
+    let pool = Mutex::new(pool);
     for job in jobs {
         let mut total: u64 = 0;
         let mut count = |n: usize| {
@@ -195,58 +218,19 @@ pub(super) fn decode_stage(
                 }
             }
         } else {
-            let mut input = ChannelReader {
-                rx: &rx,
-                back: &back,
-                cur: None,
-                pos: 0,
-                ended: false,
-                waited: Duration::ZERO,
-                stored_digest: None,
+            let mut input = ChannelReader::new(&rx, &back);
+            let outcome = if frames::applies(job) {
+                frames::decode_framed(job, &mut input, &pool, &tx, &mut count, clock)
+            } else {
+                let mut emit = |buf: AlignedBuf| {
+                    count(buf.len())?;
+                    Ok(clock.send(&tx, Msg::Data(buf)).is_ok())
+                };
+                stream_decode(job, &mut input, &mut || take_shared(&pool), &mut emit)
             };
-            // image-format's decoder: zstd with the window bounded
-            // (image_format::ZSTD_WINDOW_LOG_MAX), so memory stays bounded;
-            // a chunked payload's table and frames, each group checked
-            // against the table before its bytes are handed on.
-            let dec = match &job.chunked {
-                Some(info) => image_format::payload_decompressor(info, &mut input),
-                None => image_format::decompressor(job.compression, &mut input),
-            };
-            let mut dec = dec.map_err(|e| PipelineError::Decode {
-                role: job.role.clone(),
-                err: e.into(),
-            })?;
-            loop {
-                let mut buf = take(&pool);
-                buf.set_len(CHUNK);
-                let got = read_full(&mut dec, &mut buf).map_err(|err| PipelineError::Decode {
-                    role: job.role.clone(),
-                    err,
-                })?;
-                if got == 0 {
-                    break;
-                }
-                buf.set_len(got);
-                count(got)?;
-                if clock.send(&tx, Msg::Data(buf)).is_err() {
-                    return Ok(());
-                }
-            }
-            drop(dec);
             clock.add_wait(std::mem::take(&mut input.waited));
-            // The decoder may stop at the end of the zstd frame; the stored
-            // bytes after it must be consumed (and there must be none).
-            let mut rest = [0u8; 1];
-            let trailing =
-                read_full(&mut input, &mut rest).map_err(|err| PipelineError::Source {
-                    role: job.role.clone(),
-                    err,
-                })?;
-            if trailing != 0 {
-                return Err(PipelineError::Decode {
-                    role: job.role.clone(),
-                    err: io::Error::other("trailing bytes after the compressed stream"),
-                });
+            if !outcome? {
+                return Ok(()); // downstream stopped and reports why
             }
             stored_digest = input.stored_digest;
         }
@@ -262,6 +246,55 @@ pub(super) fn decode_stage(
         }
     }
     Ok(())
+}
+
+/// Decompress one payload's stored bytes from `input` with image-format's
+/// streaming decoder (zstd with the window bounded, so memory stays
+/// bounded: image_format::ZSTD_WINDOW_LOG_MAX; a chunked payload's table
+/// and frames, each group checked against the table before its bytes are
+/// handed on), handing each `CHUNK` of raw bytes to `emit` in order.
+/// `Ok(false)`: `emit` said downstream stopped.
+pub(super) fn stream_decode(
+    job: &Job,
+    input: &mut dyn Read,
+    take_buf: &mut dyn FnMut() -> AlignedBuf,
+    emit: &mut dyn FnMut(AlignedBuf) -> Result<bool, PipelineError>,
+) -> Result<bool, PipelineError> {
+    let decode_err = |err| PipelineError::Decode {
+        role: job.role.clone(),
+        err,
+    };
+    let dec = match &job.chunked {
+        Some(info) => image_format::payload_decompressor(info, &mut *input),
+        None => image_format::decompressor(job.compression, &mut *input),
+    };
+    let mut dec = dec.map_err(|e| decode_err(e.into()))?;
+    loop {
+        let mut buf = take_buf();
+        buf.set_len(CHUNK);
+        let got = read_full(&mut dec, &mut buf).map_err(decode_err)?;
+        if got == 0 {
+            break;
+        }
+        buf.set_len(got);
+        if !emit(buf)? {
+            return Ok(false);
+        }
+    }
+    drop(dec);
+    // The decoder may stop at the end of the zstd frame; the stored bytes
+    // after it must be consumed (and there must be none).
+    let mut rest = [0u8; 1];
+    let trailing = read_full(input, &mut rest).map_err(|err| PipelineError::Source {
+        role: job.role.clone(),
+        err,
+    })?;
+    if trailing != 0 {
+        return Err(decode_err(io::Error::other(
+            "trailing bytes after the compressed stream",
+        )));
+    }
+    Ok(true)
 }
 
 fn source_stopped(job: &Job) -> PipelineError {

@@ -3,7 +3,7 @@
 use super::*;
 use crate::progress::Mode;
 
-struct Mem(Vec<u8>);
+pub(super) struct Mem(pub(super) Vec<u8>);
 impl BlockDevice for Mem {
     fn len(&mut self) -> io::Result<u64> {
         Ok(self.0.len() as u64)
@@ -23,7 +23,7 @@ impl BlockDevice for Mem {
     }
 }
 
-fn data(n: usize, seed: u32) -> Vec<u8> {
+pub(super) fn data(n: usize, seed: u32) -> Vec<u8> {
     let mut x = seed.wrapping_mul(2654435761) | 1;
     (0..n)
         .map(|i| {
@@ -39,7 +39,14 @@ fn data(n: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-fn job(role: &str, c: Compression, raw: &[u8], stored: usize, off: u64, skip: u64) -> Job {
+pub(super) fn job(
+    role: &str,
+    c: Compression,
+    raw: &[u8],
+    stored: usize,
+    off: u64,
+    skip: u64,
+) -> Job {
     Job {
         chunked: None,
         role: role.into(),

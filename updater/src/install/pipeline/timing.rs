@@ -15,6 +15,8 @@ use serde_json::{json, Value};
 pub struct StageClock {
     start: Instant,
     waited: Duration,
+    /// Busy time of helper threads of this stage (the decode workers).
+    helpers: Duration,
 }
 
 impl Default for StageClock {
@@ -28,6 +30,7 @@ impl StageClock {
         StageClock {
             start: Instant::now(),
             waited: Duration::ZERO,
+            helpers: Duration::ZERO,
         }
     }
 
@@ -52,9 +55,15 @@ impl StageClock {
         self.waited += d;
     }
 
-    /// Wall time since the start, less the waits.
+    /// Count `d` as busy time of this stage, spent on other threads (so
+    /// a stage on several threads reports the sum of their busy times).
+    pub fn add_busy(&mut self, d: Duration) {
+        self.helpers += d;
+    }
+
+    /// Wall time since the start, less the waits, plus the helpers' time.
     pub fn busy(&self) -> Duration {
-        self.start.elapsed().saturating_sub(self.waited)
+        self.start.elapsed().saturating_sub(self.waited) + self.helpers
     }
 }
 
@@ -65,7 +74,10 @@ pub struct Timing {
     pub stream: Duration,
     /// Busy time of the reader (the source's reads).
     pub read: Duration,
-    /// Busy time of the decoder (decompression).
+    /// Busy time of the decoder (decompression), summed over its threads
+    /// (for a zstd payload of frames: the splitter, the two frame workers
+    /// and the in-order thread, pipeline/frames.rs), so it may exceed the
+    /// stream's wall time.
     pub decode: Duration,
     /// Busy time of the hasher (SHA-256).
     pub hash: Duration,

@@ -1,0 +1,246 @@
+//! The framed decode: frames decoded on two threads come out in order,
+//! anything else falls back to the streaming decoder, errors name the
+//! payload and stop every thread.
+
+use super::super::tests::{data, job, Mem};
+use super::*;
+use crate::install::dev::BlockDevice;
+use crate::install::pipeline::{write_payloads, Timing};
+use crate::progress::{Mode, Progress};
+
+/// `raw` as `slotctl image pack` writes it: one frame per `CHUNK`.
+fn framed(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for piece in raw.chunks(CHUNK) {
+        out.extend(zstd::bulk::compress(piece, 3).unwrap());
+    }
+    if raw.is_empty() {
+        out.extend(zstd::bulk::compress(&[], 3).unwrap());
+    }
+    out
+}
+
+/// Distinct bytes in every MiB, so that a frame out of order shows.
+fn numbered(n: usize) -> Vec<u8> {
+    let mut v = data(n, 9);
+    for (i, piece) in v.chunks_mut(CHUNK).enumerate() {
+        let k = 8.min(piece.len());
+        piece[..k].copy_from_slice(&(i as u64).to_le_bytes()[..k]);
+    }
+    v
+}
+
+fn install(
+    stored: &[u8],
+    jobs: &[Job],
+    dev_len: usize,
+) -> (Result<(), PipelineError>, Mem, Timing) {
+    let mut dev = Mem(vec![0u8; dev_len]);
+    let mut t = Timing::default();
+    let p = Progress::with_mode(Mode::Quiet);
+    let r = write_payloads(&mut &stored[..], jobs, &mut dev, &p, &mut t);
+    (r, dev, t)
+}
+
+#[test]
+fn scan_tells_frames_partial_frames_and_the_rest() {
+    let one = zstd::bulk::compress(&data(CHUNK, 1), 3).unwrap();
+    assert_eq!(scan(&one, false), Scan::Frame(one.len()));
+    assert_eq!(scan(&one[..one.len() - 1], false), Scan::More);
+    assert_eq!(scan(&one[..one.len() - 1], true), Scan::Stream);
+    assert_eq!(scan(&one[..5], false), Scan::More);
+    assert_eq!(scan(&[], false), Scan::More);
+    assert_eq!(scan(&[], true), Scan::Stream);
+    // More than CHUNK in one frame, and a frame of unknown size (what the
+    // streaming encoder of older slotctl wrote): the streaming decoder's.
+    let big = zstd::bulk::compress(&data(CHUNK + 1, 1), 3).unwrap();
+    assert_eq!(scan(&big, false), Scan::Stream);
+    let unknown = zstd::encode_all(&data(1000, 1)[..], 3).unwrap();
+    assert!(matches!(
+        zstd_safe::get_frame_content_size(&unknown),
+        Ok(None)
+    ));
+    assert_eq!(scan(&unknown, false), Scan::Stream);
+    // Not zstd at all.
+    assert_eq!(scan(&[7u8; 64], false), Scan::Stream);
+}
+
+#[test]
+fn frames_come_out_in_order_with_a_plain_payload_after() {
+    let raw = numbered(7 * CHUNK + 4321);
+    let z = framed(&raw);
+    let plain = data(CHUNK + 3, 5);
+    let mut stored = z.clone();
+    stored.extend_from_slice(&plain);
+    let jobs = [
+        job("ROOT", Compression::Zstd, &raw, z.len(), 0, 0),
+        job(
+            "BOOT",
+            Compression::None,
+            &plain,
+            plain.len(),
+            8 * CHUNK as u64,
+            0,
+        ),
+    ];
+    let (r, dev, t) = install(&stored, &jobs, 10 * CHUNK);
+    r.unwrap();
+    assert_eq!(&dev.0[..raw.len()], &raw[..]);
+    assert_eq!(&dev.0[8 * CHUNK..8 * CHUNK + plain.len()], &plain[..]);
+    assert!(t.decode > Duration::ZERO, "{t:?}");
+}
+
+#[test]
+fn small_and_empty_payloads() {
+    for n in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1] {
+        let raw = numbered(n);
+        let z = framed(&raw);
+        let (r, dev, _) = install(
+            &z,
+            &[job("ROOT", Compression::Zstd, &raw, z.len(), 0, 0)],
+            3 * CHUNK,
+        );
+        r.unwrap_or_else(|e| panic!("{n} bytes: {e}"));
+        assert_eq!(&dev.0[..n], &raw[..], "{n} bytes");
+    }
+}
+
+/// Frames, then a frame the workers cannot take (unknown size, more than a
+/// MiB), then frames again: the rest after the first such frame is
+/// streamed, in its place.
+#[test]
+fn a_frame_of_unknown_size_streams_the_rest() {
+    let raw = numbered(9 * CHUNK + 17);
+    let mut z = framed(&raw[..3 * CHUNK]);
+    z.extend(zstd::encode_all(&raw[3 * CHUNK..6 * CHUNK + 5], 3).unwrap());
+    z.extend(framed(&raw[6 * CHUNK + 5..]));
+    let (r, dev, _) = install(
+        &z,
+        &[job("ROOT", Compression::Zstd, &raw, z.len(), 0, 0)],
+        10 * CHUNK,
+    );
+    r.unwrap();
+    assert_eq!(&dev.0[..raw.len()], &raw[..]);
+    // An old image: one frame of unknown size.
+    let old = zstd::encode_all(&raw[..], 3).unwrap();
+    let (r, dev, _) = install(
+        &old,
+        &[job("ROOT", Compression::Zstd, &raw, old.len(), 0, 0)],
+        10 * CHUNK,
+    );
+    r.unwrap();
+    assert_eq!(&dev.0[..raw.len()], &raw[..]);
+}
+
+/// A skippable frame between data frames decodes to nothing.
+#[test]
+fn skippable_frames_are_skipped() {
+    let raw = numbered(3 * CHUNK);
+    let mut z = framed(&raw[..CHUNK]);
+    z.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4]);
+    z.extend(framed(&raw[CHUNK..]));
+    let (r, dev, _) = install(
+        &z,
+        &[job("ROOT", Compression::Zstd, &raw, z.len(), 0, 0)],
+        4 * CHUNK,
+    );
+    r.unwrap();
+    assert_eq!(&dev.0[..raw.len()], &raw[..]);
+}
+
+#[test]
+fn bad_frames_are_refused_naming_the_payload() {
+    let raw = numbered(4 * CHUNK);
+    let z = framed(&raw);
+    let first = zstd_safe::find_frame_compressed_size(&z).unwrap();
+    let second = zstd_safe::find_frame_compressed_size(&z[first..]).unwrap();
+    let refused = |stored: &[u8], raw: &[u8]| {
+        let j = job("ROOT", Compression::Zstd, raw, stored.len(), 0, 0);
+        let (r, _, _) = install(stored, &[j], 6 * CHUNK);
+        let e = r.unwrap_err();
+        assert!(e.is_refusal(), "{e}");
+        assert!(e.to_string().contains("ROOT"), "{e}");
+        e
+    };
+    // The last frame cut short: the streaming decoder finds it truncated.
+    let e = refused(&z[..z.len() - 10], &raw);
+    assert!(matches!(e, PipelineError::Decode { .. }), "{e}");
+    // A frame's block header broken: the worker's one-shot decode fails.
+    let mut broken = z.clone();
+    broken[first + 6] ^= 0xff;
+    broken[first + 7] ^= 0xff;
+    broken[first + 8] ^= 0xff;
+    refused(&broken, &raw);
+    // Garbage after the frames.
+    let mut trailing = z.clone();
+    trailing.extend_from_slice(b"not zstd at all");
+    let e = refused(&trailing, &raw);
+    assert!(matches!(e, PipelineError::Decode { .. }), "{e}");
+    // More frames than the declared raw size: refused before writing past it.
+    let e = refused(&z[..first + second], &raw[..CHUNK]);
+    assert!(matches!(e, PipelineError::TooLong { .. }), "{e}");
+    // Fewer.
+    let e = refused(&z[..first], &raw);
+    assert!(matches!(e, PipelineError::TooShort { .. }), "{e}");
+}
+
+/// A device that fails its third write: every stage stops, nothing hangs,
+/// the write error is what comes back.
+#[test]
+fn a_write_error_stops_every_thread() {
+    struct Failing(Mem, usize);
+    impl BlockDevice for Failing {
+        fn len(&mut self) -> io::Result<u64> {
+            self.0.len()
+        }
+        fn read_exact_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+            self.0.read_exact_at(off, buf)
+        }
+        fn write_all_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
+            self.1 += 1;
+            if self.1 == 3 {
+                return Err(io::Error::other("medium error"));
+            }
+            self.0.write_all_at(off, buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let raw = numbered(20 * CHUNK);
+    let z = framed(&raw);
+    let mut dev = Failing(Mem(vec![0u8; 21 * CHUNK]), 0);
+    let p = Progress::with_mode(Mode::Quiet);
+    let j = job("ROOT", Compression::Zstd, &raw, z.len(), 0, 0);
+    let e = write_payloads(&mut &z[..], &[j], &mut dev, &p, &mut Timing::default()).unwrap_err();
+    assert!(
+        matches!(e, PipelineError::Write { offset, .. } if offset == 2 * CHUNK as u64),
+        "{e}"
+    );
+}
+
+/// A source that fails mid-payload: the source error comes back.
+#[test]
+fn a_source_error_stops_every_thread() {
+    struct Failing<'a>(&'a [u8]);
+    impl Read for Failing<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(io::Error::other("network down"));
+            }
+            let n = buf.len().min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let raw = numbered(6 * CHUNK);
+    let z = framed(&raw);
+    let j = job("ROOT", Compression::Zstd, &raw, z.len(), 0, 0);
+    let mut dev = Mem(vec![0u8; 7 * CHUNK]);
+    let p = Progress::with_mode(Mode::Quiet);
+    let mut src = Failing(&z[..z.len() / 2]);
+    let e = write_payloads(&mut src, &[j], &mut dev, &p, &mut Timing::default()).unwrap_err();
+    assert!(matches!(e, PipelineError::Source { .. }), "{e}");
+    assert!(e.to_string().contains("network down"), "{e}");
+}
