@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use crate::direct::{Direct, Split};
+use crate::direct::{Direct, DirectReader, Split};
 
 /// Byte-addressed access to a disk, with a durability barrier.
 ///
@@ -37,6 +37,12 @@ pub trait BlockDevice {
     fn drop_cache(&mut self, _off: u64, _len: u64) -> io::Result<()> {
         Ok(())
     }
+    /// A handle that reads from the medium directly, from another thread,
+    /// while this device is written; `None` (the default) where there is
+    /// none (memory, simulated devices, file systems without direct I/O).
+    fn direct_reader(&mut self) -> Option<DirectReader> {
+        None
+    }
 }
 
 /// A reference or a box of a device is a device.
@@ -60,6 +66,9 @@ macro_rules! forward_block_device {
             }
             fn drop_cache(&mut self, off: u64, len: u64) -> io::Result<()> {
                 (**self).drop_cache(off, len)
+            }
+            fn direct_reader(&mut self) -> Option<DirectReader> {
+                (**self).direct_reader()
             }
         }
     )*};
@@ -225,6 +234,12 @@ impl BlockDevice for FileDevice {
             nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
         )
         .map_err(io::Error::from)
+    }
+
+    fn direct_reader(&mut self) -> Option<DirectReader> {
+        let sector = || self.rdev.and_then(|r| sysfs_logical_block_size(r).ok());
+        let (file, align) = self.direct.get(&self.path, self.writable, sector)?;
+        Some(DirectReader::new(file.try_clone().ok()?, align))
     }
 }
 

@@ -110,6 +110,43 @@ pub(crate) enum Direct {
     Off,
 }
 
+/// A second handle on a [`FileDevice`](crate::FileDevice)'s `O_DIRECT`
+/// descriptor that can move to another thread and read while the device
+/// is being written (the install's read-back, overlapped with the
+/// writes: updater/src/install/pipeline/ahead.rs). It reads only whole
+/// aligned transfers, so every byte comes from the device, never from the
+/// page cache.
+#[derive(Debug)]
+pub struct DirectReader {
+    file: File,
+    align: usize,
+}
+
+impl DirectReader {
+    pub(crate) fn new(file: File, align: usize) -> DirectReader {
+        DirectReader { file, align }
+    }
+
+    /// Alignment every offset, length and buffer address must have.
+    pub fn align(&self) -> usize {
+        self.align
+    }
+
+    /// Fill `buf` from disk byte `off`, directly. An unaligned offset,
+    /// length or buffer is an `InvalidInput` error (nothing is read); so
+    /// is, from the kernel, a file system that refuses direct I/O.
+    pub fn read_exact_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        let a = self.align;
+        if off % a as u64 != 0 || buf.len() % a != 0 || buf.as_ptr() as usize % a != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a direct read must be aligned",
+            ));
+        }
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, off)
+    }
+}
+
 /// How a transfer splits: `head` bytes through the page cache, then `mid`
 /// bytes direct, then the rest through the page cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +167,7 @@ pub(crate) fn split(off: u64, addr: usize, len: usize, align: usize) -> Option<S
 impl Direct {
     /// The descriptor and alignment, opening it on first use; `None` when
     /// direct I/O is off for this device.
-    fn get(
+    pub(crate) fn get(
         &mut self,
         path: &Path,
         writable: bool,

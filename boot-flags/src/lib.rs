@@ -82,7 +82,7 @@ pub mod state;
 
 pub use bootstate::{BootState, DEFAULT_MAX_UNCHECKED_BOOTS};
 pub use device::{BlockDevice, FileDevice, MemDevice};
-pub use direct::{AlignedBuf, DIRECT_ALIGN, DIRECT_MIN};
+pub use direct::{AlignedBuf, DirectReader, DIRECT_ALIGN, DIRECT_MIN};
 pub use disk::{BootReport, Disk};
 pub use error::{Error, Result};
 pub use flags::{Flags, Nibble, FLAGS_MASK, PRIORITY_SHIFT, SUCCESSFUL_SHIFT, TRIES_SHIFT};

@@ -444,10 +444,23 @@ pub fn install_on<D: BlockDevice>(
     let left_invalid = || format!("installing into slot {target} (left invalid, not activated)");
     let mut counters = Counters::default();
     let mut timing = pipeline::Timing::default();
+    // The read-back starts while the stream writes, where the disk has a
+    // direct reader (pipeline/ahead.rs); the rest is read after the flush.
+    let ahead = match &way {
+        Way::Stream(_) if !opts.no_readback => pipeline::ReadAhead::start(dev, &plan.jobs),
+        _ => pipeline::ReadAhead::none(),
+    };
     let method = match &mut way {
         Way::Stream(stream) => {
-            pipeline::write_payloads(stream, &plan.jobs, dev, progress, &mut timing)
-                .map_err(|e| longer(pipeline_error(e, target, "installing into")))?;
+            pipeline::write_payloads_reading(
+                stream,
+                &plan.jobs,
+                dev,
+                progress,
+                &mut timing,
+                &ahead,
+            )
+            .map_err(|e| longer(pipeline_error(e, target, "installing into")))?;
             // The image ends with its last payload (as `image verify`
             // demands): read the source to its end before anything is
             // recorded.
@@ -490,7 +503,7 @@ pub fn install_on<D: BlockDevice>(
             .filter(|(_, p)| method == Method::Stream || p.chunked.is_none())
             .map(|(j, _)| j.clone())
             .collect();
-        pipeline::readback(&rest, dev, progress, &mut timing)
+        pipeline::readback_after(&rest, dev, progress, &mut timing, ahead)
             .map_err(|e| pipeline_error(e, target, "verifying"))?;
     }
 

@@ -37,9 +37,11 @@ use sha2::{Digest, Sha256};
 use super::dev::BlockDevice;
 use crate::progress::Progress;
 
+mod ahead;
 mod frames;
 mod stages;
 mod timing;
+pub use ahead::ReadAhead;
 use stages::{decode_stage, hash_stage, reader_stage, take, Msg};
 use timing::StageClock;
 pub use timing::Timing;
@@ -198,6 +200,20 @@ pub fn write_payloads(
     progress: &Progress,
     timing: &mut Timing,
 ) -> Result<(), PipelineError> {
+    let none = ReadAhead::none();
+    write_payloads_reading(src, jobs, dev, progress, timing, &none)
+}
+
+/// [`write_payloads`], telling `ahead` of every write that returned, so
+/// that it reads it back while the next ones are written (ahead.rs).
+pub fn write_payloads_reading(
+    src: &mut (dyn Read + Send),
+    jobs: &[Job],
+    dev: &mut dyn BlockDevice,
+    progress: &Progress,
+    timing: &mut Timing,
+    ahead: &ReadAhead,
+) -> Result<(), PipelineError> {
     let start = std::time::Instant::now();
     let (in_tx, in_rx) = sync_channel::<Msg>(DEPTH);
     let (in_back_tx, in_back_rx) = sync_channel::<AlignedBuf>(POOL);
@@ -223,7 +239,7 @@ pub fn write_payloads(
         let mut clock = StageClock::new();
 
         let mut write_result = Ok(());
-        'jobs: for job in jobs {
+        'jobs: for (index, job) in jobs.iter().enumerate() {
             progress.phase("write", &job.role, job.raw_size);
             let mut off = job.dest_offset;
             loop {
@@ -237,6 +253,7 @@ pub fn write_payloads(
                             });
                             break 'jobs;
                         }
+                        ahead.written(index, off, buf.len());
                         off += buf.len() as u64;
                         progress.update(off - job.dest_offset);
                         // Uncompressed payloads pass the reader's buffers
@@ -279,9 +296,33 @@ pub fn readback(
     progress: &Progress,
     timing: &mut Timing,
 ) -> Result<(), PipelineError> {
+    readback_after(jobs, dev, progress, timing, ReadAhead::none())
+}
+
+/// [`readback`] of what `ahead` did not read yet: each job's hash goes on
+/// from where its read-ahead stopped.
+pub fn readback_after(
+    jobs: &[Job],
+    dev: &mut dyn BlockDevice,
+    progress: &Progress,
+    timing: &mut Timing,
+    ahead: ReadAhead,
+) -> Result<(), PipelineError> {
     let start = std::time::Instant::now();
+    let done = ahead.finish();
+    timing.readback_read += done.read;
+    timing.readback_hash += done.hash;
+    let partial = |job: &Job| {
+        let p = done
+            .partials
+            .iter()
+            .find(|p| p.dest_offset == job.dest_offset);
+        p.filter(|p| p.done <= job.raw_size)
+            .map_or((Sha256::new(), 0), |p| (p.hasher.clone(), p.done))
+    };
     for job in jobs {
-        dev.drop_cache(job.dest_offset, job.raw_size)
+        let from = partial(job).1;
+        dev.drop_cache(job.dest_offset + from, job.raw_size - from)
             .map_err(|err| PipelineError::Read {
                 role: job.role.clone(),
                 offset: job.dest_offset,
@@ -290,8 +331,10 @@ pub fn readback(
     }
     for job in jobs {
         progress.phase("readback", &job.role, job.raw_size);
-        let r = hash_region(dev, job.dest_offset, job.raw_size, |done| {
-            progress.update(done)
+        let (hasher, from) = partial(job);
+        let at = job.dest_offset + from;
+        let r = hash_region_from(dev, at, job.raw_size - from, hasher, |done| {
+            progress.update(from + done)
         })
         .map_err(|(offset, err)| PipelineError::Read {
             role: job.role.clone(),
@@ -329,6 +372,17 @@ pub fn hash_region(
     dev: &mut dyn BlockDevice,
     off: u64,
     len: u64,
+    on_progress: impl FnMut(u64),
+) -> Result<Rehash, (u64, io::Error)> {
+    hash_region_from(dev, off, len, Sha256::new(), on_progress)
+}
+
+/// [`hash_region`], going on from `h` (the hash of what comes before).
+fn hash_region_from(
+    dev: &mut dyn BlockDevice,
+    off: u64,
+    len: u64,
+    mut h: Sha256,
     mut on_progress: impl FnMut(u64),
 ) -> Result<Rehash, (u64, io::Error)> {
     // Reads are synchronous: while one is on the disk, the other thread
@@ -338,7 +392,6 @@ pub fn hash_region(
     std::thread::scope(|s| {
         let hasher = s.spawn(move || {
             let mut c = StageClock::new();
-            let mut h = Sha256::new();
             while let Ok(buf) = c.recv(&rx) {
                 h.update(&buf[..]);
                 let _ = back_tx.try_send(buf);

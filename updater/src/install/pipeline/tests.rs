@@ -178,3 +178,99 @@ fn stored_sha256_checks_the_stream_and_the_read_back_the_raw_bytes() {
     let e = readback(&[raw_wrong], &mut dev, &p, &mut t).unwrap_err();
     assert!(e.to_string().contains("mismatch on read-back"), "{e}");
 }
+
+/// A disk image file that writes one byte wrong (at `bad`, if set), like a
+/// medium that drops a bit: the read-back must see it, whether it reads
+/// during the stream (ahead.rs) or after the flush.
+struct Lying {
+    dev: boot_flags::FileDevice,
+    bad: Option<u64>,
+}
+impl BlockDevice for Lying {
+    fn len(&mut self) -> io::Result<u64> {
+        self.dev.len()
+    }
+    fn read_exact_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.dev.read_exact_at(off, buf)
+    }
+    fn write_all_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
+        match self.bad {
+            Some(b) if (off..off + buf.len() as u64).contains(&b) => {
+                let mut copy = AlignedBuf::new(buf.len());
+                copy.set_len(buf.len());
+                copy.copy_from_slice(buf);
+                copy[(b - off) as usize] ^= 0x10;
+                self.dev.write_all_at(off, &copy)
+            }
+            _ => self.dev.write_all_at(off, buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.dev.flush()
+    }
+    fn drop_cache(&mut self, off: u64, len: u64) -> io::Result<()> {
+        self.dev.drop_cache(off, len)
+    }
+    fn direct_reader(&mut self) -> Option<boot_flags::DirectReader> {
+        self.dev.direct_reader()
+    }
+}
+
+/// The read-back overlapped with the writes, on a file with direct I/O:
+/// it reads the aligned part of each payload as it is written, the
+/// unaligned tail after the flush, and a byte written wrong anywhere is a
+/// mismatch on read-back.
+#[test]
+fn read_ahead_checks_what_the_disk_holds() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let path = dir.path().join("disk");
+    std::fs::write(&path, vec![0u8; 8 * CHUNK]).unwrap();
+    let a = data(3 * CHUNK + 123, 11);
+    let b = data(2 * CHUNK, 12);
+    let mut stream = a.clone();
+    stream.extend_from_slice(&b);
+    let jobs = vec![
+        job("ROOT", Compression::None, &a, a.len(), 0, 0),
+        job("BOOT", Compression::None, &b, b.len(), 4 * CHUNK as u64, 0),
+    ];
+    let p = Progress::with_mode(Mode::Quiet);
+    let run = |bad: Option<u64>| {
+        let dev = boot_flags::FileDevice::open(&path, true).unwrap();
+        let mut dev = Lying { dev, bad };
+        let ahead = ReadAhead::start(&mut dev, &jobs);
+        let mut t = Timing::default();
+        write_payloads_reading(&mut &stream[..], &jobs, &mut dev, &p, &mut t, &ahead).unwrap();
+        dev.flush().unwrap();
+        let r = readback_after(&jobs, &mut dev, &p, &mut t, ahead);
+        (r, t)
+    };
+    // What the read-ahead read by itself: every aligned byte.
+    let mut dev = boot_flags::FileDevice::open(&path, true).unwrap();
+    let ahead = ReadAhead::start(&mut dev, &jobs);
+    let mut t = Timing::default();
+    write_payloads_reading(&mut &stream[..], &jobs, &mut dev, &p, &mut t, &ahead).unwrap();
+    let got = ahead.finish();
+    let done: Vec<u64> = got.partials.iter().map(|p| p.done).collect();
+    assert_eq!(done, [3 * CHUNK as u64, 2 * CHUNK as u64]);
+    let want: [u8; 32] = Sha256::digest(&b).into();
+    assert_eq!(got.partials[1].hasher.clone().finalize()[..], want[..]);
+
+    let (r, t) = run(None);
+    r.unwrap();
+    assert!(t.readback_read > std::time::Duration::ZERO, "{t:?}");
+    assert_eq!(std::fs::read(&path).unwrap()[..a.len()], a[..]);
+    // Early in ROOT (read during the stream), in ROOT's unaligned tail (read
+    // after the flush), in BOOT: each is found, in its payload.
+    for (bad, role) in [
+        (5000, "ROOT"),
+        (a.len() as u64 - 3, "ROOT"),
+        (4 * CHUNK as u64 + 77, "BOOT"),
+    ] {
+        let e = run(Some(bad)).0.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("{role}: SHA-256 mismatch on read-back")),
+            "byte {bad}: {e}"
+        );
+    }
+}
