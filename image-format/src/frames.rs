@@ -71,7 +71,12 @@ impl Pool {
                 .spawn(move || loop {
                     let job = job_rx.lock().map(|rx| rx.recv());
                     let Ok(Ok((i, data))) = job else { return };
-                    let r = c.compress(&data);
+                    // A panic becomes this frame's error: the encoder
+                    // would otherwise wait for the frame for ever.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        c.compress(&data)
+                    }))
+                    .unwrap_or_else(|_| Err(io::Error::other("a zstd frame worker panicked")));
                     if done_tx.send((i, r, data)).is_err() {
                         return;
                     }
