@@ -67,6 +67,7 @@
 mod chunked;
 mod error;
 mod format;
+mod frames;
 mod keyfile;
 mod keys;
 mod pack;
@@ -93,6 +94,15 @@ pub use format::{
     PAYLOAD_ALIGN, SIGNATURE_BLOCK_FIXED_LEN, SIGNATURE_ENTRY_LEN, SIGNATURE_MAGIC,
     ZSTD_WINDOW_LOG_MAX,
 };
+/// Raw bytes in each zstd frame of a zstd payload that [`pack`] writes (the
+/// last frame may hold fewer): every frame is independent (no window shared
+/// across frames), records its content size in its header and carries no
+/// checksum, so an installer can find the boundaries with
+/// `ZSTD_findFrameCompressedSize` and decode frames in parallel, each into
+/// one buffer of this size. Readers accept any split into frames
+/// (`docs/image-format.md`).
+pub const ZSTD_FRAME_RAW: usize = 1 << 20;
+
 pub use keys::{KeyId, Keyring, PublicKey, SigningKey, KEY_ID_LEN};
 pub use pack::{
     pack, sign_copy, sign_in_place, PackPart, PackSpec, ZstdOptions, DEFAULT_ZSTD_JOB_SIZE,

@@ -3,10 +3,11 @@
 //! `pack` makes one pass over each input: the header's length depends only on
 //! the strings and the number of payloads, so the header and signature block
 //! are reserved at the start of the (seekable) output, every payload is
-//! hashed and, for zstd, compressed straight into the output behind them, and
-//! then the header is encoded with the sizes and hashes, signed and written
-//! into the reserved room. Memory stays bounded by the copy buffer and the
-//! zstd workers, whatever the payload sizes.
+//! hashed and, for zstd, compressed straight into the output behind them (as
+//! independent frames of [`crate::ZSTD_FRAME_RAW`] raw bytes, `frames.rs`),
+//! and then the header is encoded with the sizes and hashes, signed and
+//! written into the reserved room. Memory stays bounded by the copy buffer
+//! and the frames in flight (two per zstd worker), whatever the payload sizes.
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
@@ -24,8 +25,10 @@ use crate::reader::ImageReader;
 use crate::sigblock::{signature_block_len, signature_room, SignatureEntry};
 
 const COPY_BUFFER: usize = 1 << 20;
-/// Default zstd job size for multithreaded packing: keeps peak memory at
-/// level 3 with 2 workers well under 32 MiB, at a small cost in ratio.
+/// The default of [`ZstdOptions::job_size`] and of `--zstd-job-size`. No
+/// longer used by packing: zstd payloads are independent frames of
+/// [`crate::ZSTD_FRAME_RAW`] raw bytes, which bound packing's memory, and
+/// chunked parts compress one block at a time.
 pub const DEFAULT_ZSTD_JOB_SIZE: u32 = 1 << 20;
 /// Highest zstd level accepted: up to 19 the window stays within
 /// [`format::ZSTD_WINDOW_LOG_MAX`], so every reader can decode it.
@@ -34,12 +37,17 @@ pub const MAX_ZSTD_LEVEL: i32 = 19;
 /// zstd settings for packing.
 #[derive(Clone, Copy, Debug)]
 pub struct ZstdOptions {
-    /// Compression level, 1..=19.
+    /// Compression level, 1..=19: of each frame of a zstd payload, of each
+    /// block's frame of a chunked one.
     pub level: i32,
-    /// Worker threads (0: compress on the calling thread).
+    /// Worker threads that compress a zstd payload's frames, or a chunked
+    /// part's blocks, in parallel (0: compress on the calling thread; a zstd
+    /// payload is compressed on the calling thread with 1 too).
     pub workers: u32,
-    /// Bytes each worker compresses at a time (0: zstd's default, 4 windows).
-    /// Smaller jobs bound the memory of multithreaded packing.
+    /// No longer used: it was the job size of zstd's own multithreading,
+    /// when a zstd payload was one frame; a zstd payload is now cut into
+    /// independent frames of [`crate::ZSTD_FRAME_RAW`] raw bytes whatever
+    /// this is. Kept so that code and command lines that set it still work.
     pub job_size: u32,
 }
 
@@ -258,18 +266,14 @@ pub fn pack<W: Write + Seek>(
                 copy_hashing(source, &mut counter, &mut hasher, &mut buf, &info.role)?
             }
             Compression::Zstd => {
-                let mut enc = zstd::stream::write::Encoder::new(&mut counter, spec.zstd.level)
-                    .map_err(io_err("creating the zstd encoder"))?;
-                if spec.zstd.workers > 0 {
-                    enc.multithread(spec.zstd.workers)
-                        .map_err(io_err("starting zstd workers"))?;
-                    if spec.zstd.job_size > 0 {
-                        enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(spec.zstd.job_size))
-                            .map_err(io_err("configuring zstd"))?;
-                    }
-                }
-                enc.include_checksum(false)
-                    .map_err(io_err("configuring zstd"))?;
+                // Independent frames of ZSTD_FRAME_RAW raw bytes each, so
+                // that an install can decode them on several cores.
+                let mut enc = crate::frames::FramedEncoder::new(
+                    &mut counter,
+                    spec.zstd.level,
+                    spec.zstd.workers,
+                )
+                .map_err(io_err("creating the zstd encoder"))?;
                 copy_hashing(source, &mut enc, &mut hasher, &mut buf, &info.role)?;
                 enc.finish().map_err(io_err("finishing the zstd stream"))?;
             }

@@ -253,8 +253,9 @@ fn source_read_errors() {
     assert!(!e.is_refusal());
 }
 
-/// The zstd defaults: level 3, 1 MiB jobs (what bounds multithreaded
-/// packing's memory, docs/image-format.md and bench/).
+/// The zstd defaults: level 3, `job_size` 1 MiB (no longer used by
+/// packing, kept for the API and `--zstd-job-size`), and 1 MiB frames for
+/// zstd payloads (what bounds packing's memory now).
 #[test]
 fn zstd_defaults() {
     assert_eq!(DEFAULT_ZSTD_JOB_SIZE, 1 << 20);
@@ -263,6 +264,7 @@ fn zstd_defaults() {
     assert_eq!(z.job_size, 1 << 20);
     assert!(z.workers >= 1);
     assert_eq!(MAX_ZSTD_LEVEL, 19);
+    assert_eq!(ZSTD_FRAME_RAW, 1 << 20);
 }
 
 /// sign_copy sizes the new block for the signatures, the new one and

@@ -1,5 +1,6 @@
 //! `ZstdOptions::workers`: "0: compress on the calling thread", otherwise
-//! zstd compresses on that many worker threads. Seen from outside: the
+//! (from 2) a zstd payload's 1 MiB frames are compressed on that many worker
+//! threads. Seen from outside: the
 //! payload source counts this process's threads (/proc/self/task) each
 //! time `pack` reads from it. This file holds one test so that no other
 //! test's threads come and go meanwhile.

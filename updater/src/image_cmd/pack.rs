@@ -45,12 +45,14 @@ pub struct PackArgs {
     /// zstd level (1..=19); for chunked parts, the level of each block's frame.
     #[arg(long, value_name = "LEVEL", default_value_t = 3)]
     pub zstd_level: i32,
-    /// zstd worker threads [default: number of CPUs; 0: none]; chunked parts
-    /// compress their blocks on this many threads.
+    /// zstd worker threads [default: number of CPUs; 0: none]: zstd parts
+    /// compress their 1 MiB frames (with 1: on the main thread too), chunked
+    /// parts their blocks, on this many threads.
     #[arg(long, value_name = "N")]
     pub zstd_workers: Option<u32>,
-    /// Bytes per zstd job when multithreaded (0: zstd's default of 4 windows,
-    /// better ratio, more memory).
+    /// No longer used: zstd parts are written as independent frames of
+    /// 1 MiB raw bytes each, whatever this is. Accepted so that existing
+    /// command lines still work.
     #[arg(long, value_name = "BYTES", default_value_t = image_format::DEFAULT_ZSTD_JOB_SIZE)]
     pub zstd_job_size: u32,
     /// Chunked parts: raw bytes per block, a power of two in 4096..=1048576
