@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use super::timing::StageClock;
 use super::BlockDevice;
-use super::{Job, CHUNK, READBACK_DEPTH};
+use super::{Job, CHUNK};
 
 /// One write that returned: `len` bytes of job `job` at disk byte `off`.
 struct Written {
@@ -130,8 +130,11 @@ fn read_ahead(
 ) -> AheadResult {
     let align = reader.align();
     let mut track = vec![Track { done: 0, on: true }; dests.len()];
-    let (tx, hash_rx) = sync_channel::<(usize, AlignedBuf)>(READBACK_DEPTH);
-    let (back_tx, back_rx) = sync_channel::<AlignedBuf>(READBACK_DEPTH + 4);
+    // A rendezvous: one buffer being read, one being hashed. A queue of two
+    // more measured the same install time and 2 MiB more peak RSS
+    // (bench/RESULTS.md, "Two decoders and the read-ahead").
+    let (tx, hash_rx) = sync_channel::<(usize, AlignedBuf)>(0);
+    let (back_tx, back_rx) = sync_channel::<AlignedBuf>(4);
     let mut read = Duration::ZERO;
     std::thread::scope(|s| {
         let hasher = s.spawn(move || {

@@ -40,9 +40,11 @@ use super::{Compression, Job, PipelineError, CHUNK, IN_CHUNK};
 
 /// Threads decoding frames.
 pub(super) const WORKERS: usize = 2;
-/// Frames between the splitter and the in-order thread: one per worker and
-/// one waiting, so a worker never waits for work while the writer drains.
-pub(super) const IN_FLIGHT: usize = WORKERS + 1;
+/// Frames between the splitter and the in-order thread: one per worker.
+/// One more (a frame waiting for a worker) measured the same install time
+/// on the benchmark's loop device and 1.8 MiB more peak RSS
+/// (bench/RESULTS.md, "Two decoders and the read-ahead").
+pub(super) const IN_FLIGHT: usize = WORKERS;
 /// Most bytes of a frame header (magic, descriptor, window, dictionary id,
 /// content size): with fewer, the header may not be complete yet.
 const FRAME_HEADER_MAX: usize = 18;
@@ -198,11 +200,15 @@ fn split(
     clock: &mut StageClock,
 ) -> Split {
     let mut next = 0u64;
-    let mut acc: Vec<u8> = Vec::with_capacity(max_frame_stored() + IN_CHUNK);
+    // The stored bytes not yet handed out are `acc[..filled]`; `acc` is
+    // zeroed once and never grows: `scan` asks for more only while a frame
+    // could still fit in `max_frame_stored()`, so there is always room.
+    let mut acc = vec![0u8; max_frame_stored() + IN_CHUNK];
+    let mut filled = 0;
     let mut ended = false;
     let result = (|| {
         loop {
-            match scan(&acc, ended) {
+            match scan(&acc[..filled], ended) {
                 Scan::Frame(n) => {
                     if clock.recv(token_rx).is_err() {
                         return Ok(());
@@ -210,29 +216,29 @@ fn split(
                     let mut frame = spent_rx.try_recv().unwrap_or_default();
                     frame.clear();
                     frame.extend_from_slice(&acc[..n]);
-                    acc.drain(..n);
+                    acc.copy_within(n..filled, 0);
+                    filled -= n;
                     if clock.send(work_tx, (next, frame)).is_err() {
                         return Ok(());
                     }
                     next += 1;
                 }
                 Scan::More => {
-                    let len = acc.len();
-                    acc.resize(len + IN_CHUNK, 0);
-                    let got = input
-                        .read(&mut acc[len..])
-                        .map_err(|err| PipelineError::Source {
-                            role: job.role.clone(),
-                            err,
-                        })?;
-                    acc.truncate(len + got);
+                    let got =
+                        input
+                            .read(&mut acc[filled..])
+                            .map_err(|err| PipelineError::Source {
+                                role: job.role.clone(),
+                                err,
+                            })?;
+                    filled += got;
                     ended = got == 0;
                 }
-                Scan::Stream if acc.is_empty() && ended => break,
+                Scan::Stream if filled == 0 && ended => break,
                 Scan::Stream => {
                     // Everything from here on through the streaming decoder,
                     // its buffers numbered after the frames.
-                    let mut rest = io::Cursor::new(std::mem::take(&mut acc)).chain(&mut *input);
+                    let mut rest = io::Cursor::new(&acc[..filled]).chain(&mut *input);
                     let mut emit = |buf: AlignedBuf| {
                         if clock.recv(token_rx).is_err() {
                             return Ok(false);
