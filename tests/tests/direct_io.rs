@@ -7,8 +7,9 @@
 //!
 //! Each install runs under `strace`, which shows where the bytes went: the
 //! disk must be opened a second time with `O_DIRECT`, the payload's full
-//! 1 MiB buffers must be written (`pwrite64`) and read back (`pread64`) on
-//! that descriptor, and the unaligned tail through the other one. Then the
+//! 1 MiB buffers must be written (`pwrite64`) on that descriptor and read
+//! back (`pread64`, by the read-ahead in 256 KiB pieces) on it or its
+//! duplicate, and the unaligned tail through the other one. Then the
 //! slot must hold the payload byte for byte (read from the backing file)
 //! and `verify-slot` must pass, so a path that wrote the wrong bytes, or
 //! silently fell back to the page cache, fails here. The `--json` result's
@@ -80,32 +81,50 @@ fn count_and_result(line: &str) -> Option<(u64, u64)> {
     Some((count, ret))
 }
 
-fn parse(log: &str, disk: &str) -> Seen {
+/// The result descriptor of an `openat` or `fcntl(F_DUPFD...)` line.
+fn result_fd(line: &str) -> u32 {
+    line.rsplit_once(") = ")
+        .and_then(|(_, r)| r.split('<').next()?.trim().parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("a call that failed: {line}"))
+}
+
+/// `logs`: one strace log per thread (`strace -ff`), so no call is split
+/// across lines. First the descriptors: the `O_DIRECT` opens of the disk
+/// and their duplicates (the read-ahead's `DirectReader`, a `try_clone`),
+/// then the transfers.
+fn parse(logs: &[String], disk: &str) -> Seen {
     let tag = format!("<{disk}>");
+    let lines = || {
+        logs.iter()
+            .flat_map(|l| l.lines())
+            .filter(|l| l.contains(&tag))
+    };
     let mut direct_fds = HashSet::new();
     let mut seen = Seen::default();
-    for line in log.lines() {
-        if !line.contains(&tag) {
-            continue;
+    for line in lines() {
+        if line.starts_with("openat(")
+            && line.contains(&format!("\"{disk}\""))
+            && line.contains("O_DIRECT")
+        {
+            direct_fds.insert(result_fd(line));
+            seen.direct_opens += 1;
         }
-        if line.contains("openat(") && line.contains(&format!("\"{disk}\"")) {
-            if line.contains("O_DIRECT") {
-                let fd = line
-                    .rsplit_once(") = ")
-                    .and_then(|(_, r)| r.split('<').next()?.trim().parse::<u32>().ok())
-                    .unwrap_or_else(|| panic!("an O_DIRECT open that failed: {line}"));
-                direct_fds.insert(fd);
-                seen.direct_opens += 1;
-            }
-            continue;
+    }
+    for line in lines() {
+        if line.starts_with("fcntl(")
+            && line.contains("F_DUPFD")
+            && fd_of(line).is_some_and(|fd| direct_fds.contains(&fd))
+        {
+            direct_fds.insert(result_fd(line));
         }
-        let call = line.split_once(' ').map_or(line, |(_, c)| c.trim_start());
+    }
+    for call in lines() {
         let Some(fd) = fd_of(call) else { continue };
         let direct = direct_fds.contains(&fd);
         let Some((count, ret)) = count_and_result(call) else {
             continue;
         };
-        assert_eq!(count, ret, "a short transfer: {line}");
+        assert_eq!(count, ret, "a short transfer: {call}");
         if call.starts_with("pwrite64(") {
             if direct {
                 seen.direct_written += count;
@@ -127,7 +146,12 @@ fn parse(log: &str, disk: &str) -> Seen {
 fn install_direct(f: &Fix, disk: &Path, compression: &str) {
     require_tool("strace");
     let (img, root) = f.image_with("v2.img", "2.0.0", 1, ROOT_LEN, 7, compression);
-    let log = f.path("strace.log");
+    // One log per thread (`-ff`: `strace.log.TID`), so that no call is
+    // split by another thread's (the read-ahead reads while the writer
+    // writes).
+    let logdir = f.path("strace");
+    std::fs::create_dir_all(&logdir).unwrap();
+    let log = logdir.join("log");
     let mut args: Vec<OsString> = vec![
         "--json".into(),
         "install".into(),
@@ -138,19 +162,21 @@ fn install_direct(f: &Fix, disk: &Path, compression: &str) {
     args.extend(["--disk".into(), disk.into(), "--config".into()]);
     args.push(f.config.clone().into());
     let out = Command::new("strace")
-        .args(["-f", "-qq", "-y", "-s", "0", "-o"])
+        .args(["-ff", "-qq", "-y", "-s", "0", "-o"])
         .arg(&log)
-        .args(["-e", "trace=openat,pwrite64,pread64", "--"])
+        .args(["-e", "trace=openat,fcntl,pwrite64,pread64", "--"])
         .arg(slotctl_bin())
         .args(&args)
         .output()
         .expect("run strace");
     let out = ok(out);
     check_timing(&String::from_utf8_lossy(&out.stdout));
-    let seen = parse(
-        &std::fs::read_to_string(&log).unwrap(),
-        &disk.display().to_string(),
-    );
+    let logs: Vec<String> = std::fs::read_dir(&logdir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(logs.len() > 1, "one log per thread");
+    let seen = parse(&logs, &disk.display().to_string());
     let what = format!("{} ({compression}): {seen:?}", disk.display());
     assert!(seen.direct_opens >= 1, "no O_DIRECT open of {what}");
     // The 3 full MiB of ROOT go direct, in 1 MiB writes; its 1234-byte
@@ -167,9 +193,10 @@ fn install_direct(f: &Fix, disk: &Path, compression: &str) {
         seen.cached_written >= 1234,
         "the unaligned tail did not go through the page cache: {what}"
     );
-    // The read-back reads the same MiB directly.
+    // The read-back reads the same MiB directly: the read-ahead, while the
+    // stream writes, in 256 KiB pieces (pipeline/ahead.rs).
     assert!(
-        seen.direct_read >= 3 * MIB && seen.direct_read_sizes.contains(&MIB),
+        seen.direct_read >= 3 * MIB && seen.direct_read_sizes.contains(&(256 << 10)),
         "the read-back did not read direct: {what}"
     );
     f.assert_partition_holds("B", "ROOT", &root);
@@ -201,6 +228,12 @@ fn check_timing(stdout: &str) {
     assert!(rb > 0.0, "{t}");
     assert!(s(&t["readback_busy_s"]["read"]) <= rb + 0.002, "{t}");
     assert!(s(&t["readback_busy_s"]["hash"]) <= rb + 0.002, "{t}");
+    // The read-ahead reads the full MiB during the stream and the flush.
+    let whole = stream + s(&t["flush_s"]) + rb;
+    for part in ["read", "hash"] {
+        let b = s(&t["readahead_busy_s"][part]);
+        assert!(b > 0.0 && b <= whole + 0.003, "read-ahead {part}: {t}");
+    }
 }
 
 #[test]
@@ -227,12 +260,16 @@ fn disk_image_file() {
 
 #[test]
 fn parses_strace_lines() {
-    let log =
-        "12 openat(AT_FDCWD</t>, \"/dev/loop9\", O_RDWR|O_CLOEXEC|O_DIRECT) = 5</dev/loop9>\n\
-               12 pwrite64(5</dev/loop9>, \"\"..., 1048576, 4194304) = 1048576\n\
-               12 pwrite64(4</dev/loop9>, \"\"..., 1234, 5242880) = 1234\n\
-               12 pread64(5</dev/loop9>, \"\"..., 1048576, 4194304) = 1048576\n";
-    let s = parse(log, "/dev/loop9");
+    let main = "openat(AT_FDCWD</t>, \"/dev/loop9\", O_RDWR|O_CLOEXEC|O_DIRECT) = 5</dev/loop9>\n\
+                pwrite64(5</dev/loop9>, \"\"..., 1048576, 4194304) = 1048576\n\
+                pwrite64(4</dev/loop9>, \"\"..., 1234, 5242880) = 1234\n\
+                fcntl(5</dev/loop9>, F_DUPFD_CLOEXEC, 3) = 7</dev/loop9>\n\
+                fcntl(4</dev/loop9>, F_DUPFD_CLOEXEC, 3) = 8</dev/loop9>\n";
+    // Another thread's log: reads on the duplicate of the direct descriptor
+    // are direct, on the duplicate of the other one not.
+    let other = "pread64(7</dev/loop9>, \"\"..., 1048576, 4194304) = 1048576\n\
+                 pread64(8</dev/loop9>, \"\"..., 4096, 0) = 4096\n";
+    let s = parse(&[other.to_string(), main.to_string()], "/dev/loop9");
     assert_eq!(s.direct_opens, 1);
     assert_eq!(s.direct_written, MIB);
     assert_eq!(s.cached_written, 1234);

@@ -242,8 +242,15 @@ pub fn write_payloads_reading(
         'jobs: for (index, job) in jobs.iter().enumerate() {
             progress.phase("write", &job.role, job.raw_size);
             let mut off = job.dest_offset;
+            // A payload of frames comes on its own channel (`Msg::Direct`).
+            let mut direct = None;
             loop {
-                match clock.recv(&out_rx) {
+                let msg = match &direct {
+                    Some(rx) => clock.recv(rx),
+                    None => clock.recv(&out_rx),
+                };
+                match msg {
+                    Ok(Msg::Direct(rx)) => direct = Some(rx),
                     Ok(Msg::Data(buf)) => {
                         if let Err(err) = dev.write_all_at(off, &buf) {
                             write_result = Err(PipelineError::Write {
@@ -310,8 +317,8 @@ pub fn readback_after(
 ) -> Result<(), PipelineError> {
     let start = std::time::Instant::now();
     let done = ahead.finish();
-    timing.readback_read += done.read;
-    timing.readback_hash += done.hash;
+    timing.readahead_read += done.read;
+    timing.readahead_hash += done.hash;
     let partial = |job: &Job| {
         let p = done
             .partials

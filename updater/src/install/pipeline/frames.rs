@@ -32,6 +32,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use boot_flags::AlignedBuf;
+use sha2::{Digest, Sha256};
 use zstd::zstd_safe;
 
 use super::stages::{stream_decode, take_shared, ChannelReader, Msg};
@@ -99,9 +100,12 @@ fn scan(acc: &[u8], ended: bool) -> Scan {
     }
 }
 
-/// Decode one zstd payload's stored bytes from `input` onto `tx` (through
-/// `count`, which checks the raw size). `Ok(false)`: downstream stopped.
-/// The decode threads' busy time is added to `clock`.
+/// Decode one zstd payload's stored bytes from `input` onto `tx`, the
+/// writer's own channel for this payload (`Msg::Direct`), through `count`,
+/// which checks the raw size. `Ok(None)`: downstream stopped; else the
+/// SHA-256 of the raw bytes, computed here when the payload has no signed
+/// `stored_sha256` (the caller checks it, or the stored one, and sends the
+/// `End`). The decode threads' busy time is added to `clock`.
 pub(super) fn decode_framed(
     job: &Job,
     input: &mut ChannelReader<'_>,
@@ -109,7 +113,7 @@ pub(super) fn decode_framed(
     tx: &SyncSender<Msg>,
     count: &mut (dyn FnMut(usize) -> Result<(), PipelineError> + Send),
     clock: &mut StageClock,
-) -> Result<bool, PipelineError> {
+) -> Result<Option<Option<[u8; 32]>>, PipelineError> {
     let (work_tx, work_rx) = sync_channel::<(u64, Vec<u8>)>(IN_FLIGHT);
     let work_rx = Mutex::new(work_rx);
     // Unbounded, but never holds more than IN_FLIGHT items: the tokens.
@@ -118,7 +122,11 @@ pub(super) fn decode_framed(
     for _ in 0..IN_FLIGHT {
         token_tx.send(()).expect("room for every token");
     }
-    let (spent_tx, spent_rx) = channel::<Vec<u8>>();
+    // Spent frames kept for reuse: one. While the writer holds the stream
+    // back, both tokens' frames are decoded and a second kept frame would
+    // be a MiB of idle memory (bench/RESULTS.md, "Two decoders and the
+    // read-ahead").
+    let (spent_tx, spent_rx) = sync_channel::<Vec<u8>>(1);
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..WORKERS)
             .map(|_| {
@@ -143,7 +151,7 @@ pub(super) fn decode_framed(
                             }),
                         };
                         busy += t.elapsed();
-                        let _ = spent_tx.send(frame);
+                        let _ = spent_tx.try_send(frame);
                         if done_tx.send((seq, item)).is_err() {
                             break;
                         }
@@ -239,16 +247,18 @@ fn split(
                     // Everything from here on through the streaming decoder,
                     // its buffers numbered after the frames.
                     let mut rest = io::Cursor::new(&acc[..filled]).chain(&mut *input);
+                    // The token before the buffer: no decoded buffer
+                    // waits here for one.
+                    let mut take = || {
+                        clock.recv(token_rx).ok()?;
+                        Some(take_shared(pool))
+                    };
                     let mut emit = |buf: AlignedBuf| {
-                        if clock.recv(token_rx).is_err() {
-                            return Ok(false);
-                        }
                         let sent = done_tx.send((next, Item::Data(buf))).is_ok();
                         next += 1;
                         Ok(sent)
                     };
-                    let go_on =
-                        stream_decode(job, &mut rest, &mut || take_shared(pool), &mut emit)?;
+                    let go_on = stream_decode(job, &mut rest, &mut take, &mut emit)?;
                     if !go_on {
                         return Ok(());
                     }
@@ -262,8 +272,9 @@ fn split(
     Split { result, next }
 }
 
-/// The in-order thread: the numbered buffers, in sequence, onto `tx`.
-/// `Ok(true)` once `Item::End` came in its turn.
+/// The in-order thread: the numbered buffers, in sequence, onto `tx`,
+/// hashed when the payload has no `stored_sha256`. `Ok(Some(raw digest))`
+/// once `Item::End` came in its turn, `Ok(None)` if downstream stopped.
 fn in_order(
     job: &Job,
     done_rx: Receiver<(u64, Item)>,
@@ -271,7 +282,8 @@ fn in_order(
     tx: &SyncSender<Msg>,
     count: &mut (dyn FnMut(usize) -> Result<(), PipelineError> + Send),
     clock: &mut StageClock,
-) -> Result<bool, PipelineError> {
+) -> Result<Option<Option<[u8; 32]>>, PipelineError> {
+    let mut hasher = job.stored_sha256.is_none().then(Sha256::new);
     let mut pending: BTreeMap<u64, Item> = BTreeMap::new();
     let mut next = 0u64;
     loop {
@@ -290,14 +302,17 @@ fn in_order(
                     // A frame may decode to nothing (a skippable frame).
                     if !buf.is_empty() {
                         count(buf.len())?;
+                        if let Some(h) = &mut hasher {
+                            h.update(&buf[..]);
+                        }
                         if clock.send(tx, Msg::Data(buf)).is_err() {
-                            return Ok(false);
+                            return Ok(None);
                         }
                     }
                     let _ = token_tx.try_send(());
                 }
                 Item::Failed(e) => return Err(e),
-                Item::End => return Ok(true),
+                Item::End => return Ok(Some(hasher.map(|h| h.finalize().into()))),
             }
         }
     }

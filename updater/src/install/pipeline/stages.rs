@@ -3,7 +3,7 @@
 //! thread) is in pipeline.rs.
 
 use std::io::{self, Read};
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,12 @@ pub(super) enum Msg {
     /// reader hashed them (`Job::stored_sha256`); from the hash stage: the
     /// payload's hash checked.
     End(Option<[u8; 32]>),
+    /// From the decode stage through the hash stage to the writer: this
+    /// payload's buffers come on this channel instead, straight from the
+    /// two-thread decoder (frames.rs), which has checked its hash when it
+    /// sends their `End`. One hop and one buffer fewer than through the
+    /// hash stage.
+    Direct(Receiver<Msg>),
 }
 
 /// A buffer from a pool, or a new one when the pool is empty (only while
@@ -90,8 +96,11 @@ impl Read for ChannelReader<'_> {
                     self.ended = true;
                     self.stored_digest = d;
                 }
-                // The reader stopped: it reports its own error.
-                Err(_) => return Err(io::Error::other("source stage stopped")),
+                // The reader stopped: it reports its own error. (It sends no
+                // `Direct`.)
+                Ok(Msg::Direct(_)) | Err(_) => {
+                    return Err(io::Error::other("source stage stopped"))
+                }
             }
         }
     }
@@ -213,20 +222,43 @@ pub(super) fn decode_stage(
                         stored_digest = d;
                         break;
                     }
-                    // The reader stopped: it reports its own error.
-                    Err(_) => return Err(source_stopped(job)),
+                    // The reader stopped: it reports its own error. (It
+                    // sends no `Direct`.)
+                    Ok(Msg::Direct(_)) | Err(_) => return Err(source_stopped(job)),
                 }
             }
         } else {
             let mut input = ChannelReader::new(&rx, &back);
-            let outcome = if frames::applies(job) {
-                frames::decode_framed(job, &mut input, &pool, &tx, &mut count, clock)
-            } else {
+            if frames::applies(job) {
+                let (direct_tx, direct_rx) = sync_channel(0);
+                if clock.send(&tx, Msg::Direct(direct_rx)).is_err() {
+                    return Ok(());
+                }
+                let out =
+                    frames::decode_framed(job, &mut input, &pool, &direct_tx, &mut count, clock);
+                clock.add_wait(std::mem::take(&mut input.waited));
+                let Some(raw_digest) = out? else {
+                    return Ok(()); // downstream stopped and reports why
+                };
+                check_total(job, total)?;
+                let ok = match (raw_digest, job.stored_sha256) {
+                    (Some(d), _) => d == job.sha256,
+                    (None, want) => input.stored_digest.is_some() && input.stored_digest == want,
+                };
+                if !ok {
+                    return Err(mismatch_while_writing(job));
+                }
+                if clock.send(&direct_tx, Msg::End(None)).is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
+            let outcome = {
                 let mut emit = |buf: AlignedBuf| {
                     count(buf.len())?;
                     Ok(clock.send(&tx, Msg::Data(buf)).is_ok())
                 };
-                stream_decode(job, &mut input, &mut || take_shared(&pool), &mut emit)
+                stream_decode(job, &mut input, &mut || Some(take_shared(&pool)), &mut emit)
             };
             clock.add_wait(std::mem::take(&mut input.waited));
             if !outcome? {
@@ -234,13 +266,7 @@ pub(super) fn decode_stage(
             }
             stored_digest = input.stored_digest;
         }
-        if total < job.raw_size {
-            return Err(PipelineError::TooShort {
-                role: job.role.clone(),
-                raw_size: job.raw_size,
-                got: total,
-            });
-        }
+        check_total(job, total)?;
         if clock.send(&tx, Msg::End(stored_digest)).is_err() {
             return Ok(());
         }
@@ -253,11 +279,11 @@ pub(super) fn decode_stage(
 /// bounded: image_format::ZSTD_WINDOW_LOG_MAX; a chunked payload's table
 /// and frames, each group checked against the table before its bytes are
 /// handed on), handing each `CHUNK` of raw bytes to `emit` in order.
-/// `Ok(false)`: `emit` said downstream stopped.
+/// `Ok(false)`: `take_buf` or `emit` said downstream stopped.
 pub(super) fn stream_decode(
     job: &Job,
     input: &mut dyn Read,
-    take_buf: &mut dyn FnMut() -> AlignedBuf,
+    take_buf: &mut dyn FnMut() -> Option<AlignedBuf>,
     emit: &mut dyn FnMut(AlignedBuf) -> Result<bool, PipelineError>,
 ) -> Result<bool, PipelineError> {
     let decode_err = |err| PipelineError::Decode {
@@ -270,7 +296,9 @@ pub(super) fn stream_decode(
     };
     let mut dec = dec.map_err(|e| decode_err(e.into()))?;
     loop {
-        let mut buf = take_buf();
+        let Some(mut buf) = take_buf() else {
+            return Ok(false);
+        };
         buf.set_len(CHUNK);
         let got = read_full(&mut dec, &mut buf).map_err(decode_err)?;
         if got == 0 {
@@ -297,6 +325,24 @@ pub(super) fn stream_decode(
     Ok(true)
 }
 
+fn check_total(job: &Job, total: u64) -> Result<(), PipelineError> {
+    if total < job.raw_size {
+        return Err(PipelineError::TooShort {
+            role: job.role.clone(),
+            raw_size: job.raw_size,
+            got: total,
+        });
+    }
+    Ok(())
+}
+
+fn mismatch_while_writing(job: &Job) -> PipelineError {
+    PipelineError::HashMismatch {
+        role: job.role.clone(),
+        phase: "while writing",
+    }
+}
+
 fn source_stopped(job: &Job) -> PipelineError {
     PipelineError::Source {
         role: job.role.clone(),
@@ -319,6 +365,14 @@ pub(super) fn hash_stage(
         let mut hasher = job.stored_sha256.is_none().then(Sha256::new);
         let stored_digest = loop {
             match clock.recv(&rx) {
+                // A payload of frames goes to the writer on its own channel,
+                // hashed and checked by the decoder.
+                Ok(Msg::Direct(direct)) => {
+                    if clock.send(&tx, Msg::Direct(direct)).is_err() {
+                        return Ok(());
+                    }
+                    break None;
+                }
                 Ok(Msg::Data(buf)) => {
                     if let Some(h) = &mut hasher {
                         h.update(&buf[..]);
@@ -332,15 +386,15 @@ pub(super) fn hash_stage(
                 Err(_) => return Ok(()),
             }
         };
+        if frames::applies(job) {
+            continue;
+        }
         let ok = match (hasher, job.stored_sha256) {
             (Some(h), _) => h.finalize().as_slice() == job.sha256,
             (None, want) => stored_digest.is_some() && stored_digest == want,
         };
         if !ok {
-            return Err(PipelineError::HashMismatch {
-                role: job.role.clone(),
-                phase: "while writing",
-            });
+            return Err(mismatch_while_writing(job));
         }
         if clock.send(&tx, Msg::End(None)).is_err() {
             return Ok(());

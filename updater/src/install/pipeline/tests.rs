@@ -257,7 +257,8 @@ fn read_ahead_checks_what_the_disk_holds() {
 
     let (r, t) = run(None);
     r.unwrap();
-    assert!(t.readback_read > std::time::Duration::ZERO, "{t:?}");
+    assert!(t.readahead_read > std::time::Duration::ZERO, "{t:?}");
+    assert!(t.readahead_hash > std::time::Duration::ZERO, "{t:?}");
     assert_eq!(std::fs::read(&path).unwrap()[..a.len()], a[..]);
     // Early in ROOT (read during the stream), in ROOT's unaligned tail (read
     // after the flush), in BOOT: each is found, in its payload.

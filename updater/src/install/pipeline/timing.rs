@@ -91,6 +91,11 @@ pub struct Timing {
     pub readback_read: Duration,
     /// Busy time of the read-back's hasher.
     pub readback_hash: Duration,
+    /// The read-ahead (pipeline/ahead.rs, during the stream and the
+    /// flush): time in the disk's reads.
+    pub readahead_read: Duration,
+    /// Busy time of the read-ahead's hasher.
+    pub readahead_hash: Duration,
 }
 
 fn secs(d: Duration) -> f64 {
@@ -113,6 +118,10 @@ impl Timing {
             "readback_busy_s": {
                 "read": secs(self.readback_read),
                 "hash": secs(self.readback_hash),
+            },
+            "readahead_busy_s": {
+                "read": secs(self.readahead_read),
+                "hash": secs(self.readahead_hash),
             },
         })
     }
