@@ -6,7 +6,10 @@
 //! 1. a reader thread pulls each payload's stored bytes from the source;
 //! 2. a decode thread decompresses (zstd, or a chunked payload's frames) or
 //!    passes through, checks the raw size, and fills `CHUNK`-sized output
-//!    buffers;
+//!    buffers; a zstd payload of independent frames (what `image pack`
+//!    writes) is split here and decoded on two more threads, its buffers
+//!    put back in order and sent to the writer on their own channel
+//!    (pipeline/frames.rs);
 //! 3. a hash thread computes the raw bytes' SHA-256 and checks it at each
 //!    payload's end (decompression and hashing on two cores: the slower of
 //!    the two, not their sum, bounds the install);
@@ -26,7 +29,9 @@
 //! [`readback`] re-reads what was written, bypassing the page cache (direct
 //! reads of aligned buffers; `drop_cache` first for what goes through the
 //! cache), and re-hashes it: reading on the caller's thread, hashing on
-//! another.
+//! another. With a [`ReadAhead`] (pipeline/ahead.rs), most of that reading
+//! happens during the stream, each megabyte read back from the disk once
+//! its direct write returned; [`readback_after`] reads only the rest.
 
 use std::io::{self, Read};
 use std::sync::mpsc::sync_channel;
@@ -339,6 +344,9 @@ pub fn readback_after(
     for job in jobs {
         progress.phase("readback", &job.role, job.raw_size);
         let (hasher, from) = partial(job);
+        // What the read-ahead read counts as done (all of it, for a payload
+        // it read whole: the phase still ends at its total).
+        progress.update(from);
         let at = job.dest_offset + from;
         let r = hash_region_from(dev, at, job.raw_size - from, hasher, |done| {
             progress.update(from + done)

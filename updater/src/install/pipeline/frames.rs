@@ -8,8 +8,11 @@
 //! frames (`find_frame_compressed_size`, no decoding), [`WORKERS`] threads
 //! decode one frame each at a time straight into a `CHUNK` buffer, and an
 //! **in-order** thread puts their buffers back in sequence, counts them
-//! against the raw size and hands them to the hash stage: what leaves this
-//! module is exactly what the streaming decoder would have produced.
+//! against the raw size, hashes them if the payload has no signed
+//! `stored_sha256`, and hands them to the writer on a channel of this
+//! payload's own (`Msg::Direct`, passed on by the hash stage so that the
+//! payloads stay in order): what leaves this module is exactly what the
+//! streaming decoder would have produced, one hop shorter.
 //!
 //! A frame the workers cannot take (no content size in its header, or more
 //! than `CHUNK` of it: an image made by an older slotctl is one frame of
