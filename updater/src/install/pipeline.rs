@@ -324,16 +324,25 @@ pub fn readback_after(
     let done = ahead.finish();
     timing.readahead_read += done.read;
     timing.readahead_hash += done.hash;
-    let partial = |job: &Job| {
-        let p = done
-            .partials
-            .iter()
-            .find(|p| p.dest_offset == job.dest_offset);
-        p.filter(|p| p.done <= job.raw_size)
-            .map_or((Sha256::new(), 0), |p| (p.hasher.clone(), p.done))
-    };
-    for job in jobs {
-        let from = partial(job).1;
+    // Each job's hash so far and the bytes it covers: what its read-ahead
+    // read, or nothing.
+    let starts: Vec<(Sha256, u64)> = jobs
+        .iter()
+        .map(|job| {
+            let p = done
+                .partials
+                .iter()
+                .find(|p| p.dest_offset == job.dest_offset);
+            p.filter(|p| p.done <= job.raw_size)
+                .map_or((Sha256::new(), 0), |p| (p.hasher.clone(), p.done))
+        })
+        .collect();
+    for (job, (_, from)) in jobs.iter().zip(&starts) {
+        // Nothing left to read: no cache to drop (a length of 0 would
+        // mean "to the end of the disk").
+        if *from == job.raw_size {
+            continue;
+        }
         dev.drop_cache(job.dest_offset + from, job.raw_size - from)
             .map_err(|err| PipelineError::Read {
                 role: job.role.clone(),
@@ -341,9 +350,8 @@ pub fn readback_after(
                 err,
             })?;
     }
-    for job in jobs {
+    for (job, (hasher, from)) in jobs.iter().zip(starts) {
         progress.phase("readback", &job.role, job.raw_size);
-        let (hasher, from) = partial(job);
         // What the read-ahead read counts as done (all of it, for a payload
         // it read whole: the phase still ends at its total).
         progress.update(from);

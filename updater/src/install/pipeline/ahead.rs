@@ -40,7 +40,6 @@ struct Written {
 }
 
 /// How far the read-ahead got with one payload.
-#[derive(Clone)]
 pub(super) struct Partial {
     /// The payload's disk offset (its key).
     pub dest_offset: u64,

@@ -241,13 +241,7 @@ pub(super) fn decode_stage(
                     return Ok(()); // downstream stopped and reports why
                 };
                 check_total(job, total)?;
-                let ok = match (raw_digest, job.stored_sha256) {
-                    (Some(d), _) => d == job.sha256,
-                    (None, want) => input.stored_digest.is_some() && input.stored_digest == want,
-                };
-                if !ok {
-                    return Err(mismatch_while_writing(job));
-                }
+                check_hash(job, raw_digest, input.stored_digest)?;
                 if clock.send(&direct_tx, Msg::End(None)).is_err() {
                     return Ok(());
                 }
@@ -336,11 +330,25 @@ fn check_total(job: &Job, total: u64) -> Result<(), PipelineError> {
     Ok(())
 }
 
-fn mismatch_while_writing(job: &Job) -> PipelineError {
-    PipelineError::HashMismatch {
-        role: job.role.clone(),
-        phase: "while writing",
+/// The stream's verdict on one payload: the raw bytes' SHA-256 if they
+/// were hashed (no signed `stored_sha256`), else the reader's hash of the
+/// stored bytes against the signed one.
+fn check_hash(
+    job: &Job,
+    raw_digest: Option<[u8; 32]>,
+    stored_digest: Option<[u8; 32]>,
+) -> Result<(), PipelineError> {
+    let ok = match (raw_digest, job.stored_sha256) {
+        (Some(d), _) => d == job.sha256,
+        (None, want) => stored_digest.is_some() && stored_digest == want,
+    };
+    if !ok {
+        return Err(PipelineError::HashMismatch {
+            role: job.role.clone(),
+            phase: "while writing",
+        });
     }
+    Ok(())
 }
 
 fn source_stopped(job: &Job) -> PipelineError {
@@ -361,7 +369,7 @@ pub(super) fn hash_stage(
     tx: SyncSender<Msg>,
     clock: &mut StageClock,
 ) -> Result<(), PipelineError> {
-    for job in jobs {
+    'jobs: for job in jobs {
         let mut hasher = job.stored_sha256.is_none().then(Sha256::new);
         let stored_digest = loop {
             match clock.recv(&rx) {
@@ -371,7 +379,7 @@ pub(super) fn hash_stage(
                     if clock.send(&tx, Msg::Direct(direct)).is_err() {
                         return Ok(());
                     }
-                    break None;
+                    continue 'jobs;
                 }
                 Ok(Msg::Data(buf)) => {
                     if let Some(h) = &mut hasher {
@@ -386,16 +394,7 @@ pub(super) fn hash_stage(
                 Err(_) => return Ok(()),
             }
         };
-        if frames::applies(job) {
-            continue;
-        }
-        let ok = match (hasher, job.stored_sha256) {
-            (Some(h), _) => h.finalize().as_slice() == job.sha256,
-            (None, want) => stored_digest.is_some() && stored_digest == want,
-        };
-        if !ok {
-            return Err(mismatch_while_writing(job));
-        }
+        check_hash(job, hasher.map(|h| h.finalize().into()), stored_digest)?;
         if clock.send(&tx, Msg::End(None)).is_err() {
             return Ok(());
         }

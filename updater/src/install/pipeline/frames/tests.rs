@@ -244,3 +244,31 @@ fn a_source_error_stops_every_thread() {
     assert!(matches!(e, PipelineError::Source { .. }), "{e}");
     assert!(e.to_string().contains("network down"), "{e}");
 }
+
+/// The framed path checks the payload's hash before the writer hears the
+/// payload is whole: the raw bytes' (no `stored_sha256`, hashed by the
+/// in-order thread) or the reader's hash of the stored bytes.
+#[test]
+fn a_wrong_hash_is_refused_while_writing() {
+    use sha2::{Digest, Sha256};
+    let raw = numbered(3 * CHUNK + 5);
+    let z = framed(&raw);
+    let mut j = job("ROOT", Compression::Zstd, &raw, z.len(), 0, 0);
+    let while_writing = |r: Result<(), PipelineError>| {
+        matches!(
+            r,
+            Err(PipelineError::HashMismatch {
+                phase: "while writing",
+                ..
+            })
+        )
+    };
+    j.sha256[0] ^= 1;
+    assert!(while_writing(install(&z, &[j.clone()], 4 * CHUNK).0));
+    // With a stored hash, the raw one is the read-back's: a right stored
+    // hash passes, a wrong one is refused.
+    j.stored_sha256 = Some(Sha256::digest(&z).into());
+    install(&z, &[j.clone()], 4 * CHUNK).0.unwrap();
+    j.stored_sha256.as_mut().unwrap()[0] ^= 1;
+    assert!(while_writing(install(&z, &[j], 4 * CHUNK).0));
+}
