@@ -43,6 +43,15 @@ pub trait BlockDevice {
     fn direct_reader(&mut self) -> Option<DirectReader> {
         None
     }
+    /// Make `off..off+len` read as zeros without sending the zeros: the
+    /// device's own zeroing (a block device's write-zeroes, a file
+    /// system's zeroed extents). `Ok(true)` when done: like a write, not
+    /// durable before [`flush`](BlockDevice::flush). `Ok(false)` (the
+    /// default) where there is no such command: the caller writes the
+    /// zeros itself.
+    fn write_zeroes(&mut self, _off: u64, _len: u64) -> io::Result<bool> {
+        Ok(false)
+    }
 }
 
 /// A reference or a box of a device is a device.
@@ -70,6 +79,9 @@ macro_rules! forward_block_device {
             fn direct_reader(&mut self) -> Option<DirectReader> {
                 (**self).direct_reader()
             }
+            fn write_zeroes(&mut self, off: u64, len: u64) -> io::Result<bool> {
+                (**self).write_zeroes(off, len)
+            }
         }
     )*};
 }
@@ -86,6 +98,9 @@ pub struct FileDevice {
     writable: bool,
     /// The `O_DIRECT` descriptor for large aligned transfers (direct.rs).
     direct: Direct,
+    /// `fallocate(FALLOC_FL_ZERO_RANGE)` is not supported here (a kernel or
+    /// file system without it): [`BlockDevice::write_zeroes`] no longer tries.
+    no_zero_range: bool,
 }
 
 impl FileDevice {
@@ -113,6 +128,7 @@ impl FileDevice {
             rdev,
             writable,
             direct: Direct::Untried,
+            no_zero_range: false,
         })
     }
 
@@ -240,6 +256,39 @@ impl BlockDevice for FileDevice {
         let sector = || self.rdev.and_then(|r| sysfs_logical_block_size(r).ok());
         let (file, align) = self.direct.get(&self.path, self.writable, sector)?;
         Some(DirectReader::new(file.try_clone().ok()?, align))
+    }
+
+    /// `fallocate(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE)`. On a block
+    /// device the kernel sends the device's write-zeroes command, or writes
+    /// its own zero page where the device has none (`blkdev_issue_zeroout`,
+    /// never a discard: the range is allocated and reads as zeros), and
+    /// drops the range from the page cache; on a disk image file, ext4 and
+    /// XFS mark the extents zeroed. Either way no zeros cross from user
+    /// space, and `fsync` makes the result durable like a write's. A kernel
+    /// or file system that refuses the call (tmpfs, an old kernel, a
+    /// range it will not take) gets the zeros written instead.
+    fn write_zeroes(&mut self, off: u64, len: u64) -> io::Result<bool> {
+        use nix::errno::Errno;
+        use nix::fcntl::FallocateFlags as F;
+        if self.no_zero_range || !self.writable {
+            return Ok(false);
+        }
+        let (Ok(o), Ok(l)) = (i64::try_from(off), i64::try_from(len)) else {
+            return Ok(false);
+        };
+        let mode = F::FALLOC_FL_ZERO_RANGE | F::FALLOC_FL_KEEP_SIZE;
+        match nix::fcntl::fallocate(self.file.as_raw_fd(), mode, o, l) {
+            Ok(()) => Ok(true),
+            // No such call here at all: stop asking.
+            Err(Errno::EOPNOTSUPP | Errno::ENOSYS | Errno::ENODEV | Errno::ENOTTY) => {
+                self.no_zero_range = true;
+                Ok(false)
+            }
+            // Not this range (not whole sectors, past the end), not now
+            // (the page cache could not be dropped), not this file.
+            Err(Errno::EINVAL | Errno::EBUSY | Errno::EPERM) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

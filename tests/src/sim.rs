@@ -94,6 +94,7 @@ pub struct SimDevice {
     reported_sector: Option<u32>,
     recording: Option<Vec<Event>>,
     fail_writes_after: Option<usize>,
+    zero_ranges: usize,
 }
 
 impl SimDevice {
@@ -109,6 +110,7 @@ impl SimDevice {
             reported_sector: report_sector_size.then_some(sector),
             recording: None,
             fail_writes_after: None,
+            zero_ranges: 0,
         }
     }
 
@@ -125,6 +127,11 @@ impl SimDevice {
     /// Writes issued since the last flush.
     pub fn pending(&self) -> &[Write] {
         &self.pending
+    }
+
+    /// How many writes came as `write_zeroes`.
+    pub fn zero_ranges(&self) -> usize {
+        self.zero_ranges
     }
 
     /// The tearing granularity.
@@ -220,6 +227,17 @@ impl BlockDevice for SimDevice {
 
     fn logical_sector_size(&mut self) -> io::Result<Option<u32>> {
         Ok(self.reported_sector)
+    }
+
+    /// A device's write-zeroes command: a write of zeros as far as power
+    /// cuts go (pending, torn by sector, durable at the next flush), which
+    /// is the contract `FileDevice`'s `fallocate(ZERO_RANGE)` has.
+    fn write_zeroes(&mut self, off: u64, len: u64) -> io::Result<bool> {
+        let len = usize::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "zero range too long"))?;
+        self.write_all_at(off, &vec![0; len])?;
+        self.zero_ranges += 1;
+        Ok(true)
     }
 
     // drop_cache: the default (no-op). It is deliberately not a barrier: the

@@ -3,11 +3,15 @@
 //! -b`, with direct I/O on its backing file, as bench/blockdev.sh and the
 //! shared RAUC harness attach theirs), and a disk image file. The ROOT
 //! payload is 3 MiB + 1234 bytes, so its tail is not a multiple of the
-//! sector or of the 4 KiB alignment.
+//! sector or of the 4 KiB alignment. Its second half is zeros (the
+//! fixture's test bytes), so its third MiB is all zeros: that one must go
+//! to the device's own zeroing (`fallocate(FALLOC_FL_ZERO_RANGE)`,
+//! pipeline/zeroes.rs) over a slot filled with other bytes first.
 //!
 //! Each install runs under `strace`, which shows where the bytes went: the
 //! disk must be opened a second time with `O_DIRECT`, the payload's full
-//! 1 MiB buffers must be written (`pwrite64`) on that descriptor and read
+//! 1 MiB buffers must be written (`pwrite64`, or the zero one zeroed) on
+//! that descriptor and read
 //! back (`pread64`, by the read-ahead in 256 KiB pieces) on it or its
 //! duplicate, and the unaligned tail through the other one. Then the
 //! slot must hold the payload byte for byte (read from the backing file)
@@ -63,6 +67,8 @@ struct Seen {
     cached_written: u64,
     direct_write_sizes: HashSet<u64>,
     direct_read_sizes: HashSet<u64>,
+    /// Lengths of the `FALLOC_FL_ZERO_RANGE` calls on either descriptor.
+    zero_ranges: Vec<u64>,
 }
 
 /// The descriptor number of a call's first argument: `pwrite64(5</dev/x>, ...`.
@@ -119,6 +125,14 @@ fn parse(logs: &[String], disk: &str) -> Seen {
         }
     }
     for call in lines() {
+        if call.starts_with("fallocate(") && call.contains("FALLOC_FL_ZERO_RANGE") {
+            let (args, ret) = call.rsplit_once(") = ").expect("a whole fallocate line");
+            assert_eq!(ret.trim(), "0", "a zero range failed: {call}");
+            let len = args.rsplit(", ").next().and_then(|l| l.parse().ok());
+            seen.zero_ranges
+                .push(len.unwrap_or_else(|| panic!("no length: {call}")));
+            continue;
+        }
         let Some(fd) = fd_of(call) else { continue };
         let direct = direct_fds.contains(&fd);
         let Some((count, ret)) = count_and_result(call) else {
@@ -146,6 +160,14 @@ fn parse(logs: &[String], disk: &str) -> Seen {
 fn install_direct(f: &Fix, disk: &Path, compression: &str) {
     require_tool("strace");
     let (img, root) = f.image_with("v2.img", "2.0.0", 1, ROOT_LEN, 7, compression);
+    // Other bytes where ROOT goes, so that the zeroed MiB must be zeroed.
+    let (off, size) = f.partition("B", "ROOT");
+    {
+        use std::os::unix::fs::FileExt;
+        let d = std::fs::OpenOptions::new().write(true).open(disk).unwrap();
+        d.write_all_at(&vec![0xa5; size as usize], off).unwrap();
+        d.sync_all().unwrap();
+    }
     // One log per thread (`-ff`: `strace.log.TID`), so that no call is
     // split by another thread's (the read-ahead reads while the writer
     // writes).
@@ -164,13 +186,16 @@ fn install_direct(f: &Fix, disk: &Path, compression: &str) {
     let out = Command::new("strace")
         .args(["-ff", "-qq", "-y", "-s", "0", "-o"])
         .arg(&log)
-        .args(["-e", "trace=openat,fcntl,pwrite64,pread64", "--"])
+        .args(["-e", "trace=openat,fcntl,pwrite64,pread64,fallocate", "--"])
         .arg(slotctl_bin())
         .args(&args)
         .output()
         .expect("run strace");
     let out = ok(out);
-    check_timing(&String::from_utf8_lossy(&out.stdout));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    check_timing(&stdout);
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["timing"]["zeroed_bytes"], MIB, "{stdout}");
     let logs: Vec<String> = std::fs::read_dir(&logdir)
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
@@ -179,10 +204,15 @@ fn install_direct(f: &Fix, disk: &Path, compression: &str) {
     let seen = parse(&logs, &disk.display().to_string());
     let what = format!("{} ({compression}): {seen:?}", disk.display());
     assert!(seen.direct_opens >= 1, "no O_DIRECT open of {what}");
-    // The 3 full MiB of ROOT go direct, in 1 MiB writes; its 1234-byte
-    // tail does not (not a multiple of the alignment).
+    // Of the 3 full MiB of ROOT, the two with data go direct, in 1 MiB
+    // writes, and the zero one as one zero range; its 1234-byte tail
+    // (zeros too) is written, not zeroed, and not direct (not a multiple
+    // of the alignment).
+    assert_eq!(seen.zero_ranges, [MIB], "ROOT's zero MiB: {what}");
     assert!(
-        seen.direct_written >= 3 * MIB && seen.direct_write_sizes.contains(&MIB),
+        seen.direct_written >= 2 * MIB
+            && seen.direct_written < 3 * MIB
+            && seen.direct_write_sizes.contains(&MIB),
         "ROOT's full MiB were not written direct: {what}"
     );
     assert!(
@@ -264,7 +294,8 @@ fn parses_strace_lines() {
                 pwrite64(5</dev/loop9>, \"\"..., 1048576, 4194304) = 1048576\n\
                 pwrite64(4</dev/loop9>, \"\"..., 1234, 5242880) = 1234\n\
                 fcntl(5</dev/loop9>, F_DUPFD_CLOEXEC, 3) = 7</dev/loop9>\n\
-                fcntl(4</dev/loop9>, F_DUPFD_CLOEXEC, 3) = 8</dev/loop9>\n";
+                fcntl(4</dev/loop9>, F_DUPFD_CLOEXEC, 3) = 8</dev/loop9>\n\
+                fallocate(4</dev/loop9>, FALLOC_FL_KEEP_SIZE|FALLOC_FL_ZERO_RANGE, 3145728, 1048576) = 0\n";
     // Another thread's log: reads on the duplicate of the direct descriptor
     // are direct, on the duplicate of the other one not.
     let other = "pread64(7</dev/loop9>, \"\"..., 1048576, 4194304) = 1048576\n\
@@ -274,4 +305,5 @@ fn parses_strace_lines() {
     assert_eq!(s.direct_written, MIB);
     assert_eq!(s.cached_written, 1234);
     assert_eq!(s.direct_read, MIB);
+    assert_eq!(s.zero_ranges, [MIB]);
 }

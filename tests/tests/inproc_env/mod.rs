@@ -30,10 +30,22 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
     (0..len).map(|_| r.next_u64() as u8).collect()
 }
 
-fn make_version(fix: &Fix, name: &'static str, version: &str, seed: u64) -> Version {
+/// `zero_mib`: a MiB of ROOT (from its start) that is all zeros, which
+/// the install hands to the device's own zeroing
+/// (`BlockDevice::write_zeroes`) instead of writing it.
+fn make_version(
+    fix: &Fix,
+    name: &'static str,
+    version: &str,
+    seed: u64,
+    zero_mib: Option<usize>,
+) -> Version {
     // Past one read-back read (4 MiB): the power is also cut between the
     // reads of one payload's read-back.
-    let root = noise((4 << 20) + (100 << 10), seed + 1);
+    let mut root = noise((4 << 20) + (100 << 10), seed + 1);
+    if let Some(m) = zero_mib {
+        root[m << 20..(m + 1) << 20].fill(0);
+    }
     make_version_with(fix, name, version, seed, root, "zstd")
 }
 
@@ -82,8 +94,10 @@ impl Env {
         let fix = Fix::new();
         let cfg = Config::from_file(&fix.config).unwrap();
         let keyring = policy::load_keyring(&KeyArgs::default(), &cfg).unwrap();
-        let v1 = make_version(&fix, "v1", "1.0.0", 10);
-        let v2 = make_version(&fix, "v2", "2.0.0", 20);
+        let v1 = make_version(&fix, "v1", "1.0.0", 10, None);
+        // v2 over v1: the zeroed MiB replaces v1's noise, so its torn
+        // states differ from both versions.
+        let v2 = make_version(&fix, "v2", "2.0.0", 20, Some(2));
         Env {
             cfg,
             keyring,

@@ -119,6 +119,32 @@ impl Target<'_> {
             })
     }
 
+    /// Write `zeros` (all zero bytes) at raw offset `off`: through the
+    /// device's own zeroing when it has one and the run is whole 4 KiB
+    /// blocks (pipeline/zeroes.rs says why), else as bytes.
+    pub fn write_zeros(
+        &self,
+        dev: &mut dyn BlockDevice,
+        off: u64,
+        zeros: &[u8],
+    ) -> Result<(), DeltaError> {
+        let len = zeros.len() as u64;
+        if len % 4096 == 0 {
+            match dev.write_zeroes(self.dest + off, len) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(err) => {
+                    return Err(DeltaError::Write {
+                        role: self.role.clone(),
+                        offset: self.dest + off,
+                        err,
+                    })
+                }
+            }
+        }
+        self.write(dev, off, zeros)
+    }
+
     pub fn read_err(&self, off: u64, err: io::Error) -> DeltaError {
         DeltaError::Read {
             role: self.role.clone(),
@@ -206,7 +232,7 @@ fn write_zeros(t: &Target<'_>, dev: &mut dyn BlockDevice) -> Result<u64, DeltaEr
             end += u64::from(table.block_len(i));
             i += 1;
         }
-        t.write(dev, start, &zeros[..(end - start) as usize])?;
+        t.write_zeros(dev, start, &zeros[..(end - start) as usize])?;
         total += end - start;
     }
     Ok(total)

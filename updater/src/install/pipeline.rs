@@ -15,7 +15,8 @@
 //!    the two, not their sum, bounds the install);
 //! 4. the calling thread writes them with `write_all_at` at the partition's
 //!    byte offset on the whole disk (the device is not `Send`, so it stays
-//!    on the caller's thread).
+//!    on the caller's thread); a megabyte of zeros goes as the device's
+//!    own zeroing instead (pipeline/zeroes.rs).
 //!
 //! Every buffer is an [`AlignedBuf`] of `CHUNK` bytes, so that a
 //! [`boot_flags::FileDevice`] writes it with direct I/O (boot-flags'
@@ -46,6 +47,7 @@ mod ahead;
 mod frames;
 mod stages;
 mod timing;
+mod zeroes;
 pub use ahead::ReadAhead;
 use stages::{decode_stage, hash_stage, reader_stage, take, Msg};
 use timing::StageClock;
@@ -257,13 +259,16 @@ pub fn write_payloads_reading(
                 match msg {
                     Ok(Msg::Direct(rx)) => direct = Some(rx),
                     Ok(Msg::Data(buf)) => {
-                        if let Err(err) = dev.write_all_at(off, &buf) {
-                            write_result = Err(PipelineError::Write {
-                                role: job.role.clone(),
-                                offset: off,
-                                err,
-                            });
-                            break 'jobs;
+                        match zeroes::write_chunk(dev, off, &buf) {
+                            Ok(zeroed) => timing.zeroed += u64::from(zeroed) * buf.len() as u64,
+                            Err(err) => {
+                                write_result = Err(PipelineError::Write {
+                                    role: job.role.clone(),
+                                    offset: off,
+                                    err,
+                                });
+                                break 'jobs;
+                            }
                         }
                         ahead.written(index, off, buf.len());
                         off += buf.len() as u64;

@@ -67,7 +67,7 @@ impl StageClock {
     }
 }
 
-/// The times of one install.
+/// The times of one install, and the bytes its device zeroed itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Timing {
     /// Wall time of the payload stream (every payload written).
@@ -96,6 +96,9 @@ pub struct Timing {
     pub readahead_read: Duration,
     /// Busy time of the read-ahead's hasher.
     pub readahead_hash: Duration,
+    /// Bytes of the stream the device zeroed itself instead of being
+    /// sent zeros (pipeline/zeroes.rs).
+    pub zeroed: u64,
 }
 
 fn secs(d: Duration) -> f64 {
@@ -123,6 +126,7 @@ impl Timing {
                 "read": secs(self.readahead_read),
                 "hash": secs(self.readahead_hash),
             },
+            "zeroed_bytes": self.zeroed,
         })
     }
 }
