@@ -3,13 +3,14 @@
 //! Four stages overlap, joined by bounded channels so memory stays bounded
 //! whatever the image size:
 //!
-//! 1. a reader thread pulls each payload's stored bytes from the source;
+//! 1. a reader thread pulls each payload's stored bytes from the source
+//!    (a zstd payload of independent frames, what `image pack` writes: one
+//!    whole frame per buffer, pipeline/frames/walk.rs);
 //! 2. a decode thread decompresses (zstd, or a chunked payload's frames) or
 //!    passes through, checks the raw size, and fills `CHUNK`-sized output
-//!    buffers; a zstd payload of independent frames (what `image pack`
-//!    writes) is split here and decoded on two more threads, its buffers
-//!    put back in order and sent to the writer on their own channel
-//!    (pipeline/frames.rs);
+//!    buffers; the reader's frames are dispatched from here to two more
+//!    threads that decode them, their buffers put back in order and sent
+//!    to the writer on their own channel (pipeline/frames.rs);
 //! 3. a hash thread computes the raw bytes' SHA-256 and checks it at each
 //!    payload's end (decompression and hashing on two cores: the slower of
 //!    the two, not their sum, bounds the install);
@@ -227,16 +228,26 @@ pub fn write_payloads_reading(
     let (dec_tx, dec_rx) = sync_channel::<Msg>(DEPTH);
     let (out_tx, out_rx) = sync_channel::<Msg>(DEPTH);
     let (out_back_tx, out_back_rx) = sync_channel::<AlignedBuf>(POOL);
+    let (frame_back_tx, frame_back_rx) = sync_channel::<AlignedBuf>(frames::FRAME_POOL);
 
     std::thread::scope(|s| {
         let reader = s.spawn(move || {
             let mut c = StageClock::new();
-            (reader_stage(src, jobs, in_tx, in_back_rx, &mut c), c.busy())
+            let r = reader_stage(src, jobs, in_tx, in_back_rx, frame_back_rx, &mut c);
+            (r, c.busy())
         });
         let reader_pool = in_back_tx.clone();
         let decoder = s.spawn(move || {
             let mut c = StageClock::new();
-            let r = decode_stage(jobs, in_rx, in_back_tx, dec_tx, out_back_rx, &mut c);
+            let r = decode_stage(
+                jobs,
+                in_rx,
+                in_back_tx,
+                frame_back_tx,
+                dec_tx,
+                out_back_rx,
+                &mut c,
+            );
             (r, c.busy())
         });
         let hasher = s.spawn(move || {
@@ -284,7 +295,8 @@ pub fn write_payloads_reading(
                     }
                     Ok(Msg::End(_)) => break,
                     // An upstream stage stopped early: it has the error.
-                    Err(_) => break 'jobs,
+                    // (Frames stop at the decode stage.)
+                    Ok(Msg::Frame(_)) | Err(_) => break 'jobs,
                 }
             }
             progress.finish_phase();

@@ -4,32 +4,35 @@
 //! bytes, each with its content size in its header
 //! (image_format::ZSTD_FRAME_RAW, docs/image-format.md). Single-threaded
 //! zstd decompression was the install's slowest stage (docs/performance.md),
-//! so here the decode stage's thread only **splits** the stored bytes into
-//! frames (`find_frame_compressed_size`, no decoding), [`WORKERS`] threads
-//! decode one frame each at a time straight into a `CHUNK` buffer, and an
-//! **in-order** thread puts their buffers back in sequence, counts them
+//! so the reader reads such a payload one whole frame per buffer
+//! (frames/walk.rs) and sends it as `Msg::Frame`; here the decode stage's
+//! thread only **dispatches** the frames, numbered, to [`WORKERS`] threads
+//! that decode one frame each at a time straight into a `CHUNK` buffer, and
+//! an **in-order** thread puts their buffers back in sequence, counts them
 //! against the raw size, hashes them if the payload has no signed
 //! `stored_sha256`, and hands them to the writer on a channel of this
 //! payload's own (`Msg::Direct`, passed on by the hash stage so that the
 //! payloads stay in order): what leaves this module is exactly what the
-//! streaming decoder would have produced, one hop shorter.
+//! streaming decoder would have produced, one hop shorter. A spent frame
+//! goes back to the reader for the next one.
 //!
-//! A frame the workers cannot take (no content size in its header, or more
-//! than `CHUNK` of it: an image made by an older slotctl is one frame of
-//! unknown size) ends the split: from that frame on, the splitter decodes
-//! the rest of the payload itself with the streaming decoder, its buffers
-//! numbered after the frames already handed out. So every valid zstd
-//! stream installs, old images at the old speed; corrupt bytes fail in the
-//! worker (one-shot decoding into a `CHUNK` buffer: a frame that decodes to
-//! more is an error) or in the streaming decoder, with zstd's message.
+//! Where the reader found something the workers cannot take (no content
+//! size, more than `CHUNK` of content: an image made by an older slotctl
+//! is one frame of unknown size), it sends those bytes and the rest of the
+//! payload as plain `Msg::Data`: from there on the dispatcher decodes them
+//! itself with the streaming decoder, its buffers numbered after the frames
+//! already handed out. So every valid zstd stream installs, old images at
+//! the old speed; corrupt bytes fail in the worker (one-shot decoding into
+//! a `CHUNK` buffer: a frame that decodes to more is an error) or in the
+//! streaming decoder, with zstd's message.
 //!
-//! Memory stays bounded by [`IN_FLIGHT`] tokens: the splitter takes one
+//! Memory stays bounded by [`IN_FLIGHT`] tokens: the dispatcher takes one
 //! before it hands out a frame (or a streamed buffer) and the in-order
 //! thread returns it once the buffer has gone downstream, so at most that
 //! many frames exist between the two, whatever order the workers finish in.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::io;
 use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -40,23 +43,33 @@ use zstd::zstd_safe;
 
 use super::stages::{stream_decode, take_shared, ChannelReader, Msg};
 use super::timing::StageClock;
-use super::{Compression, Job, PipelineError, CHUNK, IN_CHUNK};
+use super::{Compression, Job, PipelineError, CHUNK};
+
+mod walk;
+pub(super) use walk::{read_frame, Walked};
 
 /// Threads decoding frames.
 pub(super) const WORKERS: usize = 2;
-/// Frames between the splitter and the in-order thread: one per worker.
+/// Frames between the dispatcher and the in-order thread: one per worker.
 /// One more (a frame waiting for a worker) measured the same install time
 /// on the benchmark's loop device and 1.8 MiB more peak RSS
 /// (bench/RESULTS.md, "Two decoders and the read-ahead").
 pub(super) const IN_FLIGHT: usize = WORKERS;
-/// Most bytes of a frame header (magic, descriptor, window, dictionary id,
-/// content size): with fewer, the header may not be complete yet.
-const FRAME_HEADER_MAX: usize = 18;
+/// Spent frames kept for the reader: as many as can be alive besides the
+/// one it fills (the dispatcher's, waiting for a token, and the tokened
+/// ones), so that it never allocates once the stream runs.
+pub(super) const FRAME_POOL: usize = IN_FLIGHT + 1;
 
 /// Whether a payload goes through here: plain zstd (a chunked payload has
 /// its own frames and table, decoded by image-format).
 pub(super) fn applies(job: &Job) -> bool {
     job.compression == Compression::Zstd && job.chunked.is_none()
+}
+
+/// The largest stored frame a worker takes: zstd's bound for `CHUNK`. The
+/// reader's frame buffers have this capacity.
+pub(super) fn max_frame_stored() -> usize {
+    zstd_safe::compress_bound(CHUNK)
 }
 
 /// What the in-order thread receives, numbered.
@@ -66,58 +79,38 @@ enum Item {
     End,
 }
 
-/// Where the next frame of `acc` (the stored bytes not yet handed out)
-/// stands.
-#[derive(Debug, PartialEq, Eq)]
-enum Scan {
-    /// A whole frame of this many stored bytes a worker can decode.
-    Frame(usize),
-    /// Not enough bytes yet to tell.
-    More,
-    /// Not a frame for the workers: stream the rest.
-    Stream,
+/// The channels between the reader and the decode stage, for one payload:
+/// its messages, the reader's pool of stored-bytes buffers, and its pool of
+/// frame buffers.
+pub(super) struct FromReader<'a> {
+    pub rx: &'a Receiver<Msg>,
+    pub back: &'a SyncSender<AlignedBuf>,
+    pub frames_back: &'a SyncSender<AlignedBuf>,
 }
 
-/// The largest stored frame a worker takes: zstd's bound for `CHUNK`.
-fn max_frame_stored() -> usize {
-    zstd_safe::compress_bound(CHUNK)
+/// What [`decode_framed`] found, once the payload was whole.
+pub(super) struct Decoded {
+    /// The raw bytes' SHA-256, when the payload has no signed
+    /// `stored_sha256` (hashed here); else `None`.
+    pub raw: Option<[u8; 32]>,
+    /// The reader's SHA-256 of the stored bytes, from its `End`.
+    pub stored: Option<[u8; 32]>,
 }
 
-fn scan(acc: &[u8], ended: bool) -> Scan {
-    if acc.is_empty() {
-        return if ended { Scan::Stream } else { Scan::More };
-    }
-    match zstd_safe::get_frame_content_size(acc) {
-        Ok(Some(n)) if n <= CHUNK as u64 => {}
-        Ok(_) => return Scan::Stream,
-        Err(_) if acc.len() < FRAME_HEADER_MAX && !ended => return Scan::More,
-        Err(_) => return Scan::Stream,
-    }
-    match zstd_safe::find_frame_compressed_size(acc) {
-        Ok(n) if n <= acc.len() && n <= max_frame_stored() => Scan::Frame(n),
-        Ok(_) => Scan::Stream,
-        // The frame is not whole yet, or is corrupt: the streaming decoder
-        // will say which once the bound is reached.
-        Err(_) if acc.len() <= max_frame_stored() && !ended => Scan::More,
-        Err(_) => Scan::Stream,
-    }
-}
-
-/// Decode one zstd payload's stored bytes from `input` onto `tx`, the
-/// writer's own channel for this payload (`Msg::Direct`), through `count`,
-/// which checks the raw size. `Ok(None)`: downstream stopped; else the
-/// SHA-256 of the raw bytes, computed here when the payload has no signed
-/// `stored_sha256` (the caller checks it, or the stored one, and sends the
-/// `End`). The decode threads' busy time is added to `clock`.
+/// Decode one zstd payload from the reader's frames (and plain bytes) onto
+/// `tx`, the writer's own channel for this payload (`Msg::Direct`), through
+/// `count`, which checks the raw size. `Ok(None)`: downstream stopped. The
+/// caller checks the hashes and sends the `End`. The decode threads' busy
+/// time is added to `clock`.
 pub(super) fn decode_framed(
     job: &Job,
-    input: &mut ChannelReader<'_>,
+    input: FromReader<'_>,
     pool: &Mutex<Receiver<AlignedBuf>>,
     tx: &SyncSender<Msg>,
     count: &mut (dyn FnMut(usize) -> Result<(), PipelineError> + Send),
     clock: &mut StageClock,
-) -> Result<Option<Option<[u8; 32]>>, PipelineError> {
-    let (work_tx, work_rx) = sync_channel::<(u64, Vec<u8>)>(IN_FLIGHT);
+) -> Result<Option<Decoded>, PipelineError> {
+    let (work_tx, work_rx) = sync_channel::<(u64, AlignedBuf)>(IN_FLIGHT);
     let work_rx = Mutex::new(work_rx);
     // Unbounded, but never holds more than IN_FLIGHT items: the tokens.
     let (done_tx, done_rx) = channel::<(u64, Item)>();
@@ -125,15 +118,11 @@ pub(super) fn decode_framed(
     for _ in 0..IN_FLIGHT {
         token_tx.send(()).expect("room for every token");
     }
-    // Spent frames kept for reuse: one. While the writer holds the stream
-    // back, both tokens' frames are decoded and a second kept frame would
-    // be a MiB of idle memory (bench/RESULTS.md, "Two decoders and the
-    // read-ahead").
-    let (spent_tx, spent_rx) = sync_channel::<Vec<u8>>(1);
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..WORKERS)
             .map(|_| {
-                let (work_rx, done_tx, spent_tx) = (&work_rx, done_tx.clone(), spent_tx.clone());
+                let (work_rx, done_tx) = (&work_rx, done_tx.clone());
+                let frames_back = input.frames_back.clone();
                 s.spawn(move || {
                     let mut dctx = zstd_safe::DCtx::create();
                     let mut busy = Duration::ZERO;
@@ -154,7 +143,7 @@ pub(super) fn decode_framed(
                             }),
                         };
                         busy += t.elapsed();
-                        let _ = spent_tx.try_send(frame);
+                        let _ = frames_back.try_send(frame);
                         if done_tx.send((seq, item)).is_err() {
                             break;
                         }
@@ -163,7 +152,6 @@ pub(super) fn decode_framed(
                 })
             })
             .collect();
-        drop(spent_tx);
         let in_order = s.spawn(move || {
             let mut c = StageClock::new();
             (
@@ -172,11 +160,9 @@ pub(super) fn decode_framed(
             )
         });
 
-        let split = split(
-            job, input, pool, &work_tx, &done_tx, &token_rx, &spent_rx, clock,
-        );
-        if let Err(e) = split.result {
-            let _ = done_tx.send((split.next, Item::Failed(e)));
+        let d = dispatch(job, &input, pool, &work_tx, &done_tx, &token_rx, clock);
+        if let Err(e) = d.result {
+            let _ = done_tx.send((d.next, Item::Failed(e)));
         }
         drop((work_tx, done_tx, token_rx));
         let mut busy = Duration::ZERO;
@@ -185,71 +171,51 @@ pub(super) fn decode_framed(
         }
         let (result, order_busy) = in_order.join().expect("in-order thread panicked");
         clock.add_busy(busy + order_busy);
-        result
+        Ok(result?.map(|raw| Decoded {
+            raw,
+            stored: d.stored,
+        }))
     })
 }
 
-/// What the splitter did: `next` is the first sequence number it did not
-/// hand out.
-struct Split {
+/// What the dispatcher did: `next` is the first sequence number it did not
+/// hand out; `stored` the reader's digest of the stored bytes.
+struct Dispatched {
     result: Result<(), PipelineError>,
     next: u64,
+    stored: Option<[u8; 32]>,
 }
 
-/// The splitter: hand whole frames to the workers, stream the rest, end
-/// with `Item::End`. Stops quietly when the in-order thread has stopped
-/// (it has the reason).
-#[allow(clippy::too_many_arguments)]
-fn split(
+/// The dispatcher: hand the reader's frames to the workers, stream its
+/// plain bytes, end with `Item::End`. Stops quietly when the in-order
+/// thread has stopped (it has the reason).
+fn dispatch(
     job: &Job,
-    input: &mut ChannelReader<'_>,
+    input: &FromReader<'_>,
     pool: &Mutex<Receiver<AlignedBuf>>,
-    work_tx: &SyncSender<(u64, Vec<u8>)>,
+    work_tx: &SyncSender<(u64, AlignedBuf)>,
     done_tx: &std::sync::mpsc::Sender<(u64, Item)>,
     token_rx: &Receiver<()>,
-    spent_rx: &Receiver<Vec<u8>>,
     clock: &mut StageClock,
-) -> Split {
+) -> Dispatched {
     let mut next = 0u64;
-    // The stored bytes not yet handed out are `acc[..filled]`; `acc` is
-    // zeroed once and never grows: `scan` asks for more only while a frame
-    // could still fit in `max_frame_stored()`, so there is always room.
-    let mut acc = vec![0u8; max_frame_stored() + IN_CHUNK];
-    let mut filled = 0;
-    let mut ended = false;
+    let mut stored = None;
     let result = (|| {
         loop {
-            match scan(&acc[..filled], ended) {
-                Scan::Frame(n) => {
+            match clock.recv(input.rx) {
+                Ok(Msg::Frame(frame)) => {
                     if clock.recv(token_rx).is_err() {
                         return Ok(());
                     }
-                    let mut frame = spent_rx.try_recv().unwrap_or_default();
-                    frame.clear();
-                    frame.extend_from_slice(&acc[..n]);
-                    acc.copy_within(n..filled, 0);
-                    filled -= n;
                     if clock.send(work_tx, (next, frame)).is_err() {
                         return Ok(());
                     }
                     next += 1;
                 }
-                Scan::More => {
-                    let got =
-                        input
-                            .read(&mut acc[filled..])
-                            .map_err(|err| PipelineError::Source {
-                                role: job.role.clone(),
-                                err,
-                            })?;
-                    filled += got;
-                    ended = got == 0;
-                }
-                Scan::Stream if filled == 0 && ended => break,
-                Scan::Stream => {
+                Ok(Msg::Data(first)) => {
                     // Everything from here on through the streaming decoder,
                     // its buffers numbered after the frames.
-                    let mut rest = io::Cursor::new(&acc[..filled]).chain(&mut *input);
+                    let mut rest = ChannelReader::starting_with(input.rx, input.back, first);
                     // The token before the buffer: no decoded buffer
                     // waits here for one.
                     let mut take = || {
@@ -261,18 +227,35 @@ fn split(
                         next += 1;
                         Ok(sent)
                     };
-                    let go_on = stream_decode(job, &mut rest, &mut take, &mut emit)?;
-                    if !go_on {
+                    let go_on = stream_decode(job, &mut rest, &mut take, &mut emit);
+                    clock.add_wait(rest.waited);
+                    if !go_on? {
                         return Ok(());
                     }
+                    stored = rest.stored_digest;
                     break;
+                }
+                Ok(Msg::End(d)) => {
+                    stored = d;
+                    break;
+                }
+                // The reader stopped: it reports its own error.
+                Ok(Msg::Direct(_)) | Err(_) => {
+                    return Err(PipelineError::Source {
+                        role: job.role.clone(),
+                        err: io::Error::other("source stage stopped"),
+                    })
                 }
             }
         }
         let _ = done_tx.send((next, Item::End));
         Ok(())
     })();
-    Split { result, next }
+    Dispatched {
+        result,
+        next,
+        stored,
+    }
 }
 
 /// The in-order thread: the numbered buffers, in sequence, onto `tx`,
@@ -291,7 +274,7 @@ fn in_order(
     let mut next = 0u64;
     loop {
         let Ok((seq, item)) = clock.recv(&done_rx) else {
-            // The splitter stopped without an end: the reader stopped.
+            // The dispatcher stopped without an end: the reader stopped.
             return Err(PipelineError::Source {
                 role: job.role.clone(),
                 err: io::Error::other("source stage stopped"),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use boot_flags::AlignedBuf;
 use sha2::{Digest, Sha256};
 
-use super::frames;
+use super::frames::{self, FromReader, Walked};
 use super::timing::StageClock;
 use super::{Compression, Job, PipelineError, CHUNK, IN_CHUNK};
 
@@ -27,6 +27,9 @@ pub(super) enum Msg {
     /// sends their `End`. One hop and one buffer fewer than through the
     /// hash stage.
     Direct(Receiver<Msg>),
+    /// From the reader to the decode stage: one whole zstd frame of a
+    /// payload of frames (frames/walk.rs), for a decode worker.
+    Frame(AlignedBuf),
 }
 
 /// A buffer from a pool, or a new one when the pool is empty (only while
@@ -67,6 +70,18 @@ impl<'a> ChannelReader<'a> {
             stored_digest: None,
         }
     }
+
+    /// A reader whose first bytes are `first`, already received from `rx`.
+    pub(super) fn starting_with(
+        rx: &'a Receiver<Msg>,
+        back: &'a SyncSender<AlignedBuf>,
+        first: AlignedBuf,
+    ) -> Self {
+        ChannelReader {
+            cur: Some(first),
+            ..ChannelReader::new(rx, back)
+        }
+    }
 }
 
 impl Read for ChannelReader<'_> {
@@ -97,8 +112,8 @@ impl Read for ChannelReader<'_> {
                     self.stored_digest = d;
                 }
                 // The reader stopped: it reports its own error. (It sends no
-                // `Direct`.)
-                Ok(Msg::Direct(_)) | Err(_) => {
+                // `Direct`, and no `Frame` once it sent plain bytes.)
+                Ok(Msg::Direct(_) | Msg::Frame(_)) | Err(_) => {
                     return Err(io::Error::other("source stage stopped"))
                 }
             }
@@ -127,6 +142,7 @@ pub(super) fn reader_stage(
     jobs: &[Job],
     tx: SyncSender<Msg>,
     pool: Receiver<AlignedBuf>,
+    frame_pool: Receiver<AlignedBuf>,
     clock: &mut StageClock,
 ) -> Result<(), PipelineError> {
     let mut scratch = Vec::new();
@@ -157,6 +173,35 @@ pub(super) fn reader_stage(
         };
         let mut stored_hash = job.stored_sha256.map(|_| Sha256::new());
         let mut left = job.stored_size;
+        // A zstd payload: whole frames, each in its own buffer, for the
+        // decode workers, until something else comes (frames/walk.rs).
+        while frames::applies(job) && left > 0 {
+            let mut frame = frame_pool
+                .try_recv()
+                .unwrap_or_else(|_| AlignedBuf::new(frames::max_frame_stored()));
+            let walked = frames::read_frame(src, &mut frame, left).map_err(source_err)?;
+            left -= frame.len() as u64;
+            if walked == Walked::Ended {
+                return Err(PipelineError::Truncated {
+                    role: job.role.clone(),
+                    missing: left,
+                });
+            }
+            if let Some(h) = &mut stored_hash {
+                h.update(&frame[..]);
+            }
+            let (msg, more) = match walked {
+                Walked::Frame => (Msg::Frame(frame), true),
+                // Those bytes start the rest, for the streaming decoder.
+                _ => (Msg::Data(frame), false),
+            };
+            if clock.send(&tx, msg).is_err() {
+                return Ok(()); // downstream stopped and reports why
+            }
+            if !more {
+                break;
+            }
+        }
         while left > 0 {
             let mut buf = take(&pool);
             let n = (size as u64).min(left) as usize;
@@ -191,6 +236,7 @@ pub(super) fn decode_stage(
     jobs: &[Job],
     rx: Receiver<Msg>,
     back: SyncSender<AlignedBuf>,
+    frames_back: SyncSender<AlignedBuf>,
     tx: SyncSender<Msg>,
     pool: Receiver<AlignedBuf>,
     clock: &mut StageClock,
@@ -223,30 +269,33 @@ pub(super) fn decode_stage(
                         break;
                     }
                     // The reader stopped: it reports its own error. (It
-                    // sends no `Direct`.)
-                    Ok(Msg::Direct(_)) | Err(_) => return Err(source_stopped(job)),
+                    // sends no `Direct`, and no `Frame` for this payload.)
+                    Ok(Msg::Direct(_) | Msg::Frame(_)) | Err(_) => return Err(source_stopped(job)),
                 }
             }
         } else {
-            let mut input = ChannelReader::new(&rx, &back);
             if frames::applies(job) {
                 let (direct_tx, direct_rx) = sync_channel(0);
                 if clock.send(&tx, Msg::Direct(direct_rx)).is_err() {
                     return Ok(());
                 }
-                let out =
-                    frames::decode_framed(job, &mut input, &pool, &direct_tx, &mut count, clock);
-                clock.add_wait(std::mem::take(&mut input.waited));
-                let Some(raw_digest) = out? else {
+                let input = FromReader {
+                    rx: &rx,
+                    back: &back,
+                    frames_back: &frames_back,
+                };
+                let out = frames::decode_framed(job, input, &pool, &direct_tx, &mut count, clock);
+                let Some(digests) = out? else {
                     return Ok(()); // downstream stopped and reports why
                 };
                 check_total(job, total)?;
-                check_hash(job, raw_digest, input.stored_digest)?;
+                check_hash(job, digests.raw, digests.stored)?;
                 if clock.send(&direct_tx, Msg::End(None)).is_err() {
                     return Ok(());
                 }
                 continue;
             }
+            let mut input = ChannelReader::new(&rx, &back);
             let outcome = {
                 let mut emit = |buf: AlignedBuf| {
                     count(buf.len())?;
@@ -390,8 +439,9 @@ pub(super) fn hash_stage(
                     }
                 }
                 Ok(Msg::End(d)) => break d,
-                // The decoder stopped: it reports its own error.
-                Err(_) => return Ok(()),
+                // The decoder stopped: it reports its own error. (It sends
+                // no `Frame`.)
+                Ok(Msg::Frame(_)) | Err(_) => return Ok(()),
             }
         };
         check_hash(job, hasher.map(|h| h.finalize().into()), stored_digest)?;

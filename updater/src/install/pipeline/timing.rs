@@ -75,7 +75,7 @@ pub struct Timing {
     /// Busy time of the reader (the source's reads).
     pub read: Duration,
     /// Busy time of the decoder (decompression), summed over its threads
-    /// (for a zstd payload of frames: the splitter, the two frame workers
+    /// (for a zstd payload of frames: the dispatcher, the two frame workers
     /// and the in-order thread, pipeline/frames.rs), so it may exceed the
     /// stream's wall time.
     pub decode: Duration,

@@ -7,6 +7,8 @@ use super::*;
 use crate::install::dev::BlockDevice;
 use crate::install::pipeline::{write_payloads, Timing};
 use crate::progress::{Mode, Progress};
+use boot_flags::AlignedBuf;
+use std::io::Read;
 
 /// `raw` as `slotctl image pack` writes it: one frame per `CHUNK`.
 fn framed(raw: &[u8]) -> Vec<u8> {
@@ -42,27 +44,61 @@ fn install(
     (r, dev, t)
 }
 
+/// `read_frame` on `stored`, `left` bytes of it in the payload: what it
+/// said and how many bytes it took.
+fn walk(stored: &[u8], left: usize) -> (Walked, usize) {
+    let mut buf = AlignedBuf::new(max_frame_stored());
+    let mut src = stored;
+    let w = read_frame(&mut src, &mut buf, left as u64).unwrap();
+    assert_eq!(stored.len() - src.len(), buf.len(), "read = kept");
+    (w, buf.len())
+}
+
 #[test]
-fn scan_tells_frames_partial_frames_and_the_rest() {
+fn the_reader_reads_whole_frames_and_stops_at_anything_else() {
+    let z = framed(&numbered(3 * CHUNK + 5));
+    let mut at = 0;
+    for _ in 0..4 {
+        let n = zstd_safe::find_frame_compressed_size(&z[at..]).unwrap();
+        assert_eq!(walk(&z[at..], z.len() - at), (Walked::Frame, n));
+        at += n;
+    }
+    assert_eq!(at, z.len());
+    // With a content checksum, and of zeros (RLE blocks), and empty.
+    let mut c = zstd::bulk::Compressor::new(3).unwrap();
+    c.set_parameter(zstd_safe::CParameter::ChecksumFlag(true))
+        .unwrap();
+    for raw in [data(CHUNK, 3), vec![0; CHUNK], vec![]] {
+        let one = c.compress(&raw).unwrap();
+        assert_eq!(walk(&one, one.len()), (Walked::Frame, one.len()));
+    }
     let one = zstd::bulk::compress(&data(CHUNK, 1), 3).unwrap();
-    assert_eq!(scan(&one, false), Scan::Frame(one.len()));
-    assert_eq!(scan(&one[..one.len() - 1], false), Scan::More);
-    assert_eq!(scan(&one[..one.len() - 1], true), Scan::Stream);
-    assert_eq!(scan(&one[..5], false), Scan::More);
-    assert_eq!(scan(&[], false), Scan::More);
-    assert_eq!(scan(&[], true), Scan::Stream);
+    // The source ends early; the payload ends early (the rest is not read).
+    assert_eq!(walk(&one[..one.len() - 1], one.len()).0, Walked::Ended);
+    let (w, n) = walk(&one, one.len() - 1);
+    assert!(w == Walked::Other && n < one.len() - 1, "{w:?} {n}");
+    assert_eq!(walk(&one, 3), (Walked::Other, 0));
     // More than CHUNK in one frame, and a frame of unknown size (what the
-    // streaming encoder of older slotctl wrote): the streaming decoder's.
+    // streaming encoder of older slotctl wrote): left after their headers.
     let big = zstd::bulk::compress(&data(CHUNK + 1, 1), 3).unwrap();
-    assert_eq!(scan(&big, false), Scan::Stream);
+    let (w, n) = walk(&big, big.len());
+    assert!(w == Walked::Other && n < 20, "{w:?} {n}");
     let unknown = zstd::encode_all(&data(1000, 1)[..], 3).unwrap();
     assert!(matches!(
         zstd_safe::get_frame_content_size(&unknown),
         Ok(None)
     ));
-    assert_eq!(scan(&unknown, false), Scan::Stream);
-    // Not zstd at all.
-    assert_eq!(scan(&[7u8; 64], false), Scan::Stream);
+    assert_eq!(walk(&unknown, unknown.len()).0, Walked::Other);
+    // A skippable frame; not zstd at all; a reserved block type.
+    let skip = [0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4];
+    assert_eq!(walk(&skip, skip.len()), (Walked::Other, 5));
+    assert_eq!(walk(&[7u8; 64], 64), (Walked::Other, 5));
+    let fhd = usize::from(one[4]);
+    let single = (fhd >> 5) & 1;
+    let header = 5 + (1 - single) + [0, 1, 2, 4][fhd & 3] + [single, 2, 4, 8][fhd >> 6];
+    let mut reserved = one.clone();
+    reserved[header] |= 0b110;
+    assert_eq!(walk(&reserved, one.len()).0, Walked::Other);
 }
 
 #[test]
