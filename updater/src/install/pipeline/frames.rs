@@ -27,7 +27,7 @@
 //! streaming decoder, with zstd's message.
 //!
 //! Memory stays bounded by [`IN_FLIGHT`] tokens: the dispatcher takes one
-//! before it hands out a frame (or a streamed buffer) and the in-order
+//! before it takes the reader's next frame (or a streamed buffer) and the in-order
 //! thread returns it once the buffer has gone downstream, so at most that
 //! many frames exist between the two, whatever order the workers finish in.
 
@@ -56,9 +56,9 @@ pub(super) const WORKERS: usize = 2;
 /// (bench/RESULTS.md, "Two decoders and the read-ahead").
 pub(super) const IN_FLIGHT: usize = WORKERS;
 /// Spent frames kept for the reader: as many as can be alive besides the
-/// one it fills (the dispatcher's, waiting for a token, and the tokened
-/// ones), so that it never allocates once the stream runs.
-pub(super) const FRAME_POOL: usize = IN_FLIGHT + 1;
+/// one it fills (the tokened ones: the dispatcher takes a token before it
+/// takes the next frame), so that it never allocates once the stream runs.
+pub(super) const FRAME_POOL: usize = IN_FLIGHT;
 
 /// Whether a payload goes through here: plain zstd (a chunked payload has
 /// its own frames and table, decoded by image-format).
@@ -202,11 +202,14 @@ fn dispatch(
     let mut stored = None;
     let result = (|| {
         loop {
+            // The token before the reader's next message: the frame it read
+            // waits in its hand, not in a third frame buffer here.
+            if clock.recv(token_rx).is_err() {
+                return Ok(());
+            }
+            let mut held = true;
             match clock.recv(input.rx) {
                 Ok(Msg::Frame(frame)) => {
-                    if clock.recv(token_rx).is_err() {
-                        return Ok(());
-                    }
                     if clock.send(work_tx, (next, frame)).is_err() {
                         return Ok(());
                     }
@@ -216,10 +219,12 @@ fn dispatch(
                     // Everything from here on through the streaming decoder,
                     // its buffers numbered after the frames.
                     let mut rest = ChannelReader::starting_with(input.rx, input.back, first);
-                    // The token before the buffer: no decoded buffer
-                    // waits here for one.
+                    // The token before the buffer (the first one is held
+                    // already): no decoded buffer waits here for one.
                     let mut take = || {
-                        clock.recv(token_rx).ok()?;
+                        if !std::mem::take(&mut held) {
+                            clock.recv(token_rx).ok()?;
+                        }
                         Some(take_shared(pool))
                     };
                     let mut emit = |buf: AlignedBuf| {
