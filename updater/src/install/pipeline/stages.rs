@@ -136,7 +136,10 @@ pub(super) fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Stage 1: stored bytes of each payload, in order. An uncompressed
 /// payload's buffers go on to the writer as they are (full `CHUNK`s, so
-/// that they are written directly); a compressed one's are `IN_CHUNK`s.
+/// that they are written directly); a plain zstd payload's are whole
+/// frames (`Msg::Frame`, from `frame_pool`'s buffers) as long as they are
+/// frames the decode workers take, then `IN_CHUNK`s, as a chunked
+/// payload's are.
 pub(super) fn reader_stage(
     src: &mut (dyn Read + Send),
     jobs: &[Job],
