@@ -6,7 +6,8 @@
 //! zstd decompression was the install's slowest stage (docs/performance.md),
 //! so the reader reads such a payload one whole frame per buffer
 //! (frames/walk.rs) and sends it as `Msg::Frame`; here the decode stage's
-//! thread only **dispatches** the frames, numbered, to [`WORKERS`] threads
+//! thread hashes the stored bytes (when their SHA-256 is signed) and
+//! **dispatches** the frames, numbered, to [`WORKERS`] threads
 //! that decode one frame each at a time straight into a `CHUNK` buffer, and
 //! an **in-order** thread puts their buffers back in sequence, counts them
 //! against the raw size, hashes them if the payload has no signed
@@ -93,7 +94,8 @@ pub(super) struct Decoded {
     /// The raw bytes' SHA-256, when the payload has no signed
     /// `stored_sha256` (hashed here); else `None`.
     pub raw: Option<[u8; 32]>,
-    /// The reader's SHA-256 of the stored bytes, from its `End`.
+    /// The stored bytes' SHA-256, when the payload has a signed
+    /// `stored_sha256` (hashed by the dispatcher).
     pub stored: Option<[u8; 32]>,
 }
 
@@ -179,15 +181,15 @@ pub(super) fn decode_framed(
 }
 
 /// What the dispatcher did: `next` is the first sequence number it did not
-/// hand out; `stored` the reader's digest of the stored bytes.
+/// hand out; `stored` its digest of the stored bytes.
 struct Dispatched {
     result: Result<(), PipelineError>,
     next: u64,
     stored: Option<[u8; 32]>,
 }
 
-/// The dispatcher: hand the reader's frames to the workers, stream its
-/// plain bytes, end with `Item::End`. Stops quietly when the in-order
+/// The dispatcher: hash the stored bytes (when signed), hand the reader's
+/// frames to the workers, stream its plain bytes, end with `Item::End`. Stops quietly when the in-order
 /// thread has stopped (it has the reason).
 fn dispatch(
     job: &Job,
@@ -200,6 +202,10 @@ fn dispatch(
 ) -> Dispatched {
     let mut next = 0u64;
     let mut stored = None;
+    // The stored bytes' hash, here rather than on the reader's thread: the
+    // reader's reads and SHA-256 were the longest thread of the stream;
+    // this one only waits otherwise.
+    let mut hasher = job.stored_sha256.map(|_| Sha256::new());
     let result = (|| {
         loop {
             // The token before the reader's next message: the frame it read
@@ -210,6 +216,9 @@ fn dispatch(
             let mut held = true;
             match clock.recv(input.rx) {
                 Ok(Msg::Frame(frame)) => {
+                    if let Some(h) = &mut hasher {
+                        h.update(&frame[..]);
+                    }
                     if clock.send(work_tx, (next, frame)).is_err() {
                         return Ok(());
                     }
@@ -218,7 +227,11 @@ fn dispatch(
                 Ok(Msg::Data(first)) => {
                     // Everything from here on through the streaming decoder,
                     // its buffers numbered after the frames.
-                    let mut rest = ChannelReader::starting_with(input.rx, input.back, first);
+                    if let Some(h) = &mut hasher {
+                        h.update(&first[..]);
+                    }
+                    let mut rest =
+                        ChannelReader::starting_with(input.rx, input.back, first, hasher.take());
                     // The token before the buffer (the first one is held
                     // already): no decoded buffer waits here for one.
                     let mut take = || {
@@ -237,13 +250,10 @@ fn dispatch(
                     if !go_on? {
                         return Ok(());
                     }
-                    stored = rest.stored_digest;
+                    hasher = rest.hasher.take();
                     break;
                 }
-                Ok(Msg::End(d)) => {
-                    stored = d;
-                    break;
-                }
+                Ok(Msg::End(_)) => break,
                 // The reader stopped: it reports its own error.
                 Ok(Msg::Direct(_)) | Err(_) => {
                     return Err(PipelineError::Source {
@@ -253,6 +263,7 @@ fn dispatch(
                 }
             }
         }
+        stored = hasher.take().map(|h| h.finalize().into());
         let _ = done_tx.send((next, Item::End));
         Ok(())
     })();

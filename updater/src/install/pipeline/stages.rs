@@ -56,6 +56,9 @@ pub(super) struct ChannelReader<'a> {
     pub(super) waited: Duration,
     /// The stored-bytes digest the reader's `End` carried.
     pub(super) stored_digest: Option<[u8; 32]>,
+    /// Hashes every buffer received, when set (the frame dispatcher's hash
+    /// of the stored bytes, going on after the frames: frames.rs).
+    pub(super) hasher: Option<Sha256>,
 }
 
 impl<'a> ChannelReader<'a> {
@@ -68,17 +71,21 @@ impl<'a> ChannelReader<'a> {
             ended: false,
             waited: Duration::ZERO,
             stored_digest: None,
+            hasher: None,
         }
     }
 
-    /// A reader whose first bytes are `first`, already received from `rx`.
+    /// A reader whose first bytes are `first`, already received from `rx`
+    /// (and hashed into `hasher`, which goes on with the rest).
     pub(super) fn starting_with(
         rx: &'a Receiver<Msg>,
         back: &'a SyncSender<AlignedBuf>,
         first: AlignedBuf,
+        hasher: Option<Sha256>,
     ) -> Self {
         ChannelReader {
             cur: Some(first),
+            hasher,
             ..ChannelReader::new(rx, back)
         }
     }
@@ -106,7 +113,12 @@ impl Read for ChannelReader<'_> {
             let msg = self.rx.recv();
             self.waited += t.elapsed();
             match msg {
-                Ok(Msg::Data(v)) => self.cur = Some(v),
+                Ok(Msg::Data(v)) => {
+                    if let Some(h) = &mut self.hasher {
+                        h.update(&v[..]);
+                    }
+                    self.cur = Some(v);
+                }
                 Ok(Msg::End(d)) => {
                     self.ended = true;
                     self.stored_digest = d;
@@ -174,7 +186,13 @@ pub(super) fn reader_stage(
         } else {
             IN_CHUNK
         };
-        let mut stored_hash = job.stored_sha256.map(|_| Sha256::new());
+        // The signed stored bytes' hash, here; for a payload of frames, on
+        // the frame dispatcher's thread instead (frames.rs), so that this
+        // thread only reads.
+        let mut stored_hash = job
+            .stored_sha256
+            .filter(|_| !frames::applies(job))
+            .map(|_| Sha256::new());
         let mut left = job.stored_size;
         // A zstd payload: whole frames, each in its own buffer, for the
         // decode workers, until something else comes (frames/walk.rs).

@@ -307,4 +307,17 @@ fn a_wrong_hash_is_refused_while_writing() {
     install(&z, &[j.clone()], 4 * CHUNK).0.unwrap();
     j.stored_sha256.as_mut().unwrap()[0] ^= 1;
     assert!(while_writing(install(&z, &[j], 4 * CHUNK).0));
+    // Frames, then a frame the workers cannot take and frames again: the
+    // dispatcher's hash goes on through the streamed rest, every stored
+    // byte once and in order, or the right hash would not pass.
+    let mut mixed = framed(&raw[..CHUNK]);
+    mixed.extend(zstd::encode_all(&raw[CHUNK..2 * CHUNK + 3], 3).unwrap());
+    mixed.extend(framed(&raw[2 * CHUNK + 3..]));
+    let mut j = job("ROOT", Compression::Zstd, &raw, mixed.len(), 0, 0);
+    j.stored_sha256 = Some(Sha256::digest(&mixed).into());
+    let (r, dev, _) = install(&mixed, &[j.clone()], 4 * CHUNK);
+    r.unwrap();
+    assert_eq!(&dev.0[..raw.len()], &raw[..]);
+    j.stored_sha256.as_mut().unwrap()[31] ^= 1;
+    assert!(while_writing(install(&mixed, &[j], 4 * CHUNK).0));
 }
