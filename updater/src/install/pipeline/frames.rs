@@ -189,8 +189,8 @@ struct Dispatched {
 }
 
 /// The dispatcher: hash the stored bytes (when signed), hand the reader's
-/// frames to the workers, stream its plain bytes, end with `Item::End`. Stops quietly when the in-order
-/// thread has stopped (it has the reason).
+/// frames to the workers, stream its plain bytes, end with `Item::End`.
+/// Stops quietly when the in-order thread has stopped (it has the reason).
 fn dispatch(
     job: &Job,
     input: &FromReader<'_>,
