@@ -11,9 +11,9 @@
 //! Each install runs under `strace`, which shows where the bytes went: the
 //! disk must be opened a second time with `O_DIRECT`, the payload's full
 //! 1 MiB buffers must be written (`pwrite64`, or the zero one zeroed) on
-//! that descriptor and read
-//! back (`pread64`, by the read-ahead in 256 KiB pieces) on it or its
-//! duplicate, and the unaligned tail through the other one. Then the
+//! that descriptor and read back (`pread64`, by the read-ahead in 256 KiB
+//! pieces) on it or its duplicate, and the unaligned tail through the
+//! other one. Then the
 //! slot must hold the payload byte for byte (read from the backing file)
 //! and `verify-slot` must pass, so a path that wrote the wrong bytes, or
 //! silently fell back to the page cache, fails here. The `--json` result's

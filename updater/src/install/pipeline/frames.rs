@@ -28,9 +28,10 @@
 //! streaming decoder, with zstd's message.
 //!
 //! Memory stays bounded by [`IN_FLIGHT`] tokens: the dispatcher takes one
-//! before it takes the reader's next frame (or a streamed buffer) and the in-order
-//! thread returns it once the buffer has gone downstream, so at most that
-//! many frames exist between the two, whatever order the workers finish in.
+//! before it takes the reader's next frame (or a streamed buffer) and the
+//! in-order thread returns it once the buffer has gone downstream, so at
+//! most that many frames exist between the two, whatever order the workers
+//! finish in.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -42,7 +43,7 @@ use boot_flags::AlignedBuf;
 use sha2::{Digest, Sha256};
 use zstd::zstd_safe;
 
-use super::stages::{stream_decode, take_shared, ChannelReader, Msg};
+use super::stages::{source_stopped, stream_decode, take_shared, ChannelReader, Msg};
 use super::timing::StageClock;
 use super::{Compression, Job, PipelineError, CHUNK};
 
@@ -227,9 +228,6 @@ fn dispatch(
                 Ok(Msg::Data(first)) => {
                     // Everything from here on through the streaming decoder,
                     // its buffers numbered after the frames.
-                    if let Some(h) = &mut hasher {
-                        h.update(&first[..]);
-                    }
                     let mut rest =
                         ChannelReader::starting_with(input.rx, input.back, first, hasher.take());
                     // The token before the buffer (the first one is held
@@ -255,12 +253,7 @@ fn dispatch(
                 }
                 Ok(Msg::End(_)) => break,
                 // The reader stopped: it reports its own error.
-                Ok(Msg::Direct(_)) | Err(_) => {
-                    return Err(PipelineError::Source {
-                        role: job.role.clone(),
-                        err: io::Error::other("source stage stopped"),
-                    })
-                }
+                Ok(Msg::Direct(_)) | Err(_) => return Err(source_stopped(job)),
             }
         }
         stored = hasher.take().map(|h| h.finalize().into());
@@ -291,10 +284,7 @@ fn in_order(
     loop {
         let Ok((seq, item)) = clock.recv(&done_rx) else {
             // The dispatcher stopped without an end: the reader stopped.
-            return Err(PipelineError::Source {
-                role: job.role.clone(),
-                err: io::Error::other("source stage stopped"),
-            });
+            return Err(source_stopped(job));
         };
         pending.insert(seq, item);
         while let Some(item) = pending.remove(&next) {

@@ -75,14 +75,17 @@ impl<'a> ChannelReader<'a> {
         }
     }
 
-    /// A reader whose first bytes are `first`, already received from `rx`
-    /// (and hashed into `hasher`, which goes on with the rest).
+    /// A reader whose first bytes are `first`, already received from `rx`;
+    /// `hasher`, when set, hashes them and every buffer after them.
     pub(super) fn starting_with(
         rx: &'a Receiver<Msg>,
         back: &'a SyncSender<AlignedBuf>,
         first: AlignedBuf,
-        hasher: Option<Sha256>,
+        mut hasher: Option<Sha256>,
     ) -> Self {
+        if let Some(h) = &mut hasher {
+            h.update(&first[..]);
+        }
         ChannelReader {
             cur: Some(first),
             hasher,
@@ -202,19 +205,16 @@ pub(super) fn reader_stage(
                 .unwrap_or_else(|_| AlignedBuf::new(frames::max_frame_stored()));
             let walked = frames::read_frame(src, &mut frame, left).map_err(source_err)?;
             left -= frame.len() as u64;
-            if walked == Walked::Ended {
-                return Err(PipelineError::Truncated {
-                    role: job.role.clone(),
-                    missing: left,
-                });
-            }
-            if let Some(h) = &mut stored_hash {
-                h.update(&frame[..]);
-            }
             let (msg, more) = match walked {
                 Walked::Frame => (Msg::Frame(frame), true),
                 // Those bytes start the rest, for the streaming decoder.
-                _ => (Msg::Data(frame), false),
+                Walked::Other => (Msg::Data(frame), false),
+                Walked::Ended => {
+                    return Err(PipelineError::Truncated {
+                        role: job.role.clone(),
+                        missing: left,
+                    })
+                }
             };
             if clock.send(&tx, msg).is_err() {
                 return Ok(()); // downstream stopped and reports why
@@ -401,8 +401,8 @@ fn check_total(job: &Job, total: u64) -> Result<(), PipelineError> {
 }
 
 /// The stream's verdict on one payload: the raw bytes' SHA-256 if they
-/// were hashed (no signed `stored_sha256`), else the reader's hash of the
-/// stored bytes against the signed one.
+/// were hashed (no signed `stored_sha256`), else the hash of the stored
+/// bytes (the reader's, or the frame dispatcher's) against the signed one.
 fn check_hash(
     job: &Job,
     raw_digest: Option<[u8; 32]>,
@@ -421,7 +421,8 @@ fn check_hash(
     Ok(())
 }
 
-fn source_stopped(job: &Job) -> PipelineError {
+/// What a stage reports when the reader stopped (the reader reports why).
+pub(super) fn source_stopped(job: &Job) -> PipelineError {
     PipelineError::Source {
         role: job.role.clone(),
         err: io::Error::other("source stage stopped"),
