@@ -380,7 +380,7 @@ pub fn install_on<D: BlockDevice>(
         p.check_header(&header, name)?;
     }
     policy::check_header(opts, cfg, disk, target, &header, keyring)?;
-    let plan = plan(disk, target, &header)?;
+    let mut plan = plan(disk, target, &header)?;
     let stream = verified.into_inner();
     // The one place that decides the way: an image with a chunked payload
     // from a source that gives random access (an HTTP server honouring
@@ -444,10 +444,18 @@ pub fn install_on<D: BlockDevice>(
     let left_invalid = || format!("installing into slot {target} (left invalid, not activated)");
     let mut counters = Counters::default();
     let mut timing = pipeline::Timing::default();
-    // The read-back starts while the stream writes, where the disk has a
-    // direct reader (pipeline/ahead.rs); the rest is read after the flush.
+    // With a read-back, the stream's payloads are checked against their
+    // signed hashes there, as the disk holds them, and not hashed twice
+    // (pipeline::Check). The read-back starts while the stream writes,
+    // where the disk has a direct reader (pipeline/ahead.rs); the rest is
+    // read after the flush.
     let ahead = match &way {
-        Way::Stream(_) if !opts.no_readback => pipeline::ReadAhead::start(dev, &plan.jobs),
+        Way::Stream(_) if !opts.no_readback => {
+            for job in &mut plan.jobs {
+                job.check = pipeline::Check::ReadBack;
+            }
+            pipeline::ReadAhead::start(dev, &plan.jobs)
+        }
         _ => pipeline::ReadAhead::none(),
     };
     let method = match &mut way {

@@ -95,6 +95,41 @@ pub struct Job {
     /// A chunked payload's header entry (compression `chunked`): the
     /// stream decodes its table, then its frames group by group.
     pub chunked: Option<image_format::PayloadInfo>,
+    /// Which pass checks the payload against its signed hash.
+    pub check: Check,
+}
+
+/// Which pass checks a payload against its signed hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// The stream: it hashes the stored bytes (a signed `stored_sha256`)
+    /// or the raw ones, and refuses the payload at its end. The only check
+    /// of an install with `--no-readback`.
+    Stream,
+    /// The read-back alone ([`readback_after`], which the caller must run
+    /// before anything relies on the payload): it hashes the raw bytes as
+    /// the disk holds them against `sha256`, which checks the image and
+    /// the disk in one pass, so the stream hashes nothing. A default
+    /// install: a second SHA-256 of every payload in the stream would only
+    /// find earlier what the read-back finds anyway, and it was a third of
+    /// the install's CPU time (docs/performance.md). A chunked payload's
+    /// groups are checked against its signed table as they are decoded,
+    /// whatever this says.
+    ReadBack,
+}
+
+impl Job {
+    /// A new hasher for the stored bytes, if the stream checks them
+    /// (`stored_sha256` signed, `Check::Stream`).
+    fn stored_hasher(&self) -> Option<Sha256> {
+        (self.check == Check::Stream && self.stored_sha256.is_some()).then(Sha256::new)
+    }
+
+    /// A new hasher for the raw bytes, if the stream checks them (no
+    /// signed `stored_sha256`, `Check::Stream`).
+    fn raw_hasher(&self) -> Option<Sha256> {
+        (self.check == Check::Stream && self.stored_sha256.is_none()).then(Sha256::new)
+    }
 }
 
 /// Why the pipeline stopped.
@@ -387,7 +422,8 @@ pub fn readback_after(
         if r.digest != job.sha256 {
             return Err(PipelineError::HashMismatch {
                 role: job.role.clone(),
-                phase: "on read-back",
+                phase: "on read-back: the bytes on the disk are not the signed ones (a corrupt \
+                        or tampered image, or a disk that did not keep what was written)",
             });
         }
     }

@@ -4,7 +4,7 @@
 
 use boot_flags::{BlockDevice, Disk, SlotId};
 
-use super::pipeline::Job;
+use super::pipeline::{Check, Job};
 use crate::exit::refused;
 
 /// Everything the write phase needs from the verified header.
@@ -49,6 +49,7 @@ pub(crate) fn plan<D: BlockDevice>(
             dest_offset: part.offset,
             skip_before: p.offset - pos,
             chunked: p.chunked.is_some().then(|| p.clone()),
+            check: Check::Stream,
         });
         pos = p
             .offset

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::plan::Region;
 use super::*;
+use crate::install::pipeline::Check;
 use crate::progress::{Mode, Progress};
 use crate::source::MemRanges;
 
@@ -133,6 +134,7 @@ fn setup(v1: &[u8], v2: &[u8]) -> Setup {
         skip_before: 0,
         stored_sha256: None,
         chunked: Some(p.clone()),
+        check: Check::Stream,
     }];
     let mut mem = MemDevice::new(DISK);
     mem.data[..v1.len()].copy_from_slice(v1);

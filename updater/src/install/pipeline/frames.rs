@@ -40,7 +40,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use boot_flags::AlignedBuf;
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 use zstd::zstd_safe;
 
 use super::stages::{source_stopped, stream_decode, take_shared, ChannelReader, Msg};
@@ -206,7 +206,7 @@ fn dispatch(
     // The stored bytes' hash, here rather than on the reader's thread: the
     // reader's reads and SHA-256 were the longest thread of the stream;
     // this one only waits otherwise.
-    let mut hasher = job.stored_sha256.map(|_| Sha256::new());
+    let mut hasher = job.stored_hasher();
     let result = (|| {
         loop {
             // The token before the reader's next message: the frame it read
@@ -278,7 +278,7 @@ fn in_order(
     count: &mut (dyn FnMut(usize) -> Result<(), PipelineError> + Send),
     clock: &mut StageClock,
 ) -> Result<Option<Option<[u8; 32]>>, PipelineError> {
-    let mut hasher = job.stored_sha256.is_none().then(Sha256::new);
+    let mut hasher = job.raw_hasher();
     let mut pending: BTreeMap<u64, Item> = BTreeMap::new();
     let mut next = 0u64;
     loop {

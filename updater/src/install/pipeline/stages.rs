@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::frames::{self, FromReader, Walked};
 use super::timing::StageClock;
-use super::{Compression, Job, PipelineError, CHUNK, IN_CHUNK};
+use super::{Check, Compression, Job, PipelineError, CHUNK, IN_CHUNK};
 
 /// Messages between stages.
 pub(super) enum Msg {
@@ -192,10 +192,7 @@ pub(super) fn reader_stage(
         // The signed stored bytes' hash, here; for a payload of frames, on
         // the frame dispatcher's thread instead (frames.rs), so that this
         // thread only reads.
-        let mut stored_hash = job
-            .stored_sha256
-            .filter(|_| !frames::applies(job))
-            .map(|_| Sha256::new());
+        let mut stored_hash = job.stored_hasher().filter(|_| !frames::applies(job));
         let mut left = job.stored_size;
         // A zstd payload: whole frames, each in its own buffer, for the
         // decode workers, until something else comes (frames/walk.rs).
@@ -402,12 +399,16 @@ fn check_total(job: &Job, total: u64) -> Result<(), PipelineError> {
 
 /// The stream's verdict on one payload: the raw bytes' SHA-256 if they
 /// were hashed (no signed `stored_sha256`), else the hash of the stored
-/// bytes (the reader's, or the frame dispatcher's) against the signed one.
+/// bytes (the reader's, or the frame dispatcher's) against the signed one;
+/// none with `Check::ReadBack` (the read-back's).
 fn check_hash(
     job: &Job,
     raw_digest: Option<[u8; 32]>,
     stored_digest: Option<[u8; 32]>,
 ) -> Result<(), PipelineError> {
+    if job.check == Check::ReadBack {
+        return Ok(());
+    }
     let ok = match (raw_digest, job.stored_sha256) {
         (Some(d), _) => d == job.sha256,
         (None, want) => stored_digest.is_some() && stored_digest == want,
@@ -433,7 +434,8 @@ pub(super) fn source_stopped(job: &Job) -> PipelineError {
 /// each payload's end before the writer hears that the payload is whole.
 /// A payload with a signed `stored_sha256` is checked by the reader's hash
 /// of its stored bytes instead (the raw bytes are then not hashed here: the
-/// read-back checks them on the disk).
+/// read-back checks them on the disk); with `Check::ReadBack`, nothing is
+/// hashed here.
 pub(super) fn hash_stage(
     jobs: &[Job],
     rx: Receiver<Msg>,
@@ -441,7 +443,7 @@ pub(super) fn hash_stage(
     clock: &mut StageClock,
 ) -> Result<(), PipelineError> {
     'jobs: for job in jobs {
-        let mut hasher = job.stored_sha256.is_none().then(Sha256::new);
+        let mut hasher = job.raw_hasher();
         let stored_digest = loop {
             match clock.recv(&rx) {
                 // A payload of frames goes to the writer on its own channel,

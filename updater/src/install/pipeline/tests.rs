@@ -57,6 +57,7 @@ pub(super) fn job(
         stored_sha256: None,
         dest_offset: off,
         skip_before: skip,
+        check: Check::Stream,
     }
 }
 
@@ -177,6 +178,63 @@ fn stored_sha256_checks_the_stream_and_the_read_back_the_raw_bytes() {
     write_payloads(&mut &bz[..], &[raw_wrong.clone()], &mut dev, &p, &mut t).unwrap();
     let e = readback(&[raw_wrong], &mut dev, &p, &mut t).unwrap_err();
     assert!(e.to_string().contains("mismatch on read-back"), "{e}");
+}
+
+/// `Check::ReadBack`: the stream hashes nothing and refuses nothing on a
+/// hash (a wrong signed stored hash and a tampered plain payload both pass
+/// it), and the read-back refuses every payload whose bytes on the disk
+/// are not the signed ones.
+#[test]
+fn check_read_back_leaves_the_hashes_to_the_read_back() {
+    let p = Progress::with_mode(Mode::Quiet);
+    let a = data(CHUNK + 300, 5);
+    let b = data(2 * CHUNK + 77, 6);
+    let bz = zstd::encode_all(&b[..], 3).unwrap();
+    let mut plain = job("BOOT", Compression::None, &a, a.len(), 0, 0);
+    let mut z = job("ROOT", Compression::Zstd, &b, bz.len(), 4 * CHUNK as u64, 0);
+    z.stored_sha256 = Some(Sha256::digest(&bz).into());
+    plain.check = Check::ReadBack;
+    z.check = Check::ReadBack;
+    let stream = [&a[..], &bz[..]].concat();
+    let mut dev = Mem(vec![0u8; 8 * CHUNK]);
+    let mut t = Timing::default();
+    let jobs = [plain.clone(), z.clone()];
+    write_payloads(&mut &stream[..], &jobs, &mut dev, &p, &mut t).unwrap();
+    readback(&jobs, &mut dev, &p, &mut t).unwrap();
+
+    // A wrong signed stored hash is not looked at: the raw bytes are right.
+    let mut z_wrong = z.clone();
+    z_wrong.stored_sha256.as_mut().unwrap()[0] ^= 1;
+    let jobs = [plain.clone(), z_wrong];
+    write_payloads(&mut &stream[..], &jobs, &mut dev, &p, &mut t).unwrap();
+    readback(&jobs, &mut dev, &p, &mut t).unwrap();
+    // With `Check::Stream` the same job is refused while writing.
+    let mut z_stream = jobs[1].clone();
+    z_stream.check = Check::Stream;
+    let e = write_payloads(&mut &bz[..], &[z_stream], &mut dev, &p, &mut t).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("ROOT: SHA-256 mismatch while writing"),
+        "{e}"
+    );
+
+    // A tampered plain payload is written whole, then refused on read-back.
+    let mut bad = stream.clone();
+    bad[CHUNK + 7] ^= 0x20;
+    let jobs = [plain, z];
+    write_payloads(&mut &bad[..], &jobs, &mut dev, &p, &mut t).unwrap();
+    assert_eq!(
+        dev.0[CHUNK + 7],
+        bad[CHUNK + 7],
+        "the stream wrote the tampered byte"
+    );
+    let e = readback(&jobs, &mut dev, &p, &mut t).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("BOOT: SHA-256 mismatch on read-back"),
+        "{e}"
+    );
+    assert!(e.is_refusal());
 }
 
 /// A disk image file that writes one byte wrong (at `bad`, if set), like a
