@@ -29,8 +29,14 @@ use super::timing::StageClock;
 use super::BlockDevice;
 use super::Job;
 
-/// Bytes of one read of the read-ahead.
-const PIECE: usize = 256 << 10;
+/// Bytes of one read of the read-ahead. Once the stream stopped hashing
+/// (`Check::ReadBack`), the device's reads bounded the install: 512 KiB
+/// reads made it 9 % faster than 256 KiB ones on the benchmark's loop
+/// device, 1 MiB reads 18 %, but those cost 1.5 MiB more peak RSS, which
+/// the CI's 16 MiB bound (tests/tests/install_memory.rs, a debug build)
+/// had no room for; 512 KiB costs 0.6 MiB (bench/RESULTS.md, "One hash,
+/// read back in bigger pieces").
+const PIECE: usize = 512 << 10;
 
 /// One write that returned: `len` bytes of job `job` at disk byte `off`.
 struct Written {
@@ -132,11 +138,12 @@ fn read_ahead(
 ) -> AheadResult {
     let align = reader.align();
     let mut track = vec![Track { done: 0, on: true }; dests.len()];
-    // A rendezvous: one buffer being read, one being hashed. A queue of two
-    // more measured the same install time and 2 MiB more peak RSS
-    // (bench/RESULTS.md, "Two decoders and the read-ahead").
+    // A rendezvous: one buffer being read, one being hashed, and no other.
+    // A queue of two more measured the same install time and 2 MiB more
+    // peak RSS (bench/RESULTS.md, "Two decoders and the read-ahead").
     let (tx, hash_rx) = sync_channel::<(usize, AlignedBuf)>(0);
-    let (back_tx, back_rx) = sync_channel::<AlignedBuf>(4);
+    let (back_tx, back_rx) = sync_channel::<AlignedBuf>(2);
+    let mut made = 0;
     let mut read = Duration::ZERO;
     std::thread::scope(|s| {
         let hasher = s.spawn(move || {
@@ -161,15 +168,24 @@ fn read_ahead(
                 t.on = false;
                 continue;
             }
-            // In pieces of 256 KiB: 1.5 MiB less memory than whole 1 MiB
-            // buffers, for the same install time on the benchmark's loop
-            // device (bench/RESULTS.md, "Two decoders and the read-ahead").
+            // In pieces of at most `PIECE` (a whole write).
             let mut at = 0;
             while at < whole {
                 let n = PIECE.min(whole - at);
-                let mut buf = back_rx
-                    .try_recv()
-                    .unwrap_or_else(|_| AlignedBuf::new(PIECE));
+                // Two buffers in all: the second one is waited for, not
+                // made (the hash thread gives it back before it takes
+                // the next one from this thread).
+                let mut buf = match back_rx.try_recv() {
+                    Ok(buf) => buf,
+                    Err(_) if made < 2 => {
+                        made += 1;
+                        AlignedBuf::new(PIECE)
+                    }
+                    Err(_) => match back_rx.recv() {
+                        Ok(buf) => buf,
+                        Err(_) => break,
+                    },
+                };
                 buf.set_len(n);
                 let start = Instant::now();
                 let r = reader.read_exact_at(w.off + at as u64, &mut buf);
