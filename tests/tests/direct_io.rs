@@ -224,9 +224,9 @@ fn install_direct(f: &Fix, disk: &Path, compression: &str) {
         "the unaligned tail did not go through the page cache: {what}"
     );
     // The read-back reads the same MiB directly: the read-ahead, while the
-    // stream writes, in 256 KiB pieces (pipeline/ahead.rs).
+    // stream writes, in 512 KiB pieces (pipeline/ahead.rs).
     assert!(
-        seen.direct_read >= 3 * MIB && seen.direct_read_sizes.contains(&(256 << 10)),
+        seen.direct_read >= 3 * MIB && seen.direct_read_sizes.contains(&(512 << 10)),
         "the read-back did not read direct: {what}"
     );
     f.assert_partition_holds("B", "ROOT", &root);
