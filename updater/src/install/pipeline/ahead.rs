@@ -168,7 +168,7 @@ fn read_ahead(
                 t.on = false;
                 continue;
             }
-            // In pieces of at most `PIECE` (a whole write).
+            // In pieces of at most `PIECE` (half a full write).
             let mut at = 0;
             while at < whole {
                 let n = PIECE.min(whole - at);
