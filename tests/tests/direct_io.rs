@@ -11,7 +11,7 @@
 //! Each install runs under `strace`, which shows where the bytes went: the
 //! disk must be opened a second time with `O_DIRECT`, the payload's full
 //! 1 MiB buffers must be written (`pwrite64`, or the zero one zeroed) on
-//! that descriptor and read back (`pread64`, by the read-ahead in 256 KiB
+//! that descriptor and read back (`pread64`, by the read-ahead in 512 KiB
 //! pieces) on it or its duplicate, and the unaligned tail through the
 //! other one. Then the
 //! slot must hold the payload byte for byte (read from the backing file)

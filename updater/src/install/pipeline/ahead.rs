@@ -143,7 +143,6 @@ fn read_ahead(
     // peak RSS (bench/RESULTS.md, "Two decoders and the read-ahead").
     let (tx, hash_rx) = sync_channel::<(usize, AlignedBuf)>(0);
     let (back_tx, back_rx) = sync_channel::<AlignedBuf>(2);
-    let mut made = 0;
     let mut read = Duration::ZERO;
     std::thread::scope(|s| {
         let hasher = s.spawn(move || {
@@ -172,20 +171,13 @@ fn read_ahead(
             let mut at = 0;
             while at < whole {
                 let n = PIECE.min(whole - at);
-                // Two buffers in all: the second one is waited for, not
-                // made (the hash thread gives it back before it takes
-                // the next one from this thread).
-                let mut buf = match back_rx.try_recv() {
-                    Ok(buf) => buf,
-                    Err(_) if made < 2 => {
-                        made += 1;
-                        AlignedBuf::new(PIECE)
-                    }
-                    Err(_) => match back_rx.recv() {
-                        Ok(buf) => buf,
-                        Err(_) => break,
-                    },
-                };
+                // Never a third buffer: the hash thread gives its buffer
+                // back before it takes the next one from this thread, so
+                // one is waiting here by then. A new one replaces only a
+                // buffer a failed read dropped.
+                let mut buf = back_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| AlignedBuf::new(PIECE));
                 buf.set_len(n);
                 let start = Instant::now();
                 let r = reader.read_exact_at(w.off + at as u64, &mut buf);
