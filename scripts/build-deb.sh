@@ -6,7 +6,10 @@
 # goes to stderr). The package's contents are in updater/Cargo.toml
 # ([package.metadata.deb]); the choices behind them in docs/packaging.md.
 #
-# Usage: scripts/build-deb.sh
+# Usage: scripts/build-deb.sh [--prepare]
+#   --prepare: only install cargo-deb and build the static binaries the
+#   package is made from, print nothing on stdout (scripts/test-boots.sh
+#   does this on the core QEMU leaves free).
 # Environment: CARGO_TARGET_DIR (as cargo); SOURCE_DATE_EPOCH (the man
 # pages' date; default: the last commit's time, so a rebuild of the same
 # commit gives the same pages).
@@ -18,6 +21,13 @@ TRIPLE=x86_64-unknown-linux-gnu
 # `cargo install --locked` of it takes 108 s of CPU time: under 2 minutes
 # on 2 idle cores, 5 minutes measured while a release build shared them.
 CARGO_DEB_VERSION=3.8.0
+
+prepare=0
+case "${1:-}" in
+  "") ;;
+  --prepare) prepare=1 ;;
+  *) echo "build-deb: unknown argument '$1' (usage: scripts/build-deb.sh [--prepare])" >&2; exit 2 ;;
+esac
 
 say() { echo "build-deb: $*" >&2; }
 die() { echo "build-deb: $*" >&2; exit 1; }
@@ -62,6 +72,7 @@ if [[ ! -x "$dbus_bin" ]]; then
 fi
 if readelf -l -W "$dbus_bin" | grep -q INTERP; then die "$dbus_bin is dynamically linked"; fi
 say "slotctl-dbus: $(stat -c %s "$dbus_bin") bytes"
+((prepare == 0)) || exit 0
 
 docs="$release_dir/deb-docs"
 rm -rf "$docs"
