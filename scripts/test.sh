@@ -4,8 +4,8 @@
 # Two lanes run side by side after the set-up and the lints (the CI budget
 # is 30 minutes on 2 cores; docs/testing.md, "The test command's two
 # lanes"): the booting machine's (scripts/test-boots.sh: QEMU's TCG keeps
-# one core busy) and cargo's (clippy, the build, the tests, the reliability
-# suites), then the Debian package's test beside the DDI scenario. Each
+# one core busy) and cargo's (clippy, one build of every target, then the
+# tests beside the reliability suites), then the Debian package's test beside the DDI scenario. Each
 # step's seconds are printed at the end; the boots lane's log is printed
 # when it ends. Any failure fails the command; a failure in the cargo lane
 # stops the boots lane.
@@ -16,8 +16,12 @@ steps=()
 step() { steps+=("$1 $((SECONDS - t_last)) s"); t_last=$SECONDS; }
 BOOTS_PID=""
 BOOTS_LOG=""
+REL_PID=""
 finish() {
   local rc=$?
+  if [[ -n "$REL_PID" ]] && kill -0 "$REL_PID" 2>/dev/null; then
+    kill -TERM "$REL_PID" 2>/dev/null || true
+  fi
   if [[ -n "$BOOTS_PID" ]] && kill -0 "$BOOTS_PID" 2>/dev/null; then
     echo "test: stopping the boots lane (process group $BOOTS_PID)" >&2
     kill -TERM -- "-$BOOTS_PID" 2>/dev/null || true
@@ -56,19 +60,36 @@ else
   echo "test: clippy is missing (rustup component add clippy): skipping the lint"
 fi
 step clippy
-# The slotctl and slotctl-dbus binaries the integration tests run (cargo
-# test alone does not always build them).
-cargo build -p slotctl -p slotctl-dbus
+# Every target of the workspace in one build: the binaries the integration
+# tests run (slotctl, slotctl-dbus) and every test. One build, so that the
+# features are unified once: `cargo build -p slotctl -p slotctl-dbus` then
+# `cargo test` compiled zbus, the slotctl library and their dependencies
+# twice, with two feature sets (docs/testing.md).
+cargo build --workspace --all-targets
 step build
-# Everything but the long reliability suites (docs/reliability.md)...
-cargo test --workspace -- --skip reliability_
-step tests
-# ...which run once, on their own, with their counts (crash states, fuzz
-# cases, tampering cases) in the log.
+# The long reliability suites (docs/reliability.md) run once, on their own,
+# with their counts (crash states, fuzz cases, tampering cases) in their
+# log; each of them is one thread, so they run beside the other tests.
+REL_LOG="target/test-reliability.log"
 cargo test -p slotctl-tests --test power_cut --test power_cut_cli --test power_cut_bootcount \
     --test power_cut_install --test power_cut_install_inproc --test fuzz_gpt --test tamper_install \
-    -- --nocapture reliability_
-step reliability
+    -- --nocapture reliability_ >"$REL_LOG" 2>&1 &
+REL_PID=$!
+# Everything else.
+tests_rc=0
+cargo test --workspace -- --skip reliability_ || tests_rc=$?
+step tests
+rel_rc=0
+wait "$REL_PID" || rel_rc=$?
+REL_PID=""
+step reliability-wait
+echo "test: ---- the reliability suites' log ($REL_LOG) ----"
+cat "$REL_LOG"
+echo "test: ---- end of the reliability suites' log (exit $rel_rc) ----"
+if ((tests_rc || rel_rc)); then
+  echo "test: failed: the tests (exit $tests_rc), the reliability suites (exit $rel_rc)" >&2
+  exit 1
+fi
 
 boots_rc=0
 wait "$BOOTS_PID" || boots_rc=$?
