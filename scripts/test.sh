@@ -69,11 +69,31 @@ cargo build --workspace --all-targets
 step build
 # The long reliability suites (docs/reliability.md) run once, on their own,
 # with their counts (crash states, fuzz cases, tampering cases) in their
-# log; each of them is one thread, so they run beside the other tests.
+# log; each of them is one thread, so they run beside the other tests. Their
+# executables are run directly (in their package's folder, as cargo test
+# does): a second cargo command with other target filters resolves features
+# anew and recompiled the workspace's crates while the tests waited.
+RELIABILITY=(power_cut power_cut_cli power_cut_bootcount power_cut_install
+  power_cut_install_inproc fuzz_gpt tamper_install)
+mapfile -t rel_exes < <(cargo test --workspace --no-run --message-format=json |
+  jq -r --args 'select(.reason == "compiler-artifact" and .profile.test
+      and .target.kind == ["test"] and (.target.name | IN($ARGS.positional[])))
+    | "\(.manifest_path) \(.executable)"' "${RELIABILITY[@]}")
+((${#rel_exes[@]} == ${#RELIABILITY[@]})) || {
+  echo "test: found ${#rel_exes[@]} of the ${#RELIABILITY[@]} reliability suites' executables" >&2
+  exit 1
+}
+run_reliability() {
+  local line manifest exe rc=0
+  for line in "${rel_exes[@]}"; do
+    read -r manifest exe <<<"$line"
+    echo "test: reliability: ${exe##*/}"
+    (cd "$(dirname "$manifest")" && "$exe" --nocapture reliability_) || rc=1
+  done
+  return "$rc"
+}
 REL_LOG="target/test-reliability.log"
-cargo test -p slotctl-tests --test power_cut --test power_cut_cli --test power_cut_bootcount \
-    --test power_cut_install --test power_cut_install_inproc --test fuzz_gpt --test tamper_install \
-    -- --nocapture reliability_ >"$REL_LOG" 2>&1 &
+run_reliability >"$REL_LOG" 2>&1 &
 REL_PID=$!
 # Everything else.
 tests_rc=0
