@@ -138,7 +138,7 @@ ddi_pid=$!
 # man page, units and bash completion checked, then removed and purged
 # without a file left behind (docs/packaging.md).
 deb_rc=0
-bash scripts/test-deb.sh || deb_rc=$?
+SLOTCTL_GEN_DOCS="$PWD/target/debug/slotctl-gen-docs" bash scripts/test-deb.sh || deb_rc=$?
 step deb
 ddi_rc=0
 wait "$ddi_pid" || ddi_rc=$?
