@@ -11,9 +11,8 @@
 #   package is made from, print nothing on stdout (scripts/test-boots.sh
 #   does this on the core QEMU leaves free).
 # Environment: CARGO_TARGET_DIR (as cargo); SLOTCTL_GEN_DOCS (below);
-# SOURCE_DATE_EPOCH (the man
-# pages' date; default: the last commit's time, so a rebuild of the same
-# commit gives the same pages).
+# SOURCE_DATE_EPOCH (the man pages' date; default: the last commit's time,
+# so a rebuild of the same commit gives the same pages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

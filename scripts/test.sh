@@ -5,9 +5,9 @@
 # is 30 minutes on 2 cores; docs/testing.md, "The test command's two
 # lanes"): the booting machine's (scripts/test-boots.sh: QEMU's TCG keeps
 # one core busy) and cargo's (clippy, one build of every target, then the
-# tests beside the reliability suites), then the Debian package's test beside the DDI scenario. Each
-# step's seconds are printed at the end; the boots lane's log is printed
-# when it ends. Any failure fails the command; a failure in the cargo lane
+# tests beside the reliability suites), then the Debian package's test
+# beside the DDI scenario. Each step's seconds are printed at the end; the
+# log of what ran in the background is printed when it ends. Any failure fails the command; a failure in the cargo lane
 # stops the boots lane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +20,8 @@ REL_PID=""
 finish() {
   local rc=$?
   if [[ -n "$REL_PID" ]] && kill -0 "$REL_PID" 2>/dev/null; then
-    kill -TERM "$REL_PID" 2>/dev/null || true
+    echo "test: stopping the reliability suites (process group $REL_PID)" >&2
+    kill -TERM -- "-$REL_PID" 2>/dev/null || true
   fi
   if [[ -n "$BOOTS_PID" ]] && kill -0 "$BOOTS_PID" 2>/dev/null; then
     echo "test: stopping the boots lane (process group $BOOTS_PID)" >&2
@@ -32,6 +33,16 @@ finish() {
   exit "$rc"
 }
 trap finish EXIT
+# reap PID LOG WHAT: waits for a step run in the background, prints its log
+# between two marker lines, and returns its exit status.
+reap() {
+  local rc=0
+  wait "$1" || rc=$?
+  echo "test: ---- $3's log ($2) ----"
+  cat "$2"
+  echo "test: ---- end of $3's log (exit $rc) ----"
+  return "$rc"
+}
 
 bash scripts/setup.sh
 step setup
@@ -83,41 +94,28 @@ mapfile -t rel_exes < <(cargo test --workspace --no-run --message-format=json |
   echo "test: found ${#rel_exes[@]} of the ${#RELIABILITY[@]} reliability suites' executables" >&2
   exit 1
 }
-run_reliability() {
-  local line manifest exe rc=0
-  for line in "${rel_exes[@]}"; do
-    read -r manifest exe <<<"$line"
-    echo "test: reliability: ${exe##*/}"
-    (cd "$(dirname "$manifest")" && "$exe" --nocapture reliability_) || rc=1
-  done
-  return "$rc"
-}
+# In its own process group, like the boots lane, so that finish can stop
+# the suite it is running.
 REL_LOG="target/test-reliability.log"
-run_reliability >"$REL_LOG" 2>&1 &
+setsid bash scripts/test-reliability.sh "${rel_exes[@]}" >"$REL_LOG" 2>&1 &
 REL_PID=$!
 # Everything else.
 tests_rc=0
 cargo test --workspace -- --skip reliability_ || tests_rc=$?
 step tests
 rel_rc=0
-wait "$REL_PID" || rel_rc=$?
+reap "$REL_PID" "$REL_LOG" "the reliability suites" || rel_rc=$?
 REL_PID=""
 step reliability-wait
-echo "test: ---- the reliability suites' log ($REL_LOG) ----"
-cat "$REL_LOG"
-echo "test: ---- end of the reliability suites' log (exit $rel_rc) ----"
 if ((tests_rc || rel_rc)); then
   echo "test: failed: the tests (exit $tests_rc), the reliability suites (exit $rel_rc)" >&2
   exit 1
 fi
 
 boots_rc=0
-wait "$BOOTS_PID" || boots_rc=$?
+reap "$BOOTS_PID" "$BOOTS_LOG" "the boots lane" || boots_rc=$?
 BOOTS_PID=""
 step boots-wait
-echo "test: ---- the boots lane's log ($BOOTS_LOG) ----"
-cat "$BOOTS_LOG"
-echo "test: ---- end of the boots lane's log (exit $boots_rc) ----"
 if ((boots_rc)); then
   echo "test: the boots lane failed (exit $boots_rc): see its log above" >&2
   exit 1
@@ -141,9 +139,8 @@ deb_rc=0
 SLOTCTL_GEN_DOCS="$PWD/target/debug/slotctl-gen-docs" bash scripts/test-deb.sh || deb_rc=$?
 step deb
 ddi_rc=0
-wait "$ddi_pid" || ddi_rc=$?
+reap "$ddi_pid" "$DDI_LOG" "the DDI scenario" || ddi_rc=$?
 step qemu-ddi
-cat "$DDI_LOG"
 if ((deb_rc || ddi_rc)); then
   echo "test: failed: the package's test (exit $deb_rc), the DDI scenario (exit $ddi_rc)" >&2
   exit 1
