@@ -38,9 +38,9 @@ trap finish EXIT
 reap() {
   local rc=0
   wait "$1" || rc=$?
-  echo "test: ---- $3's log ($2) ----"
+  echo "test: ---- the log of $3 ($2) ----"
   cat "$2"
-  echo "test: ---- end of $3's log (exit $rc) ----"
+  echo "test: ---- end of the log of $3 (exit $rc) ----"
   return "$rc"
 }
 
